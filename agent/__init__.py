@@ -1,0 +1,1 @@
+"""The per-host agent that drives systemd: built in the agent issue."""

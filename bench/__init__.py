@@ -1,0 +1,1 @@
+"""Scale and latency benchmarks: real etcd, real engine, simulated agents; JSON results."""

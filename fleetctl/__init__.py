@@ -1,0 +1,1 @@
+"""fleetctl: the command-line client that speaks fleet's v1 HTTP API."""

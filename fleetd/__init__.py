@@ -1,0 +1,3 @@
+"""pyfleet's daemon: the engine, the registry on etcd and the API, wired by `fleetd.server`."""
+
+__version__ = "0.1.0"

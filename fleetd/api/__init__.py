@@ -1,0 +1,1 @@
+"""The HTTP API (fleet v1, wire-compatible): built in the API issue."""

@@ -1,0 +1,332 @@
+"""fleetd's configuration: fleet's option names, read from four layered sources.
+
+Sources, each overriding the one before: built-in defaults < the config file (`--config PATH`,
+else `/etc/fleet/fleet.conf` when it exists) < `FLEET_<NAME>` environment variables < flags
+(`--etcd-servers`, ...). Every source is validated on its own, so a bad value is an error even
+when a later source overrides it.
+
+Invariants:
+* `load_config` reads the config file and nothing else: no logging, no clock, no network.
+* Every bad value raises `ConfigError`, whose message names the option, the source (file and
+  line, variable or flag) and the offending value.
+* The result is a frozen `Config`; derived forms are normalised (the key prefix ends with `/`,
+  metadata is sorted, durations are float seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, NoReturn
+from urllib.parse import urlsplit
+
+DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value, with the option, source and value that caused it."""
+
+    def __init__(self, option: str, source: str, value: str, reason: str) -> None:
+        super().__init__(f"{option}: {reason} (got {value!r} from {source})")
+        self.option, self.source, self.value, self.reason = option, source, value, reason
+
+
+@dataclass(frozen=True)
+class Config:
+    """fleetd's settings; durations are seconds. Field names are fleet's option names."""
+
+    etcd_servers: tuple[str, ...] = ("http://127.0.0.1:2379",)
+    etcd_key_prefix: str = "/fleet/"
+    etcd_request_timeout: float = 5.0
+    etcd_username: str = ""
+    etcd_password: str = ""
+    etcd_cafile: str = ""
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
+    public_ip: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+    agent_ttl: float = 10.0
+    engine_reconcile_interval: float = 2.0
+    disable_engine: bool = False
+    disable_agent: bool = False
+    listen: tuple[str, ...] = ("/var/run/fleet.sock",)
+    api_token_file: str = ""
+    machine_id_file: str = "/etc/machine-id"
+    verbosity: int = 0
+    config_file: str = ""  # the file actually read, "" when none was
+    show_version: bool = False  # `--version` or `fleetd version`: print it and exit
+    show_help: bool = False  # `--help`: print `help_text()` and exit
+
+
+# fleet options that pyfleet does not implement: named in their own error, not as "unknown".
+_UNSUPPORTED = frozenset(
+    {"units_directory", "systemd_user", "token_limit", "enable_grpc", "disable_watches"}
+    | {"verify_units", "authorized_keys_file"}
+)
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_NUMBER = r"(?:\d+\.?\d*|\.\d+)"
+_DURATION_PART = re.compile(rf"({_NUMBER})(ns|us|ms|s|m|h)")
+_DURATION = re.compile(rf"[-+]?(?:{_NUMBER}(?:ns|us|ms|s|m|h))+")
+_PLAIN_SECONDS = re.compile(rf"[-+]?{_NUMBER}")
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_TRUE, _FALSE = {"1", "t", "true", "yes", "y", "on"}, {"0", "f", "false", "no", "n", "off"}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from a Go duration (`10s`, `1m30s`, `500ms`, `-2h`) or a plain number of seconds."""
+    text = text.strip().replace("µ", "u").replace("μ", "u")  # Go accepts both micro signs
+    if _PLAIN_SECONDS.fullmatch(text):
+        return float(text)
+    if not _DURATION.fullmatch(text):
+        raise ValueError("not a duration like 10s, 1m30s, 500ms or a number of seconds")
+    total = sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text))
+    return -total if text.startswith("-") else total
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError("must be greater than zero")
+    return seconds
+
+
+def _boolean(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE | _FALSE:
+        return word in _TRUE
+    raise ValueError("not a boolean (true/false, 1/0, yes/no)")
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _verbosity(text: str) -> int:
+    if not _is_number(text.strip()):
+        raise ValueError("not a whole number >= 0")
+    return int(text)
+
+
+def _etcd_servers(text: str) -> tuple[str, ...]:
+    # fleet's rule: split on commas, trim `[`, `]`, quotes and spaces from each item.
+    servers = tuple(s for item in text.split(",") if (s := item.strip(" \t[]\"'")))
+    if not servers:
+        raise ValueError("needs at least one etcd URL")
+    for server in servers:
+        url = urlsplit(server)
+        _ = url.port  # raises ValueError on a port that is not a number
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ValueError(f"{server!r} is not an http:// or https:// URL")
+    return servers
+
+
+def _key_prefix(text: str) -> str:
+    prefix = text.strip()
+    if not prefix.startswith("/"):
+        raise ValueError("must start with '/'")
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
+def _ip_address(text: str) -> str:
+    text = text.strip()
+    if text:
+        ipaddress.ip_address(text)  # its ValueError names the bad address
+    return text
+
+
+def _metadata(text: str) -> tuple[tuple[str, str], ...]:
+    pairs: dict[str, str] = {}  # the last duplicate wins, as in fleet
+    for item in text.split(","):
+        if not item.strip():
+            continue  # tolerate `a=b,` and empty values
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item.strip()!r} is not a key=value pair")
+        pairs[key.strip()] = value.strip()
+    return tuple(sorted(pairs.items()))
+
+
+def _listen_address(item: str) -> str:
+    if item.startswith("/"):
+        return item  # a unix socket path
+    host, sep, port = item.rpartition(":")
+    if not sep or not _is_number(port) or int(port) > 65535:
+        raise ValueError(f"{item!r} is neither an absolute socket path nor host:port")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"{item!r} has a bad IPv6 address") from None
+    elif host and not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{item!r} has a bad host (IPv6 addresses go in brackets)")
+    return item
+
+
+def _listen(text: str) -> tuple[str, ...]:
+    items = (_listen_address(i.strip()) for i in text.split(",") if i.strip())
+    return tuple(dict.fromkeys(items))  # drop repeats, keep order
+
+
+def _text(text: str) -> str:
+    return text.strip()
+
+
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "etcd_servers": _etcd_servers,
+    "etcd_key_prefix": _key_prefix,
+    "etcd_request_timeout": _positive_seconds,
+    "public_ip": _ip_address,
+    "metadata": _metadata,
+    "agent_ttl": _positive_seconds,
+    "engine_reconcile_interval": _positive_seconds,
+    "disable_engine": _boolean,
+    "disable_agent": _boolean,
+    "listen": _listen,
+    "verbosity": _verbosity,
+}
+OPTIONS: tuple[str, ...] = tuple(
+    f.name for f in fields(Config) if f.name not in ("config_file", "show_version", "show_help")
+)
+_BOOLEANS = frozenset({"disable_engine", "disable_agent"})
+
+_Layer = dict[str, tuple[Any, str]]  # option -> (parsed value, source)
+
+
+def _parse(option: str, raw: str, source: str) -> tuple[Any, str]:
+    try:
+        return _PARSERS.get(option, _text)(raw), source
+    except ValueError as error:
+        raise ConfigError(option, source, raw, str(error)) from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises `ConfigError` instead of printing and exiting."""
+
+    def __init__(self, argv: Sequence[str]) -> None:
+        epilog = (
+            "Each option can also be set as name=value in the config file or as FLEET_NAME in "
+            "the environment (e.g. agent_ttl, FLEET_AGENT_TTL). Flags override the environment, "
+            "which overrides the file."
+        )
+        super().__init__(prog="fleetd", add_help=False, allow_abbrev=False, epilog=epilog)
+        self.argv = argv
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError("command line", "the command line", " ".join(self.argv), message)
+
+
+def _build_parser(argv: Sequence[str] = ()) -> _Parser:
+    parser = _Parser(argv)
+    parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument("--version", "-version", action="store_true", help="print the version")
+    parser.add_argument(
+        "--config", "-config", metavar="PATH", help=f"default {DEFAULT_CONFIG_PATH}"
+    )
+    for name in OPTIONS:
+        flag, shown = "--" + name.replace("_", "-"), f"default: {_describe_default(name)}"
+        if name in _BOOLEANS:
+            parser.add_argument(
+                flag, dest=name, nargs="?", const="true", metavar="BOOL", help=shown
+            )
+        elif name == "listen":
+            parser.add_argument(flag, dest=name, action="append", help=f"repeatable; {shown}")
+        else:
+            parser.add_argument(flag, dest=name, help=shown)
+    return parser
+
+
+def _describe_default(name: str) -> str:
+    value = getattr(Config(), name)
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        value = ",".join("=".join(v) if isinstance(v, tuple) else v for v in value)
+    return str(value) if value != "" else "(none)"
+
+
+def help_text() -> str:
+    """The `--help` text; options also come from the file and `FLEET_<NAME>` variables."""
+    return _build_parser().format_help()
+
+
+def _file_layer(path: str, explicit: bool) -> _Layer | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            lines = file.read().splitlines()
+    except FileNotFoundError:
+        if not explicit:
+            return None
+        raise ConfigError("config", "flag --config", path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        source = "flag --config" if explicit else "the default config path"
+        raise ConfigError("config", source, path, f"cannot read it: {error}") from None
+    layer: _Layer = {}
+    for number, raw_line in enumerate(lines, start=1):
+        source, line = f"{path}:{number}", raw_line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, sep, value = (part.strip() for part in line.partition("="))
+        if line.startswith("["):
+            raise ConfigError("config", source, line, "sections are not supported")
+        if not sep or not key:
+            raise ConfigError("config", source, line, "expected a key=value line")
+        if key in _UNSUPPORTED:
+            raise ConfigError(key, source, value, "a fleet option that pyfleet does not support")
+        if key not in OPTIONS:
+            raise ConfigError(key, source, value, "unknown option")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        layer[key] = _parse(key, value, source)
+    return layer
+
+
+def _env_layer(environ: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for name in OPTIONS:
+        variable = "FLEET_" + name.upper()
+        raw = environ.get(variable, "")
+        if raw.strip():  # an empty variable counts as unset (`Environment=FLEET_X=` clears it)
+            layer[name] = _parse(name, raw, f"environment variable {variable}")
+    return layer
+
+
+def _flag_layer(args: argparse.Namespace) -> _Layer:
+    layer: _Layer = {}
+    for name in OPTIONS:
+        raw = getattr(args, name)
+        source = "flag --" + name.replace("_", "-")
+        if isinstance(raw, list):  # --listen, repeatable: check each occurrence on its own
+            parsed = [_parse(name, occurrence, source)[0] for occurrence in raw]
+            layer[name] = (tuple(dict.fromkeys(a for item in parsed for a in item)), source)
+        elif raw is not None:
+            layer[name] = _parse(name, raw, source)
+    return layer
+
+
+def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
+    """Build the `Config` from `argv` (without the program name), `environ` and the config file."""
+    parser = _build_parser(argv)
+    args, extra = parser.parse_known_args(list(argv))
+    for word in extra:
+        if word.startswith("-"):
+            raise ConfigError(word.split("=", 1)[0], "the command line", word, "unknown flag")
+        if word != "version":
+            reason = "takes no arguments. Did you mean to invoke fleetctl instead?"
+            raise ConfigError("fleetd", "the command line", word, reason)
+    if args.help or args.version or extra:
+        return Config(show_help=args.help, show_version=args.version or bool(extra))
+    path = DEFAULT_CONFIG_PATH if args.config is None else args.config
+    file_layer = _file_layer(path, explicit=args.config is not None)
+    merged: _Layer = {}
+    for layer in (file_layer or {}, _env_layer(environ), _flag_layer(args)):
+        merged.update(layer)
+    tcp = [a for a in merged.get("listen", ((), ""))[0] if not a.startswith("/")]
+    if tcp and not merged.get("api_token_file", ("", ""))[0]:
+        reason = "a TCP listener needs api_token_file (the API must not be open without a token)"
+        raise ConfigError("listen", merged["listen"][1], tcp[0], reason)
+    values = {name: value for name, (value, _source) in merged.items()}
+    return Config(**values, config_file=path if file_layer is not None else "")

@@ -1,0 +1,63 @@
+"""The cluster as the engine sees it: units, machines, placements, and one snapshot of them all.
+
+Everything here is immutable. A `ClusterSnapshot` is what the planners read: a watch-fed view
+hands one over per pass and never changes it while the planner runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from fleetd.core.requirements import Requirements
+from fleetd.core.states import JobState
+
+NO_REQUIREMENTS = Requirements()
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    """A unit as the engine needs it: identity, content hash, desired state, requirements."""
+
+    name: str
+    hash: str
+    desired: JobState
+    requirements: Requirements = NO_REQUIREMENTS
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """A live machine: its id, address and metadata (`role=web`, ...)."""
+
+    id: str
+    metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
+    primary_ip: str = ""
+
+    @property
+    def short_id(self) -> str:
+        """The 8-character form fleet prints and accepts in `MachineID=`."""
+        return self.id[:8]
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One schedule entry: `unit` should be in state `desired` on `machine`, at content `hash`."""
+
+    unit: str
+    machine: str
+    hash: str
+    desired: JobState
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    """Units, live machines, the current schedule and the stored reasons, at one moment.
+
+    `schedule` maps a machine id to the placements on it; it may name machines that are gone.
+    `unplaceable` maps a unit to the reasons the engine last stored for not placing it.
+    """
+
+    units: Mapping[str, Unit] = field(default_factory=dict)
+    machines: Mapping[str, Machine] = field(default_factory=dict)
+    schedule: Mapping[str, Mapping[str, Placement]] = field(default_factory=dict)
+    unplaceable: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

@@ -1,0 +1,228 @@
+"""Placement: a chain of feasibility checkers and one least-loaded ranker.
+
+`Board` is the planner's working copy of who runs where during one pass. It is private to one
+planning call (built from a snapshot, never shared), so the planner stays pure.
+
+A unit may run on a machine when every checker passes, in this order: `MachineID`,
+`MachineMetadata`, `MachineOf`, `Conflicts` (both ways), and not being replaced by a unit already
+there. Among the machines that pass, the least loaded wins (fewest placed units, then machine id):
+deterministic, as style practice 3 asks. When none passes, `explain` turns every machine's first
+rejection into reasons a person can act on ("no machine has metadata role=db").
+
+Scale: machines pinned by `MachineID`, narrowed by a metadata index or by a `MachineOf` peer are
+ranked directly; a unit with no such requirement takes the least-loaded machine from a heap, so
+placing an unconstrained unit costs O(log machines).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+from fleetd.core.model import Machine, Unit
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one machine cannot take one unit: which check failed, and on what."""
+
+    check: str
+    detail: str
+
+
+def machine_id_matches(wanted: str, machine: Machine) -> bool:
+    """`MachineID=` accepts the full id or its 8-character short form."""
+    return wanted in (machine.id, machine.short_id)
+
+
+class Board:
+    """Who runs where while one plan is computed, with the indexes the ranker needs."""
+
+    def __init__(self, machines: Mapping[str, Machine]) -> None:
+        self.machines = machines
+        self.units_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
+        self.where: dict[str, set[str]] = {}
+        self._by_meta: dict[tuple[str, str], set[str]] = {}
+        for machine in machines.values():
+            for key, value in machine.metadata.items():
+                self._by_meta.setdefault((key, value), set()).add(machine.id)
+        self._heap: list[tuple[int, str]] = [(0, m) for m in sorted(machines)]
+
+    def load(self, machine: str) -> int:
+        """How many units are placed on `machine`."""
+        return len(self.units_on[machine])
+
+    def machines_of(self, unit: str) -> set[str]:
+        """The machines `unit` is placed on (one, or several for a global unit)."""
+        return self.where.get(unit, set())
+
+    def place(self, unit: Unit, machine: str) -> None:
+        """Record `unit` on `machine`."""
+        self.units_on[machine][unit.name] = unit
+        self.where.setdefault(unit.name, set()).add(machine)
+        heapq.heappush(self._heap, (self.load(machine), machine))
+
+    def remove(self, unit: str, machine: str) -> None:
+        """Forget `unit` on `machine`."""
+        del self.units_on[machine][unit]
+        placed = self.where[unit]
+        placed.discard(machine)
+        if not placed:
+            del self.where[unit]
+        heapq.heappush(self._heap, (self.load(machine), machine))
+
+    def rejection(self, unit: Unit, machine: str) -> Rejection | None:
+        """The first checker that refuses `unit` on `machine`, or None when it may run there."""
+        for check in CHECKERS:
+            found = check(unit, self.machines[machine], self)
+            if found is not None:
+                return found
+        return None
+
+    def pick(self, unit: Unit) -> str | None:
+        """The least-loaded machine that can run `unit`, or None."""
+        narrowed = self._narrow(unit)
+        if narrowed is not None:
+            for machine in sorted(narrowed, key=lambda m: (self.load(m), m)):
+                if self.rejection(unit, machine) is None:
+                    return machine
+            return None
+        return self._pick_from_heap(unit)
+
+    def _pick_from_heap(self, unit: Unit) -> str | None:
+        seen: set[str] = set()
+        found: str | None = None
+        while self._heap:
+            load, machine = heapq.heappop(self._heap)
+            if machine in seen or load != self.load(machine):
+                continue  # a stale entry: the machine's load has changed since it was pushed
+            seen.add(machine)
+            if self.rejection(unit, machine) is None:
+                found = machine
+                break
+        for machine in seen:
+            heapq.heappush(self._heap, (self.load(machine), machine))
+        return found
+
+    def _narrow(self, unit: Unit) -> set[str] | None:
+        """Machines that static requirements allow, or None when every machine is a candidate."""
+        req = unit.requirements
+        narrowed: set[str] | None = None
+        if req.machine_id is not None:
+            wanted = req.machine_id
+            narrowed = {m.id for m in self.machines.values() if machine_id_matches(wanted, m)}
+        for key, values in req.metadata:
+            allowed: set[str] = set()
+            for value in values:
+                allowed |= self._by_meta.get((key, value), set())
+            narrowed = allowed if narrowed is None else narrowed & allowed
+        for peer in req.machine_of:
+            peers_at = self.machines_of(peer)
+            narrowed = set(peers_at) if narrowed is None else narrowed & peers_at
+        return narrowed
+
+
+def _check_machine_id(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
+    wanted = unit.requirements.machine_id
+    if wanted is None or machine_id_matches(wanted, machine):
+        return None
+    return Rejection("machine_id", wanted)
+
+
+def _check_metadata(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
+    for key, values in unit.requirements.metadata:
+        if machine.metadata.get(key) not in values:
+            return Rejection("metadata", " or ".join(f"{key}={v}" for v in sorted(values)))
+    return None
+
+
+def _check_machine_of(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
+    for peer in unit.requirements.machine_of:
+        if machine.id not in board.machines_of(peer):
+            return Rejection("machine_of", peer)
+    return None
+
+
+def _check_conflicts(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
+    mine = unit.requirements
+    found = [
+        other.name
+        for other in board.units_on[machine.id].values()
+        if other.name != unit.name
+        and (mine.conflicts or other.requirements.conflicts)
+        and mine.conflicts_with(unit.name, other.name, other.requirements)
+    ]
+    return Rejection("conflicts", min(found)) if found else None
+
+
+def replaces_one_way(replacer: Unit, replaced: Unit) -> bool:
+    """`replacer` displaces `replaced`.
+
+    Mutual replacement is ignored, as in fleet, and a global unit is never displaced: it runs on
+    every machine that matches it.
+    """
+    return (
+        replacer.requirements.replaces_unit(replaced.name)
+        and not replaced.requirements.is_global
+        and not replaced.requirements.replaces_unit(replacer.name)
+    )
+
+
+def _check_replaced(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
+    found = [
+        other.name
+        for other in board.units_on[machine.id].values()
+        if other.name != unit.name and other.requirements.replaces and replaces_one_way(other, unit)
+    ]
+    return Rejection("replaced", min(found)) if found else None
+
+
+Checker = Callable[[Unit, Machine, Board], Rejection | None]
+CHECKERS: tuple[Checker, ...] = (
+    _check_machine_id,
+    _check_metadata,
+    _check_machine_of,
+    _check_conflicts,
+    _check_replaced,
+)
+
+
+def _names(machines: Iterable[str]) -> str:
+    ordered = sorted(machines)
+    shown = ", ".join(m[:8] for m in ordered[:3])
+    return shown if len(ordered) <= 3 else f"{shown} and {len(ordered) - 3} more"
+
+
+def explain(unit: Unit, board: Board) -> tuple[str, ...]:
+    """Every reason no machine can take `unit`, worded for `fleetctl status`."""
+    total = len(board.machines)
+    if total == 0:
+        return ("no machines are available",)
+    groups: dict[Rejection, list[str]] = {}
+    for machine in sorted(board.machines):
+        found = board.rejection(unit, machine)
+        if found is not None:
+            groups.setdefault(found, []).append(machine)
+    reasons: list[str] = []
+    for rejection, machines in sorted(groups.items(), key=lambda kv: (kv[0].check, kv[0].detail)):
+        everywhere = len(machines) == total
+        detail = rejection.detail
+        match rejection.check:
+            case "machine_id" if everywhere:
+                reasons.append(f"no machine has id {detail}")
+            case "machine_of" if everywhere:
+                reasons.append(f"MachineOf peer {detail} is not placed on any machine")
+            case "metadata":
+                if everywhere:
+                    reasons.append(f"no machine has metadata {detail}")
+                else:
+                    reasons.append(f"{len(machines)} of {total} machines lack metadata {detail}")
+            case "conflicts":
+                where = "every machine" if everywhere else _names(machines)
+                reasons.append(f"conflicts with {detail} on {where}")
+            case "replaced":
+                reasons.append(f"replaced by {detail} on {_names(machines)}")
+            case _:
+                pass  # a pin or a peer elsewhere: the machine it points at explains itself
+    return tuple(reasons) or ("no machine can run it",)

@@ -1,0 +1,118 @@
+"""The engine: campaign, and while leading, plan from the view and apply in fenced batches.
+
+Every fleetd with an engine keeps a watch-fed `ClusterView` and campaigns for leadership. Only the
+leader reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans with the pure
+`plan_engine`, and writes the tasks through `apply_engine_tasks`. Passes run on every view change
+(coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL.
+
+Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting and
+campaigns again. Before planning, a pass waits until the view has seen the engine's own previous
+writes, so it never plans from a view that predates them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import structlog
+
+from fleetd.core.engine_plan import plan_engine
+from fleetd.engine.executor import Deposed, apply_engine_tasks
+from fleetd.engine.leader import Election, Term
+from fleetd.engine.view import ClusterView
+from fleetd.registry.client import EtcdClient
+from fleetd.registry.keys import Keys
+from fleetd.runtime.loop import ReconcileLoop
+
+log = structlog.get_logger(__name__)
+
+
+def leader_ttl(reconcile_interval: float) -> int:
+    """fleet's lease length: five reconcile intervals, and never under 2 seconds."""
+    return max(2, math.ceil(5 * reconcile_interval))
+
+
+class Engine:
+    """One engine candidate; acts only while it leads."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        machine_id: str,
+        *,
+        reconcile_interval: float = 2.0,
+        ttl: int | None = None,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self.machine_id = machine_id
+        self.reconcile_interval = reconcile_interval
+        self.ttl = ttl if ttl is not None else leader_ttl(reconcile_interval)
+        self.view = ClusterView(client, keys, on_change=self._on_change)
+        self.election = Election(client, keys, machine_id, ttl=self.ttl)
+        self.term: Term | None = None
+        self.passes_with_writes = 0
+        self._loop: ReconcileLoop | None = None
+        self._deposed = asyncio.Event()
+        self._written: dict[str, int] = {}
+
+    @property
+    def is_leader(self) -> bool:
+        return self.term is not None and self.term.lease.alive and not self._deposed.is_set()
+
+    async def run(self) -> None:
+        """Keep the view fed and lead whenever elected, until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.view.run(), name="engine:view")
+            group.create_task(self._lead_forever(), name="engine:lead")
+
+    async def _lead_forever(self) -> None:
+        while True:
+            term = await self.election.campaign()
+            log.info("engine leading", machine=self.machine_id, term=term.revision)
+            try:
+                await self._lead(term)
+            finally:
+                self.term = None
+                self._loop = None
+                await asyncio.shield(term.lease.revoke())
+            log.warning("engine lost leadership", machine=self.machine_id, term=term.revision)
+
+    async def _lead(self, term: Term) -> None:
+        """Reconcile while `term` lasts; return when it ends."""
+        self._deposed.clear()
+        self._written = {}
+        self.term = term
+        loop = ReconcileLoop("engine", lambda: self._pass(term), interval=self.reconcile_interval)
+        self._loop = loop
+        reconciling = asyncio.create_task(loop.run(), name="engine:reconcile")
+        lost = asyncio.create_task(term.lease.wait_lost())
+        deposed = asyncio.create_task(self._deposed.wait())
+        try:
+            await asyncio.wait({reconciling, lost, deposed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reconciling, lost, deposed):
+                task.cancel()
+            await asyncio.gather(reconciling, lost, deposed, return_exceptions=True)
+
+    def _on_change(self) -> None:
+        if self._loop is not None:
+            self._loop.trigger()
+
+    async def _pass(self, term: Term) -> None:
+        async with asyncio.timeout(self.ttl):
+            await self.view.wait_ready()
+            await self.view.wait_for(self._written)
+            tasks = plan_engine(self.view.snapshot())
+            if not tasks:
+                return
+            try:
+                written = await apply_engine_tasks(self._client, self._keys, term.fence(), tasks)
+            except Deposed as exc:
+                log.warning("engine write refused", error=str(exc))
+                self._deposed.set()
+                return
+            self._written = written
+            self.passes_with_writes += 1

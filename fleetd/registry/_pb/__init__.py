@@ -1,0 +1,1 @@
+"""Generated etcd v3 protobuf and gRPC modules; do not edit, run scripts/gen-proto."""

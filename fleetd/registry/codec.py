@@ -1,0 +1,172 @@
+"""JSON values stored in etcd, and their conversion to and from the domain model.
+
+Every record is a JSON object with camelCase fields, the names of `docs/architecture.md`:
+
+    units/<unit>          {"name", "options": [{"section","name","value"}], "hash", "desiredState"}
+    machines/<id>         {"id", "primaryIP", "metadata": {k: v}, "version"}
+    schedule/<m>/<unit>   {"hash", "desiredState"}
+    states/<m>/<unit>     {"loadState", "activeState", "subState", "hash", "since"}
+    unplaceable/<unit>    {"reasons": [...]}
+    engine/leader         {"machineID", "version"}
+
+Decoding never trusts the bytes: a malformed record raises `CodecError` naming the key and the
+problem, and the caller skips it (one bad key must not stop the engine).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fleetd.core.model import Machine, Placement, Unit
+from fleetd.core.requirements import parse_requirements
+from fleetd.core.states import JobState
+from fleetd.core.unitfile import UnitFile, UnitOption, unit_from_options
+
+
+class CodecError(ValueError):
+    """A stored value that cannot be read; the message names the key and the problem."""
+
+
+def _dump(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True).encode()
+
+
+def _load(key: str, raw: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CodecError(f"{key}: not valid JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CodecError(f"{key}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _str(key: str, obj: Mapping[str, Any], name: str, *, default: str | None = None) -> str:
+    value = obj.get(name, default)
+    if not isinstance(value, str):
+        raise CodecError(f"{key}: field {name!r} must be a string, got {value!r}")
+    return value
+
+
+def _state(key: str, obj: Mapping[str, Any]) -> JobState:
+    value = _str(key, obj, "desiredState")
+    try:
+        return JobState(value)
+    except ValueError:
+        raise CodecError(f"{key}: unknown desiredState {value!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class UnitRecord:
+    """A unit as stored under `units/<name>`."""
+
+    name: str
+    options: tuple[UnitOption, ...]
+    hash: str
+    desired: JobState
+
+    @property
+    def unit_file(self) -> UnitFile:
+        return unit_from_options(self.options)
+
+    def to_unit(self) -> Unit:
+        """The engine's view: requirements parsed, options dropped."""
+        return Unit(
+            self.name, self.hash, self.desired, parse_requirements(self.name, self.unit_file)
+        )
+
+
+def encode_unit(record: UnitRecord) -> bytes:
+    options = [{"section": o.section, "name": o.name, "value": o.value} for o in record.options]
+    return _dump(
+        {
+            "name": record.name,
+            "options": options,
+            "hash": record.hash,
+            "desiredState": str(record.desired),
+        }
+    )
+
+
+def decode_unit(key: str, raw: bytes) -> UnitRecord:
+    obj = _load(key, raw)
+    options = obj.get("options")
+    if not isinstance(options, list):
+        raise CodecError(f"{key}: field 'options' must be a list")
+    parsed: list[UnitOption] = []
+    for index, option in enumerate(options):
+        if not isinstance(option, dict):
+            raise CodecError(f"{key}: options[{index}] must be an object")
+        where = f"{key} options[{index}]"
+        parsed.append(
+            UnitOption(
+                _str(where, option, "section"),
+                _str(where, option, "name"),
+                _str(where, option, "value"),
+            )
+        )
+    return UnitRecord(
+        _str(key, obj, "name"), tuple(parsed), _str(key, obj, "hash"), _state(key, obj)
+    )
+
+
+def encode_machine(machine: Machine, version: str) -> bytes:
+    return _dump(
+        {
+            "id": machine.id,
+            "primaryIP": machine.primary_ip,
+            "metadata": dict(machine.metadata),
+            "version": version,
+        }
+    )
+
+
+def decode_machine(key: str, raw: bytes) -> Machine:
+    obj = _load(key, raw)
+    metadata = obj.get("metadata") or {}
+    if not isinstance(metadata, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
+    ):
+        raise CodecError(f"{key}: field 'metadata' must map strings to strings")
+    return Machine(_str(key, obj, "id"), metadata, _str(key, obj, "primaryIP", default=""))
+
+
+def encode_placement(placement: Placement) -> bytes:
+    return _dump({"hash": placement.hash, "desiredState": str(placement.desired)})
+
+
+def decode_placement(key: str, raw: bytes, machine: str, unit: str) -> Placement:
+    obj = _load(key, raw)
+    return Placement(unit, machine, _str(key, obj, "hash"), _state(key, obj))
+
+
+def encode_reasons(reasons: tuple[str, ...]) -> bytes:
+    return _dump({"reasons": list(reasons)})
+
+
+def decode_reasons(key: str, raw: bytes) -> tuple[str, ...]:
+    obj = _load(key, raw)
+    reasons = obj.get("reasons")
+    if not isinstance(reasons, list) or not all(isinstance(r, str) for r in reasons):
+        raise CodecError(f"{key}: field 'reasons' must be a list of strings")
+    return tuple(reasons)
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderRecord:
+    """Who leads the engines."""
+
+    machine_id: str
+    version: str = ""
+
+
+def encode_leader(record: LeaderRecord) -> bytes:
+    return _dump({"machineID": record.machine_id, "version": record.version})
+
+
+def decode_leader(key: str, raw: bytes) -> LeaderRecord:
+    obj = _load(key, raw)
+    return LeaderRecord(_str(key, obj, "machineID"), _str(key, obj, "version", default=""))

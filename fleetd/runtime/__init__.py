@@ -1,0 +1,1 @@
+"""asyncio plumbing shared by the daemons: the reconcile loop, backoff and supervision."""

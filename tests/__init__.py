@@ -1,0 +1,1 @@
+"""pyfleet test suite: mirrors the packages; etcd tests run a real etcd."""

@@ -1,0 +1,56 @@
+"""Suite-wide fixtures: a real etcd started by the suite, clients on it, per-test key prefixes.
+
+- `etcd_server` (session): one etcd shared by every test. Tests never stop it;
+  they isolate themselves by writing only under their own `key_prefix`.
+- `private_etcd` (function): a fresh etcd for tests that kill, pause or
+  restart the server.
+- `etcd` (function): an EtcdClient on the shared server, created in the test's
+  own event loop and closed afterwards (no channel outlives its loop).
+
+A missing etcd binary is an error, not a skip (see tests/etcd_server.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from fleetd.registry.client import EtcdClient
+from devtools.etcd_server import EtcdServer
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    server = EtcdServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def private_etcd() -> Iterator[EtcdServer]:
+    server = EtcdServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
+    client = await EtcdClient.connect([etcd_server.endpoint])
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix no other test uses, e.g. /t/3f2a.../"""
+    return f"/t/{uuid.uuid4().hex}/"

@@ -1,0 +1,261 @@
+"""EtcdClient against a real etcd: KV, paging, txns, leases, errors and failover."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from fleetd.registry.client import Compare, Delete, EtcdClient, KeyValue, Put
+from fleetd.registry.errors import EtcdCompacted, EtcdUnavailable, LeaseNotFound
+from devtools.etcd_server import EtcdServer, free_port
+
+
+async def test_put_get_delete(etcd: EtcdClient, key_prefix: str) -> None:
+    key = key_prefix + "unit"
+    first = await etcd.put(key, b"one")
+    assert await etcd.get(key) == KeyValue(key, b"one", first, first, 1, 0)
+
+    second = await etcd.put(key, b"two")
+    assert second > first
+    assert await etcd.get(key) == KeyValue(key, b"two", first, second, 2, 0)
+
+    assert await etcd.delete(key) == 1
+    assert await etcd.get(key) is None
+    assert await etcd.delete(key) == 0
+
+
+async def test_keys_are_text_and_values_are_bytes(etcd: EtcdClient, key_prefix: str) -> None:
+    key = key_prefix + "ünïcode/ключ"
+    await etcd.put(key, b"\x00\xff")
+    kv = await etcd.get(key)
+    assert kv is not None
+    assert (kv.key, kv.value) == (key, b"\x00\xff")
+
+
+async def test_prefix_delete_removes_only_the_prefix(etcd: EtcdClient, key_prefix: str) -> None:
+    await asyncio.gather(
+        etcd.put(key_prefix + "d/1", b""),
+        etcd.put(key_prefix + "d/2", b""),
+        etcd.put(key_prefix + "d0", b""),  # shares "d" but not "d/"
+    )
+    assert await etcd.delete(key_prefix + "d/", prefix=True) == 2
+    kvs, _ = await etcd.get_prefix(key_prefix)
+    assert [kv.key for kv in kvs] == [key_prefix + "d0"]
+
+
+async def test_get_prefix_pages_at_one_pinned_revision(
+    etcd: EtcdClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keys = [f"{key_prefix}k{i:02}" for i in range(25)]
+    await asyncio.gather(*(etcd.put(k, k.encode()) for k in keys))
+
+    # Write between the first and the second page: the later pages must not see it.
+    real_unary = etcd._unary
+    ranges = 0
+
+    async def write_after_first_page(method: str, *args: Any, **kwargs: Any) -> Any:
+        nonlocal ranges
+        response = await real_unary(method, *args, **kwargs)
+        if method == "Range":
+            ranges += 1
+            if ranges == 1:
+                await etcd.put(key_prefix + "k99-late", b"late")
+                await etcd.delete(keys[-1])
+        return response
+
+    monkeypatch.setattr(etcd, "_unary", write_after_first_page)
+    kvs, revision = await etcd.get_prefix(key_prefix, page_size=10)
+    monkeypatch.undo()
+
+    assert ranges == 3
+    assert [kv.key for kv in kvs] == keys
+    assert [kv.value for kv in kvs] == [k.encode() for k in keys]
+    assert revision == max(kv.mod_revision for kv in kvs)
+
+    # An explicit revision reads the past; without one, the present.
+    again, pinned = await etcd.get_prefix(key_prefix, page_size=7, revision=revision)
+    assert (again, pinned) == (kvs, revision)
+    now, now_revision = await etcd.get_prefix(key_prefix, page_size=7)
+    assert now_revision == revision + 2
+    assert [kv.key for kv in now] == [*keys[:-1], key_prefix + "k99-late"]
+
+
+async def test_get_prefix_of_nothing(etcd: EtcdClient, key_prefix: str) -> None:
+    kvs, revision = await etcd.get_prefix(key_prefix)
+    assert kvs == []
+    assert revision > 0
+
+
+# Each case: (compare that holds, compare that does not) for a key put once with b"v1".
+COMPARE_CASES: dict[str, Callable[[str, KeyValue], tuple[Compare, Compare]]] = {
+    "create_revision": lambda k, kv: (
+        Compare.create_revision(k, "==", kv.create_revision),
+        Compare.create_revision(k, "==", 0),
+    ),
+    "mod_revision": lambda k, kv: (
+        Compare.mod_revision(k, "<", kv.mod_revision + 1),
+        Compare.mod_revision(k, ">", kv.mod_revision),
+    ),
+    "value": lambda k, kv: (Compare.value(k, "==", b"v1"), Compare.value(k, "!=", b"v1")),
+    "version": lambda k, kv: (Compare.version(k, "==", 1), Compare.version(k, ">", 1)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(COMPARE_CASES))
+async def test_txn_takes_the_branch_its_compare_picks(
+    etcd: EtcdClient, key_prefix: str, kind: str
+) -> None:
+    key = key_prefix + "guard"
+    await etcd.put(key, b"v1")
+    current = await etcd.get(key)
+    assert current is not None
+    holds, fails = COMPARE_CASES[kind](key, current)
+
+    won = await etcd.txn([holds], [Put(key_prefix + "won", b"1")], [Put(key_prefix + "lost", b"1")])
+    assert won.succeeded
+    lost = await etcd.txn([fails], [Put(key_prefix + "won", b"2")], [Delete(key_prefix + "won")])
+    assert not lost.succeeded
+    assert lost.revision > won.revision
+
+    kvs, _ = await etcd.get_prefix(key_prefix)
+    assert [kv.key for kv in kvs] == [key]  # "won" written by the first, deleted by the second
+
+
+async def test_txn_create_if_absent_is_atomic(etcd: EtcdClient, key_prefix: str) -> None:
+    key = key_prefix + "leader"
+    absent = Compare.create_revision(key, "==", 0)
+    results = await asyncio.gather(
+        *(etcd.txn([absent], [Put(key, str(i).encode())]) for i in range(8))
+    )
+    assert sum(r.succeeded for r in results) == 1
+
+
+async def test_txn_with_max_ops_succeeds_and_more_is_refused(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    puts = [Put(f"{key_prefix}{i:03}", b"x") for i in range(EtcdClient.MAX_TXN_OPS + 1)]
+    with pytest.raises(ValueError, match="at most 128"):
+        await etcd.txn([], puts)
+    with pytest.raises(ValueError, match="compares has 129"):
+        await etcd.txn([Compare.version(key_prefix, "==", 0)] * 129, [])
+    assert (await etcd.get_prefix(key_prefix))[0] == []
+
+    result = await etcd.txn([], puts[:128], [])
+    assert result.succeeded
+    kvs, revision = await etcd.get_prefix(key_prefix, page_size=50)
+    assert len(kvs) == 128
+    assert {kv.mod_revision for kv in kvs} == {revision}  # one txn, one revision
+
+
+async def test_lease_grant_ttl_and_revoke_removes_keys(etcd: EtcdClient, key_prefix: str) -> None:
+    lease = await etcd.lease_grant(30)
+    assert 0 < await etcd.lease_ttl(lease) <= 30
+    await etcd.put(key_prefix + "a", b"", lease=lease)
+    await etcd.txn([], [Put(key_prefix + "b", b"", lease=lease)])
+    kv = await etcd.get(key_prefix + "a")
+    assert kv is not None
+    assert kv.lease == lease
+
+    await etcd.lease_revoke(lease)
+    assert await etcd.get_prefix(key_prefix) == ([], await _revision(etcd))
+    assert await etcd.lease_ttl(lease) == -1
+    with pytest.raises(LeaseNotFound):
+        await etcd.lease_revoke(lease)
+
+
+async def test_compacted_revision_raises(private_etcd: EtcdServer) -> None:
+    client = await EtcdClient.connect([private_etcd.endpoint])
+    try:
+        old = await client.put("/a", b"1")
+        latest = await client.put("/a", b"2")
+        await client.compact(latest)
+        with pytest.raises(EtcdCompacted):
+            await client.get_prefix("/", revision=old)
+        assert (await client.get_prefix("/", revision=latest))[0][0].value == b"2"
+    finally:
+        await client.close()
+
+
+async def test_connect_to_a_closed_port_fails_within_the_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(EtcdUnavailable):
+        await EtcdClient.connect([f"127.0.0.1:{free_port()}"], timeout=0.5)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_connect_to_a_silent_server_fails_within_the_timeout() -> None:
+    with socket.socket() as silent:  # accepts TCP, never speaks HTTP/2
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        started = time.monotonic()
+        with pytest.raises(EtcdUnavailable):
+            await EtcdClient.connect([f"http://127.0.0.1:{silent.getsockname()[1]}"], timeout=0.5)
+        assert time.monotonic() - started < 1.5
+
+
+async def test_calls_fail_fast_when_etcd_is_down_or_hung(private_etcd: EtcdServer) -> None:
+    client = await EtcdClient.connect([private_etcd.endpoint], timeout=0.5)
+    try:
+        await client.put("/k", b"v")
+
+        private_etcd.pause()  # a hung etcd: only the deadline ends the call
+        started = time.monotonic()
+        with pytest.raises(EtcdUnavailable, match="DEADLINE_EXCEEDED"):
+            await client.get("/k")
+        with pytest.raises(EtcdUnavailable):
+            await client.put("/k", b"w", timeout=0.2)
+        assert time.monotonic() - started < 0.5 + 0.2 + 1.0
+
+        private_etcd.stop()  # etcd gone: connection refused
+        started = time.monotonic()
+        with pytest.raises(EtcdUnavailable):
+            await client.get("/k")
+        assert time.monotonic() - started < 1.5
+    finally:
+        await client.close()
+
+
+async def test_reads_fail_over_to_the_next_endpoint(
+    private_etcd: EtcdServer, etcd_server: EtcdServer, etcd: EtcdClient, key_prefix: str
+) -> None:
+    await etcd.put(key_prefix + "k", b"on-shared")
+    client = await EtcdClient.connect([private_etcd.endpoint, etcd_server.endpoint], timeout=1.0)
+    try:
+        assert client.endpoint == private_etcd.endpoint.removeprefix("http://")
+        assert await client.get(key_prefix + "k") is None  # the private etcd has no such key
+
+        private_etcd.stop()
+        kv = await client.get(key_prefix + "k")  # fails on the first, retried on the second
+        assert kv is not None
+        assert kv.value == b"on-shared"
+        assert client.endpoint == etcd_server.endpoint.removeprefix("http://")
+    finally:
+        await client.close()
+
+
+async def test_writes_are_not_retried_on_failover(private_etcd: EtcdServer) -> None:
+    other = free_port()
+    client = await EtcdClient.connect([private_etcd.endpoint, f"127.0.0.1:{other}"], timeout=1.0)
+    try:
+        private_etcd.stop()
+        with pytest.raises(EtcdUnavailable):
+            await client.put("/k", b"v")
+        assert client.endpoint == f"127.0.0.1:{other}"  # the next call goes elsewhere
+    finally:
+        await client.close()
+
+
+async def test_closed_client_refuses_calls_loudly(etcd_server: EtcdServer) -> None:
+    client = await EtcdClient.connect([etcd_server.endpoint])
+    await client.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.get("/k")
+
+
+async def _revision(etcd: EtcdClient) -> int:
+    return (await etcd.get_prefix("/no-such-prefix/"))[1]
