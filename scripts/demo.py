@@ -24,17 +24,16 @@ from devtools.etcd_server import EtcdServer
 from fleetd.core.model import Machine
 from fleetd.core.names import parse_unit_name
 from fleetd.core.states import JobState
-from fleetd.core.unitfile import parse_unit
+from fleetd.core.submission import parse_unit_text
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import (
-    UnitRecord,
     decode_leader,
     decode_reasons,
     encode_machine,
-    encode_unit,
 )
 from fleetd.registry.keys import Keys
 from fleetd.registry.lease import Lease
+from fleetd.registry.units import put_unit
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,9 +69,8 @@ def unit_file_for(name: str) -> Path:
 
 
 async def submit(client: EtcdClient, keys: Keys, name: str) -> None:
-    parsed = parse_unit(unit_file_for(name).read_text())
-    record = UnitRecord(name, parsed.options, parsed.hash, JobState.LAUNCHED)
-    await client.put(keys.unit(name), encode_unit(record))
+    unit = parse_unit_text(name, unit_file_for(name).read_text())
+    await put_unit(client, keys, name, unit, JobState.LAUNCHED)
 
 
 async def show(client: EtcdClient, keys: Keys) -> dict[str, set[str]]:

@@ -12,13 +12,22 @@ A missing etcd binary is an error, not a skip (see tests/etcd_server.py).
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from hypothesis import settings
 
-from fleetd.registry.client import EtcdClient
 from devtools.etcd_server import EtcdServer
+from fleetd.registry.client import EtcdClient
+
+# CI explores the same examples on every run (a red CI always means a real, reproducible bug);
+# `HYPOTHESIS_PROFILE=deep` explores far more, for a developer hunting planner bugs.
+settings.register_profile("dev", max_examples=300)
+settings.register_profile("ci", max_examples=300, derandomize=True, print_blob=True)
+settings.register_profile("deep", max_examples=5000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture(scope="session")

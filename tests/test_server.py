@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import structlog
 
+from devtools.etcd_server import EtcdServer
 from fleetd.config import Config
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.server import MachineIdError, read_machine_id, serve
 from tests.engine.cluster import add_machine, placements, submit, wait_until
-from devtools.etcd_server import EtcdServer
 
 MACHINE = "d" * 32
 

@@ -215,9 +215,10 @@ class _Planner:
                 continue
             self.board.place(unit, machine)
             self.why_placed.setdefault(name, "placed on the least-loaded machine that can run it")
-            for other in sorted(self.board.units_on[machine]):
-                victim = self.board.units_on[machine][other]
-                if other not in self.displaced and replaces_one_way(unit, victim):
+            here = self.board.units_on[machine]
+            for other in sorted(here):
+                victim = here.get(other)  # None once displaced as a follower of an earlier victim
+                if victim and other not in self.displaced and replaces_one_way(unit, victim):
                     self._displace(other, machine, f"replaced by {name}")
 
     def _explain_unplaced(self) -> None:

@@ -359,3 +359,32 @@ def test_stored_reasons_are_not_rewritten_when_unchanged() -> None:
 def test_reasons_of_a_destroyed_unit_are_cleared() -> None:
     snapshot = cluster([M1], [], unplaceable={"gone.service": ("x",)})
     assert plan_engine(snapshot) == [ClearUnplaceable("gone.service", "unit destroyed")]
+
+
+def test_replacing_a_target_moves_its_followers_too() -> None:
+    # found by hypothesis: the follower is displaced with its target, not looked at twice
+    units = [
+        unit("u3.service"),
+        unit("u4.service", "Replaces=u3.service"),
+        unit("u6.service", "MachineOf=u3.service"),
+        unit("f1.service"),
+        unit("f2.service"),
+    ]
+    placed = {"u3.service": "m1", "u6.service": "m1", "f1.service": "m2", "f2.service": "m2"}
+    snapshot = cluster([M1, M2], units, schedule=placed)
+    after, _ = converge(snapshot)
+    assert where(after, "u4.service") == "m1"
+    assert where(after, "u3.service") == where(after, "u6.service") == "m2"
+
+
+def test_replaced_target_with_nowhere_to_go_takes_its_followers_along() -> None:
+    units = [
+        unit("u3.service"),
+        unit("u4.service", "Replaces=u3.service"),
+        unit("u6.service", "MachineOf=u3.service"),
+    ]
+    after, _ = converge(cluster([M1], units, schedule={"u3.service": "m1", "u6.service": "m1"}))
+    assert placements(after) == {"u4.service": {"m1"}}
+    assert after.unplaceable["u6.service"] == (
+        "MachineOf peer u3.service is not placed on any machine",
+    )

@@ -54,13 +54,13 @@ def _conflict(a: Unit, b: Unit) -> bool:
     return a.requirements.conflicts_with(a.name, b.name, b.requirements)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(clusters())
 def test_planning_again_after_applying_gives_nothing_to_do(snapshot: ClusterSnapshot) -> None:
     converge(snapshot)  # asserts the second plan is empty
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(clusters())
 def test_no_machine_gets_two_conflicting_units(snapshot: ClusterSnapshot) -> None:
     after, _ = converge(snapshot)
@@ -71,7 +71,7 @@ def test_no_machine_gets_two_conflicting_units(snapshot: ClusterSnapshot) -> Non
                 assert a.name == b.name or not _conflict(a, b), (a.name, b.name)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(clusters())
 def test_every_placement_honours_its_requirements(snapshot: ClusterSnapshot) -> None:
     after, _ = converge(snapshot)
@@ -87,7 +87,7 @@ def test_every_placement_honours_its_requirements(snapshot: ClusterSnapshot) -> 
                 assert m in where.get(peer, set())
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(clusters())
 def test_global_units_land_on_exactly_the_matching_machines(snapshot: ClusterSnapshot) -> None:
     after, _ = converge(snapshot)
@@ -110,7 +110,7 @@ def test_global_units_land_on_exactly_the_matching_machines(snapshot: ClusterSna
         assert where.get(u.name, set()) == matching - blocked
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(clusters())
 def test_every_wanted_unit_is_placed_or_says_why(snapshot: ClusterSnapshot) -> None:
     after, _ = converge(snapshot)
@@ -125,7 +125,7 @@ def test_every_wanted_unit_is_placed_or_says_why(snapshot: ClusterSnapshot) -> N
             assert u.name not in after.unplaceable
 
 
-@settings(max_examples=200, deadline=None)
+@settings(deadline=None)
 @given(clusters(), st.randoms(use_true_random=False))
 def test_the_plan_does_not_depend_on_input_order(
     snapshot: ClusterSnapshot, rnd: random.Random

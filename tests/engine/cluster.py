@@ -13,14 +13,10 @@ from fleetd.core.states import JobState
 from fleetd.core.unitfile import parse_unit
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient
-from fleetd.registry.codec import (
-    UnitRecord,
-    decode_reasons,
-    encode_machine,
-    encode_unit,
-)
+from fleetd.registry.codec import UnitRecord, decode_reasons, encode_machine
 from fleetd.registry.keys import Keys
 from fleetd.registry.lease import Lease
+from fleetd.registry.units import put_unit
 
 T = TypeVar("T")
 
@@ -36,10 +32,9 @@ async def submit(
     client: EtcdClient, keys: Keys, name: str, xfleet: str = "", desired: str = "launched"
 ) -> UnitRecord:
     """Store a unit as the API does."""
-    parsed = parse_unit(unit_text(name, xfleet))
-    record = UnitRecord(name, parsed.options, parsed.hash, JobState(desired))
-    await client.put(keys.unit(name), encode_unit(record))
-    return record
+    return await put_unit(
+        client, keys, name, parse_unit(unit_text(name, xfleet)), JobState(desired)
+    )
 
 
 async def add_machine(

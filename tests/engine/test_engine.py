@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from devtools.etcd_server import EtcdServer
 from fleetd.core.states import JobState
 from fleetd.core.tasks import Schedule
 from fleetd.engine.engine import Engine, leader_ttl
@@ -21,7 +22,6 @@ from tests.engine.cluster import (
     submit,
     wait_until,
 )
-from devtools.etcd_server import EtcdServer
 
 WEB, DB1, DB2 = "a" * 32, "b" * 32, "c" * 32
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from devtools.etcd_server import EtcdServer, free_port
 from fleetd.registry.client import Compare, Delete, EtcdClient, KeyValue, Put
 from fleetd.registry.errors import EtcdCompacted, EtcdUnavailable, LeaseNotFound
-from devtools.etcd_server import EtcdServer, free_port
 
 
 async def test_put_get_delete(etcd: EtcdClient, key_prefix: str) -> None:

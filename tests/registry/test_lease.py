@@ -8,9 +8,9 @@ import time
 import pytest
 from structlog.testing import capture_logs
 
+from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.lease import Lease
-from devtools.etcd_server import EtcdServer
 
 TTL = 2
 

@@ -10,10 +10,10 @@ from typing import Self
 import pytest
 from structlog.testing import capture_logs
 
+from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import Delete, EtcdClient, KeyValue
 from fleetd.registry.errors import EtcdCompacted
 from fleetd.registry.watch import Changes, PrefixWatcher, Snapshot, WatchBatch
-from devtools.etcd_server import EtcdServer
 
 WAIT = 10.0  # deadline for any single condition
 
