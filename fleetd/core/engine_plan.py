@@ -167,20 +167,14 @@ class _Planner:
 
     def _move_replaced(self) -> None:
         for machine in sorted(self.board.units_on):
+            if not self.board.replacing_on[machine]:
+                continue
             here = self.board.units_on[machine]
             for name in sorted(here):
-                if name not in here:
-                    continue
-                replacer = next(
-                    (
-                        r
-                        for r in here.values()
-                        if r.name != name and replaces_one_way(r, here[name])
-                    ),
-                    None,
-                )
+                unit = here.get(name)  # None once displaced along with an earlier unit
+                replacer = None if unit is None else self.board.replaced_by(unit, machine)
                 if replacer is not None:
-                    self._displace(name, machine, f"replaced by {replacer.name}")
+                    self._displace(name, machine, f"replaced by {replacer}")
 
     def _displace(self, name: str, machine: str, reason: str) -> None:
         """Take `name` (and its `MachineOf` followers) off `machine` and queue it again."""

@@ -42,6 +42,10 @@ class Board:
     def __init__(self, machines: Mapping[str, Machine]) -> None:
         self.machines = machines
         self.units_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
+        # the few units that carry Conflicts or Replaces, per machine: most units carry neither,
+        # so the checks for them look here instead of at every unit on the machine
+        self.conflicting_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
+        self.replacing_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
         self.where: dict[str, set[str]] = {}
         self._by_meta: dict[tuple[str, str], set[str]] = {}
         for machine in machines.values():
@@ -60,17 +64,32 @@ class Board:
     def place(self, unit: Unit, machine: str) -> None:
         """Record `unit` on `machine`."""
         self.units_on[machine][unit.name] = unit
+        if unit.requirements.conflicts:
+            self.conflicting_on[machine][unit.name] = unit
+        if unit.requirements.replaces:
+            self.replacing_on[machine][unit.name] = unit
         self.where.setdefault(unit.name, set()).add(machine)
         heapq.heappush(self._heap, (self.load(machine), machine))
 
     def remove(self, unit: str, machine: str) -> None:
         """Forget `unit` on `machine`."""
         del self.units_on[machine][unit]
+        self.conflicting_on[machine].pop(unit, None)
+        self.replacing_on[machine].pop(unit, None)
         placed = self.where[unit]
         placed.discard(machine)
         if not placed:
             del self.where[unit]
         heapq.heappush(self._heap, (self.load(machine), machine))
+
+    def replaced_by(self, unit: Unit, machine: str) -> str | None:
+        """The first (by name) unit on `machine` that replaces `unit`, if any."""
+        found = [
+            other.name
+            for other in self.replacing_on[machine].values()
+            if other.name != unit.name and replaces_one_way(other, unit)
+        ]
+        return min(found) if found else None
 
     def rejection(self, unit: Unit, machine: str) -> Rejection | None:
         """The first checker that refuses `unit` on `machine`, or None when it may run there."""
@@ -146,11 +165,11 @@ def _check_machine_of(unit: Unit, machine: Machine, board: Board) -> Rejection |
 
 def _check_conflicts(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
     mine = unit.requirements
+    others = board.units_on if mine.conflicts else board.conflicting_on
     found = [
         other.name
-        for other in board.units_on[machine.id].values()
+        for other in others[machine.id].values()
         if other.name != unit.name
-        and (mine.conflicts or other.requirements.conflicts)
         and mine.conflicts_with(unit.name, other.name, other.requirements)
     ]
     return Rejection("conflicts", min(found)) if found else None
@@ -170,12 +189,8 @@ def replaces_one_way(replacer: Unit, replaced: Unit) -> bool:
 
 
 def _check_replaced(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
-    found = [
-        other.name
-        for other in board.units_on[machine.id].values()
-        if other.name != unit.name and other.requirements.replaces and replaces_one_way(other, unit)
-    ]
-    return Rejection("replaced", min(found)) if found else None
+    replacer = board.replaced_by(unit, machine.id)
+    return None if replacer is None else Rejection("replaced", replacer)
 
 
 Checker = Callable[[Unit, Machine, Board], Rejection | None]

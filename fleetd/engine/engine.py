@@ -3,7 +3,9 @@
 Every fleetd with an engine keeps a watch-fed `ClusterView` and campaigns for leadership. Only the
 leader reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans with the pure
 `plan_engine`, and writes the tasks through `apply_engine_tasks`. Passes run on every view change
-(coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL.
+(coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL. A tick
+finds nothing to do without planning when the view has not changed since a plan that had nothing
+to do (the planner is pure, so the same view gives the same empty plan).
 
 Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting and
 campaigns again. Before planning, a pass waits until the view has seen the engine's own previous
@@ -56,7 +58,9 @@ class Engine:
         self.passes_with_writes = 0
         self._loop: ReconcileLoop | None = None
         self._deposed = asyncio.Event()
+        self.leading = asyncio.Event()  # set while this engine leads
         self._written: dict[str, int] = {}
+        self._settled_generation = -1
 
     @property
     def is_leader(self) -> bool:
@@ -75,6 +79,7 @@ class Engine:
             try:
                 await self._lead(term)
             finally:
+                self.leading.clear()
                 self.term = None
                 self._loop = None
                 await asyncio.shield(term.lease.revoke())
@@ -84,7 +89,9 @@ class Engine:
         """Reconcile while `term` lasts; return when it ends."""
         self._deposed.clear()
         self._written = {}
+        self._settled_generation = -1
         self.term = term
+        self.leading.set()
         loop = ReconcileLoop("engine", lambda: self._pass(term), interval=self.reconcile_interval)
         self._loop = loop
         reconciling = asyncio.create_task(loop.run(), name="engine:reconcile")
@@ -105,8 +112,12 @@ class Engine:
         async with asyncio.timeout(self.ttl):
             await self.view.wait_ready()
             await self.view.wait_for(self._written)
+            generation = self.view.generation
+            if generation == self._settled_generation:
+                return  # nothing changed since a plan that had nothing to do
             tasks = plan_engine(self.view.snapshot())
             if not tasks:
+                self._settled_generation = generation
                 return
             try:
                 written = await apply_engine_tasks(self._client, self._keys, term.fence(), tasks)

@@ -63,6 +63,7 @@ class ClusterView:
         self.schedule: dict[str, dict[str, Placement]] = {}
         self.unplaceable: dict[str, tuple[str, ...]] = {}
         self._advanced = asyncio.Event()
+        self.generation = 0  # bumped on every change the view applies
         self._sections = [
             _Section(keys.units, self._put_unit, self._delete_unit, self.units.clear),
             _Section(keys.machines, self._put_machine, self._delete_machine, self.machines.clear),
@@ -131,6 +132,7 @@ class ClusterView:
             section.revision = revision
             self._advanced.set()
             if changed:
+                self.generation += 1
                 self._on_change()
 
     def _apply(self, section: _Section, kv: KeyValue, *, deleted: bool = False) -> None:
