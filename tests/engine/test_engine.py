@@ -14,6 +14,7 @@ from fleetd.engine.executor import Deposed, apply_engine_tasks
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import decode_leader, decode_placement
 from fleetd.registry.keys import Keys
+from fleetd.registry.watch import Changes, PrefixWatcher
 from tests.engine.cluster import (
     add_machine,
     placements,
@@ -229,3 +230,34 @@ async def _placed(client: EtcdClient, keys: Keys, unit: str) -> bool:
 def test_leader_ttl_follows_fleet() -> None:
     assert leader_ttl(2.0) == 10
     assert leader_ttl(0.1) == 2
+
+
+async def test_a_placement_wakes_only_the_chosen_machine(etcd: EtcdClient, keys: Keys) -> None:
+    leases = [await add_machine(etcd, keys, WEB), await add_machine(etcd, keys, DB1)]
+    seen_by_db1: list[str] = []
+    sentinel = keys.placement(DB1, "sentinel.service")
+
+    async def watch_db1() -> None:
+        async for batch in PrefixWatcher(etcd, keys.schedule_of(DB1)):
+            if isinstance(batch, Changes):
+                seen_by_db1.extend(e.kv.key for e in batch.events)
+                if sentinel in seen_by_db1:
+                    return
+
+    watcher = asyncio.create_task(watch_db1())
+    engine = Engine(etcd, keys, WEB, reconcile_interval=0.5)
+    async with running(engine):
+        for i in range(5):
+            await submit(etcd, keys, f"pinned{i}.service", f"MachineID={WEB}")
+
+        async def all_on_web() -> bool:
+            return len((await placements(etcd, keys)).get("pinned4.service", set())) == 1
+
+        await wait_until(all_on_web, "five units placed on the web machine")
+        # the watch delivers in revision order: once it has the sentinel written after the
+        # placements, it has delivered everything that touched this machine before it
+        await etcd.put(sentinel, b"{}")
+        await asyncio.wait_for(watcher, timeout=10)
+    assert seen_by_db1 == [sentinel]
+    for lease in leases:
+        await lease.revoke()
