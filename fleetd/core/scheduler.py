@@ -9,9 +9,10 @@ there. Among the machines that pass, the least loaded wins (fewest placed units,
 deterministic, as style practice 3 asks. When none passes, `explain` turns every machine's first
 rejection into reasons a person can act on ("no machine has metadata role=db").
 
-Scale: machines pinned by `MachineID`, narrowed by a metadata index or by a `MachineOf` peer are
-ranked directly; a unit with no such requirement takes the least-loaded machine from a heap, so
-placing an unconstrained unit costs O(log machines).
+Scale: a unit with no static requirement, or with one single-valued `MachineMetadata` pair, takes
+the least-loaded machine from a heap (all machines, or those with that pair), so placing it costs
+O(log machines). Units pinned by `MachineID`, following a `MachineOf` peer or asking for several
+metadata values have few candidates, found through indexes and ranked directly.
 """
 
 from __future__ import annotations
@@ -48,10 +49,16 @@ class Board:
         self.replacing_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
         self.where: dict[str, set[str]] = {}
         self._by_meta: dict[tuple[str, str], set[str]] = {}
-        for machine in machines.values():
-            for key, value in machine.metadata.items():
-                self._by_meta.setdefault((key, value), set()).add(machine.id)
-        self._heap: list[tuple[int, str]] = [(0, m) for m in sorted(machines)]
+        self._by_short_id: dict[str, set[str]] = {}
+        # (load, machine) heaps with lazy stale entries: one over every machine (key None) and
+        # one per metadata pair, so a unit asking for `role=db` pops only db machines
+        self._heaps: dict[tuple[str, str] | None, list[tuple[int, str]]] = {None: []}
+        for machine in sorted(machines.values(), key=lambda m: m.id):
+            self._by_short_id.setdefault(machine.short_id, set()).add(machine.id)
+            self._heaps[None].append((0, machine.id))
+            for pair in machine.metadata.items():
+                self._by_meta.setdefault(pair, set()).add(machine.id)
+                self._heaps.setdefault(pair, []).append((0, machine.id))
 
     def load(self, machine: str) -> int:
         """How many units are placed on `machine`."""
@@ -69,7 +76,7 @@ class Board:
         if unit.requirements.replaces:
             self.replacing_on[machine][unit.name] = unit
         self.where.setdefault(unit.name, set()).add(machine)
-        heapq.heappush(self._heap, (self.load(machine), machine))
+        self._push(machine)
 
     def remove(self, unit: str, machine: str) -> None:
         """Forget `unit` on `machine`."""
@@ -80,7 +87,14 @@ class Board:
         placed.discard(machine)
         if not placed:
             del self.where[unit]
-        heapq.heappush(self._heap, (self.load(machine), machine))
+        self._push(machine)
+
+    def _push(self, machine: str) -> None:
+        """Record `machine`'s new load in every heap it belongs to."""
+        entry = (self.load(machine), machine)
+        heapq.heappush(self._heaps[None], entry)
+        for pair in self.machines[machine].metadata.items():
+            heapq.heappush(self._heaps[pair], entry)
 
     def replaced_by(self, unit: Unit, machine: str) -> str | None:
         """The first (by name) unit on `machine` that replaces `unit`, if any."""
@@ -101,36 +115,43 @@ class Board:
 
     def pick(self, unit: Unit) -> str | None:
         """The least-loaded machine that can run `unit`, or None."""
+        req = unit.requirements
+        if req.machine_id is None and not req.machine_of:
+            if not req.metadata:
+                return self._pick_from_heap(unit, self._heaps[None])
+            if len(req.metadata) == 1 and len(req.metadata[0][1]) == 1:
+                key, values = req.metadata[0]
+                (value,) = values
+                return self._pick_from_heap(unit, self._heaps.get((key, value), []))
         narrowed = self._narrow(unit)
-        if narrowed is not None:
-            for machine in sorted(narrowed, key=lambda m: (self.load(m), m)):
-                if self.rejection(unit, machine) is None:
-                    return machine
-            return None
-        return self._pick_from_heap(unit)
+        for machine in sorted(narrowed, key=lambda m: (self.load(m), m)):
+            if self.rejection(unit, machine) is None:
+                return machine
+        return None
 
-    def _pick_from_heap(self, unit: Unit) -> str | None:
-        seen: set[str] = set()
+    def _pick_from_heap(self, unit: Unit, heap: list[tuple[int, str]]) -> str | None:
+        seen: list[str] = []
         found: str | None = None
-        while self._heap:
-            load, machine = heapq.heappop(self._heap)
-            if machine in seen or load != self.load(machine):
+        while heap:
+            load, machine = heapq.heappop(heap)
+            if load != self.load(machine) or machine in seen:
                 continue  # a stale entry: the machine's load has changed since it was pushed
-            seen.add(machine)
+            seen.append(machine)
             if self.rejection(unit, machine) is None:
                 found = machine
                 break
         for machine in seen:
-            heapq.heappush(self._heap, (self.load(machine), machine))
+            heapq.heappush(heap, (self.load(machine), machine))
         return found
 
-    def _narrow(self, unit: Unit) -> set[str] | None:
-        """Machines that static requirements allow, or None when every machine is a candidate."""
+    def _narrow(self, unit: Unit) -> set[str]:
+        """The machines that the unit's static requirements allow."""
         req = unit.requirements
         narrowed: set[str] | None = None
         if req.machine_id is not None:
             wanted = req.machine_id
-            narrowed = {m.id for m in self.machines.values() if machine_id_matches(wanted, m)}
+            narrowed = {wanted} if wanted in self.machines else set()
+            narrowed |= self._by_short_id.get(wanted, set())
         for key, values in req.metadata:
             allowed: set[str] = set()
             for value in values:
@@ -139,7 +160,7 @@ class Board:
         for peer in req.machine_of:
             peers_at = self.machines_of(peer)
             narrowed = set(peers_at) if narrowed is None else narrowed & peers_at
-        return narrowed
+        return set(self.machines) if narrowed is None else narrowed
 
 
 def _check_machine_id(unit: Unit, machine: Machine, board: Board) -> Rejection | None:
@@ -226,7 +247,7 @@ def explain(unit: Unit, board: Board) -> tuple[str, ...]:
         match rejection.check:
             case "machine_id" if everywhere:
                 reasons.append(f"no machine has id {detail}")
-            case "machine_of" if everywhere:
+            case "machine_of" if not board.machines_of(detail):
                 reasons.append(f"MachineOf peer {detail} is not placed on any machine")
             case "metadata":
                 if everywhere:

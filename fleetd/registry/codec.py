@@ -39,6 +39,8 @@ def _load(key: str, raw: bytes) -> dict[str, Any]:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise CodecError(f"{key}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CodecError(f"{key}: not valid JSON (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise CodecError(f"{key}: expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -126,7 +128,9 @@ def encode_machine(machine: Machine, version: str) -> bytes:
 
 def decode_machine(key: str, raw: bytes) -> Machine:
     obj = _load(key, raw)
-    metadata = obj.get("metadata") or {}
+    metadata = obj.get("metadata")
+    if metadata is None:  # absent, or null as Go writes an empty map
+        metadata = {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
