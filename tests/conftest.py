@@ -30,24 +30,23 @@ settings.register_profile("deep", max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
-@pytest.fixture(scope="session")
-def etcd_server() -> Iterator[EtcdServer]:
+def _running_etcd() -> Iterator[EtcdServer]:
     server = EtcdServer()
     try:
         server.start()
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    yield from _running_etcd()
 
 
 @pytest.fixture
 def private_etcd() -> Iterator[EtcdServer]:
-    server = EtcdServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.cleanup()
+    yield from _running_etcd()
 
 
 @pytest.fixture
