@@ -39,6 +39,17 @@ class Machine:
         return self.id[:8]
 
 
+def merge_metadata(own: Mapping[str, str], overrides: Mapping[str, str] | None) -> dict[str, str]:
+    """A machine's metadata: its own, under the values set through the API ("" removes a key)."""
+    merged = dict(own)
+    for key, value in (overrides or {}).items():
+        if value:
+            merged[key] = value
+        else:
+            merged.pop(key, None)
+    return merged
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     """One schedule entry: `unit` should be in state `desired` on `machine`, at content `hash`."""

@@ -1,9 +1,8 @@
 """The engine's cluster view: units, machines, schedule and stored reasons, fed by etcd watches.
 
-One `PrefixWatcher` per prefix (`units/`, `machines/`, `schedule/`, `unplaceable/`); the agents'
-`states/` are not watched here, so their churn never wakes the engine. Each watcher starts from a
-paged snapshot, then applies changes; after a compaction it gets a fresh snapshot and the section
-is rebuilt from it.
+A `Mirror` of `units/`, `machines/`, `metadata/`, `schedule/` and `unplaceable/`; the agents'
+`states/` are not watched here, so their churn never wakes the engine. A machine's metadata is its
+record's, under the values set through the API (`metadata/<machine>/<key>`, "" removes a key).
 
 `snapshot()` hands the planner the live maps without copying. That is safe because planning is
 synchronous: no watch event can be applied between taking the snapshot and the planner returning.
@@ -15,76 +14,51 @@ so the next plan never works from a view that predates them (which could place a
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 
-import structlog
-
-from fleetd.core.model import ClusterSnapshot, Machine, Placement, Unit
+from fleetd.core.model import ClusterSnapshot, Machine, Placement, Unit, merge_metadata
 from fleetd.registry.client import EtcdClient, KeyValue
 from fleetd.registry.codec import (
     CodecError,
     decode_machine,
+    decode_metadata_value,
     decode_placement,
     decode_reasons,
     decode_unit,
 )
 from fleetd.registry.keys import Keys
-from fleetd.registry.watch import Changes, PrefixWatcher, Snapshot
-
-log = structlog.get_logger(__name__)
+from fleetd.registry.mirror import Mirror
 
 
-@dataclass(slots=True)
-class _Section:
-    """One watched prefix and how its keys land in the view."""
-
-    prefix: str
-    put: Callable[[KeyValue], None]
-    delete: Callable[[str], None]
-    clear: Callable[[], None]
-    revision: int = 0
-    ready: bool = False
-
-
-class ClusterView:
+class ClusterView(Mirror):
     """Watch-fed state of the cluster, as the engine plans from it."""
 
     def __init__(
         self, client: EtcdClient, keys: Keys, on_change: Callable[[], None] = lambda: None
     ) -> None:
-        self._client = client
+        super().__init__(client, on_change)
         self._keys = keys
-        self._on_change = on_change
         self.units: dict[str, Unit] = {}
         self.machines: dict[str, Machine] = {}
         self.schedule: dict[str, dict[str, Placement]] = {}
         self.unplaceable: dict[str, tuple[str, ...]] = {}
-        self._advanced = asyncio.Event()
-        self.generation = 0  # bumped on every change the view applies
-        self._sections = [
-            _Section(keys.units, self._put_unit, self._delete_unit, self.units.clear),
-            _Section(keys.machines, self._put_machine, self._delete_machine, self.machines.clear),
-            _Section(
-                keys.schedule, self._put_placement, self._delete_placement, self.schedule.clear
-            ),
-            _Section(
-                keys.unplaceable, self._put_reasons, self._delete_reasons, self.unplaceable.clear
-            ),
-        ]
-
-    # ---- reading
-
-    @property
-    def ready(self) -> bool:
-        """Every prefix has been read once."""
-        return all(s.ready for s in self._sections)
-
-    def revision(self, prefix: str) -> int:
-        """The last revision applied for one watched prefix."""
-        return next(s.revision for s in self._sections if s.prefix == prefix)
+        self._records: dict[str, Machine] = {}
+        self._overrides: dict[str, dict[str, str]] = {}
+        self.add_section(keys.units, self._put_unit, self._delete_unit, self.units.clear)
+        self.add_section(
+            keys.machines, self._put_machine, self._delete_machine, self._clear_records
+        )
+        self.add_section(
+            keys.metadata, self._put_override, self._delete_override, self._clear_overrides
+        )
+        self.add_section(
+            keys.schedule, self._put_placement, self._delete_placement, self.schedule.clear
+        )
+        self.add_section(
+            keys.unplaceable, self._put_reasons, self._delete_reasons, self.unplaceable.clear
+        )
 
     def snapshot(self) -> ClusterSnapshot:
         """The live view, read-only; valid until the caller next awaits."""
@@ -94,55 +68,6 @@ class ClusterView:
             schedule=MappingProxyType(self.schedule),
             unplaceable=MappingProxyType(self.unplaceable),
         )
-
-    async def wait_ready(self) -> None:
-        while not self.ready:
-            await self._next_advance()
-
-    async def wait_for(self, revisions: Mapping[str, int]) -> None:
-        """Return once each prefix in `revisions` has applied at least that revision."""
-        while any(self.revision(prefix) < rev for prefix, rev in revisions.items()):
-            await self._next_advance()
-
-    async def _next_advance(self) -> None:
-        self._advanced.clear()
-        await self._advanced.wait()
-
-    # ---- feeding
-
-    async def run(self) -> None:
-        """Feed every section from its watcher until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            for section in self._sections:
-                group.create_task(self._feed(section), name=f"view:{section.prefix}")
-
-    async def _feed(self, section: _Section) -> None:
-        async for batch in PrefixWatcher(self._client, section.prefix):
-            match batch:
-                case Snapshot(revision, kvs):
-                    section.clear()
-                    for kv in kvs:
-                        self._apply(section, kv)
-                    section.ready = True
-                    changed = True
-                case Changes(revision, events):
-                    for event in events:
-                        self._apply(section, event.kv, deleted=event.kind == "delete")
-                    changed = bool(events)
-            section.revision = revision
-            self._advanced.set()
-            if changed:
-                self.generation += 1
-                self._on_change()
-
-    def _apply(self, section: _Section, kv: KeyValue, *, deleted: bool = False) -> None:
-        try:
-            if deleted:
-                section.delete(kv.key)
-            else:
-                section.put(kv)
-        except (CodecError, ValueError) as exc:
-            log.error("skipping unreadable record", key=kv.key, error=str(exc))
 
     # ---- sections
 
@@ -158,10 +83,45 @@ class ClusterView:
         machine = decode_machine(kv.key, kv.value)
         if machine.id != machine_id:
             raise CodecError(f"{kv.key}: record names machine {machine.id!r}")
-        self.machines[machine_id] = machine
+        self._records[machine_id] = machine
+        self._merge(machine_id)
 
     def _delete_machine(self, key: str) -> None:
-        self.machines.pop(self._keys.name_under(self._keys.machines, key), None)
+        machine_id = self._keys.name_under(self._keys.machines, key)
+        self._records.pop(machine_id, None)
+        self._merge(machine_id)
+
+    def _clear_records(self) -> None:
+        self._records.clear()
+        self.machines.clear()
+
+    def _put_override(self, kv: KeyValue) -> None:
+        machine_id, name = self._keys.split_pair(self._keys.metadata, kv.key)
+        self._overrides.setdefault(machine_id, {})[name] = decode_metadata_value(kv.key, kv.value)
+        self._merge(machine_id)
+
+    def _delete_override(self, key: str) -> None:
+        machine_id, name = self._keys.split_pair(self._keys.metadata, key)
+        self._overrides.get(machine_id, {}).pop(name, None)
+        self._merge(machine_id)
+
+    def _clear_overrides(self) -> None:
+        self._overrides.clear()
+        for machine_id in list(self._records):
+            self._merge(machine_id)
+
+    def _merge(self, machine_id: str) -> None:
+        """The machine as the scheduler sees it: its record's metadata under the API's overrides."""
+        record = self._records.get(machine_id)
+        if record is None:
+            self.machines.pop(machine_id, None)
+            return
+        overrides = self._overrides.get(machine_id)
+        self.machines[machine_id] = (
+            replace(record, metadata=merge_metadata(record.metadata, overrides))
+            if overrides
+            else record
+        )
 
     def _put_placement(self, kv: KeyValue) -> None:
         machine, unit = self._keys.split_pair(self._keys.schedule, kv.key)

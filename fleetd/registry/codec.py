@@ -7,6 +7,7 @@ Every record is a JSON object with camelCase fields, the names of `docs/architec
     schedule/<m>/<unit>   {"hash", "desiredState"}
     states/<m>/<unit>     {"loadState", "activeState", "subState", "hash", "since"}
     unplaceable/<unit>    {"reasons": [...]}
+    metadata/<m>/<key>    {"value"}  ("" removes the key, the machine's own value included)
     engine/leader         {"machineID", "version"}
 
 Decoding never trusts the bytes: a malformed record raises `CodecError` naming the key and the
@@ -174,3 +175,11 @@ def encode_leader(record: LeaderRecord) -> bytes:
 def decode_leader(key: str, raw: bytes) -> LeaderRecord:
     obj = _load(key, raw)
     return LeaderRecord(_str(key, obj, "machineID"), _str(key, obj, "version", default=""))
+
+
+def encode_metadata_value(value: str) -> bytes:
+    return _dump({"value": value})
+
+
+def decode_metadata_value(key: str, raw: bytes) -> str:
+    return _str(key, _load(key, raw), "value")

@@ -5,6 +5,7 @@
     <prefix>schedule/<machine>/<unit>    a placement: hash, desired state          (engine, fenced)
     <prefix>states/<machine>/<unit>      systemd's view of a unit, on the agent's lease (agent)
     <prefix>unplaceable/<unit>           why no machine can run a unit             (engine, fenced)
+    <prefix>metadata/<machine>/<key>     metadata set through the API, over the record's (API)
     <prefix>engine/leader                the engine leader, on the leader's lease   (engine)
 
 The prefix always ends with "/". This layout is a public contract (`docs/architecture.md`).
@@ -65,6 +66,14 @@ class Keys:
 
     def unplaceable_unit(self, unit: str) -> str:
         return f"{self.unplaceable}{unit}"
+
+    @property
+    def metadata(self) -> str:
+        return f"{self.prefix}metadata/"
+
+    def metadata_key(self, machine_id: str, key: str) -> str:
+        """Metadata set through the API; it outlives the machine's lease."""
+        return f"{self.metadata}{machine_id}/{key}"
 
     @property
     def leader(self) -> str:

@@ -12,7 +12,7 @@ from fleetd.core.tasks import Schedule
 from fleetd.engine.engine import Engine, leader_ttl
 from fleetd.engine.executor import Deposed, apply_engine_tasks
 from fleetd.registry.client import EtcdClient
-from fleetd.registry.codec import decode_leader, decode_placement
+from fleetd.registry.codec import decode_leader, decode_placement, encode_metadata_value
 from fleetd.registry.keys import Keys
 from fleetd.registry.watch import Changes, PrefixWatcher
 from tests.engine.cluster import (
@@ -261,3 +261,25 @@ async def test_a_placement_wakes_only_the_chosen_machine(etcd: EtcdClient, keys:
     assert seen_by_db1 == [sentinel]
     for lease in leases:
         await lease.revoke()
+
+
+async def test_metadata_set_through_the_api_moves_units(etcd: EtcdClient, keys: Keys) -> None:
+    lease = await add_machine(etcd, keys, WEB, role="web")
+    engine = Engine(etcd, keys, WEB, reconcile_interval=0.5)
+    async with running(engine):
+        await submit(etcd, keys, "db.service", "MachineMetadata=role=db")
+        await wait_until(
+            lambda: stored_reasons(etcd, keys, "db.service"), "db.service to be unplaceable"
+        )
+        await etcd.put(keys.metadata_key(WEB, "role"), encode_metadata_value("db"))
+        await wait_until(lambda: _placed(etcd, keys, "db.service"), "db.service placed")
+        await etcd.put(keys.metadata_key(WEB, "role"), encode_metadata_value(""))  # removed
+
+        async def unplaced() -> bool:
+            return not await _placed(etcd, keys, "db.service")
+
+        await wait_until(unplaced, "db.service unscheduled once role is removed")
+        assert await stored_reasons(etcd, keys, "db.service") == (
+            "no machine has metadata role=db",
+        )
+    await lease.revoke()
