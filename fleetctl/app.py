@@ -1,37 +1,226 @@
-"""fleetctl's entry point.
+"""fleetctl's entry point: the typer app, its global flags, and `main`.
 
-The commands that talk to the API arrive with the API issue; until then `version` and
-`help` answer as fleet's do, and anything else exits non-zero with a message.
+Role: parse the command line as fleet's cobra-based fleetctl did and hand a `Settings` object to
+the command (through typer's `ctx.obj`). The commands live in `fleetctl.commands`, one module
+each; this module only registers them.
+
+Behaviour kept from fleet (reference 4.1): the global flags (each also read from
+`FLEETCTL_<FLAG>` when absent), `--version`/`-v`/`version`, `help`, usage with no arguments,
+unique command prefixes (`fleetctl list-m`), and global flags given after the command
+(`fleetctl list-units --endpoint ...`, cobra's persistent flags). Fixed: an unknown command or a
+bad flag exits 2 (fleet exited 0).
+
+Invariants: `main` never raises for a command-line or API problem; it returns the exit code.
+Tests pass their transport to `main(argv, transport=...)`; nothing else reaches the network.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Annotated, Any
 
-from fleetd import __version__
+import httpx
+import typer
+from typer.core import TyperGroup
 
-USAGE = """\
-fleetctl - pyfleet's command-line client (fleet v1 API)
+from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT
+from fleetctl.commands import (
+    cat,
+    destroy,
+    list_machines,
+    list_unit_files,
+    list_units,
+    load,
+    start,
+    status,
+    stop,
+    submit,
+    unload,
+    verify,
+    version,
+)
+from fleetctl.output import OutputFormat
+from fleetctl.session import Settings
 
-Usage: fleetctl <command> [options]
-
-Commands:
-  version   print the version and exit
-  help      show this help
-"""
+EXIT_USAGE = 2
+VALUE_FLAGS = frozenset({"--endpoint", "--request-timeout", "--output"})
+SWITCH_FLAGS = frozenset({"--debug"})
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one fleetctl command and return its exit code."""
-    args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in {"help", "-h", "--help"}:
-        sys.stdout.write(f"{USAGE}\nfleetctl version {__version__}\n")
+class FleetctlGroup(TyperGroup):
+    """Commands by name or unique prefix; fleet's message for an unknown one."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None:
+            return found
+        matches = [name for name in self.list_commands(ctx) if name.startswith(cmd_name)]
+        return super().get_command(ctx, matches[0]) if len(matches) == 1 else None
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[str | None, Any, list[str]]:
+        found = self.get_command(ctx, args[0])
+        if found is None:
+            ctx.fail(f'unknown command "{args[0]}" for "fleetctl"')
+        return found.name, found, args[1:]
+
+
+app = typer.Typer(
+    cls=FleetctlGroup,
+    name="fleetctl",
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog=version.version_line(),
+)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        sys.stdout.write(version.version_line() + "\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def fleetctl(
+    ctx: typer.Context,
+    *,
+    endpoint: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_ENDPOINT",
+            help="Location of the fleet API: unix:///path, http://host:port or https://host:port.",
+        ),
+    ] = DEFAULT_ENDPOINT,
+    request_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FLEETCTL_REQUEST_TIMEOUT", help="Seconds to wait for each API request."
+        ),
+    ] = DEFAULT_REQUEST_TIMEOUT,
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", envvar="FLEETCTL_DEBUG", help="Print debug output to stderr."),
+    ] = False,
+    output: Annotated[
+        OutputFormat,
+        typer.Option(envvar="FLEETCTL_OUTPUT", help="text (fleet's output) or json (for scripts)."),
+    ] = OutputFormat.TEXT,
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-v", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """fleetctl: manage systemd units across a pyfleet (or fleet) cluster through its v1 API.
+
+    FLEETCTL_API_TOKEN, when set, is sent as a bearer token (a TCP endpoint needs one).
+    """
+    if request_timeout <= 0:
+        raise typer.BadParameter("must be greater than 0", param_hint="'--request-timeout'")
+    settings = ctx.ensure_object(Settings)
+    settings.endpoint = endpoint
+    settings.request_timeout = request_timeout
+    settings.debug = debug
+    settings.output = output
+
+
+def help_command(
+    ctx: typer.Context,
+    topic: Annotated[list[str] | None, typer.Argument(metavar="[COMMAND]")] = None,
+) -> None:
+    """Help about any command."""
+    root = ctx.parent
+    assert root is not None
+    group = root.command
+    assert isinstance(group, FleetctlGroup)
+    found = group.get_command(root, topic[0]) if topic else None
+    if found is None:
+        sys.stdout.write(root.get_help() + "\n")
+    else:
+        sub = typer.Context(found, info_name=found.name, parent=root)
+        sys.stdout.write(found.get_help(sub) + "\n")
+
+
+for _name, _function in (
+    ("cat", cat.cat),
+    ("destroy", destroy.destroy),
+    ("help", help_command),
+    ("list-machines", list_machines.list_machines),
+    ("list-unit-files", list_unit_files.list_unit_files),
+    ("list-units", list_units.list_units),
+    ("load", load.load),
+    ("start", start.start),
+    ("status", status.status),
+    ("stop", stop.stop),
+    ("submit", submit.submit),
+    ("unload", unload.unload),
+    ("verify", verify.verify),
+    ("version", version.version),
+):
+    app.command(_name)(_function)
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """Move global flags given after the command name in front of it, as cobra accepts them."""
+    before: list[str] = []
+    hoisted: list[str] = []
+    after: list[str] = []
+    index = 0
+    command_seen = False
+    while index < len(args):
+        token = args[index]
+        flag = token.split("=", 1)[0]
+        if token == "--":
+            after.extend(args[index:])
+            break
+        if not command_seen:
+            before.append(token)
+            if token in VALUE_FLAGS and index + 1 < len(args):
+                before.append(args[index + 1])
+                index += 1
+            command_seen = not token.startswith("-")
+        elif flag in VALUE_FLAGS and ("=" in token or index + 1 < len(args)):
+            hoisted.append(token)
+            if "=" not in token:
+                hoisted.append(args[index + 1])
+                index += 1
+        elif token in SWITCH_FLAGS:
+            hoisted.append(token)
+        else:
+            after.append(token)
+        index += 1
+    if not command_seen:
+        return args
+    return before[:-1] + hoisted + before[-1:] + after
+
+
+def _exit_code(code: object) -> int:
+    if code is None:
         return 0
-    if args[0] in {"version", "--version", "-v"}:
-        sys.stdout.write(f"fleetctl version {__version__}\n")
-        return 0
-    sys.stderr.write(f'Error: unknown command "{args[0]}" for "fleetctl"\n')
+    if isinstance(code, int):
+        return code
+    sys.stderr.write(f"{code}\n")
     return 1
+
+
+def main(argv: list[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:
+    """Run one fleetctl command and return its exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args:
+        args = ["--help"]
+    command = typer.main.get_command(app)
+    try:
+        command.main(
+            args=hoist_global_flags(args),
+            prog_name="fleetctl",
+            standalone_mode=True,
+            obj=Settings(transport=transport),
+        )
+    except SystemExit as exc:
+        return _exit_code(exc.code)
+    return 0
 
 
 if __name__ == "__main__":

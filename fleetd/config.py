@@ -54,6 +54,7 @@ class Config:
     disable_agent: bool = False
     listen: tuple[str, ...] = ("/var/run/fleet.sock",)
     api_token_file: str = ""
+    token_limit: int = 100  # the API's page size
     machine_id_file: str = "/etc/machine-id"
     verbosity: int = 0
     config_file: str = ""  # the file actually read, "" when none was
@@ -63,7 +64,7 @@ class Config:
 
 # fleet options that pyfleet does not implement: named in their own error, not as "unknown".
 _UNSUPPORTED = frozenset(
-    {"units_directory", "systemd_user", "token_limit", "enable_grpc", "disable_watches"}
+    {"units_directory", "systemd_user", "enable_grpc", "disable_watches"}
     | {"verify_units", "authorized_keys_file"}
 )
 
@@ -108,6 +109,12 @@ def _is_number(text: str) -> bool:
 def _verbosity(text: str) -> int:
     if not _is_number(text.strip()):
         raise ValueError("not a whole number >= 0")
+    return int(text)
+
+
+def _token_limit(text: str) -> int:
+    if not _is_number(text.strip()) or not 1 <= int(text) <= 0xFFFF:
+        raise ValueError("not a whole number from 1 to 65535 (a page token holds it in 16 bits)")
     return int(text)
 
 
@@ -186,6 +193,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "disable_engine": _boolean,
     "disable_agent": _boolean,
     "listen": _listen,
+    "token_limit": _token_limit,
     "verbosity": _verbosity,
 }
 OPTIONS: tuple[str, ...] = tuple(

@@ -1,4 +1,4 @@
-"""fleetd's wiring: config -> etcd client -> engine (agent and API join in their issues).
+"""fleetd's wiring: config -> etcd client -> engine and API (the agent joins in its issue).
 
 Every component runs under one `run_components` task group; a crashed component takes fleetd
 down loudly (systemd restarts it), and shutdown on SIGTERM is bounded. An unreachable etcd is
@@ -8,12 +8,14 @@ never fatal: the client, the watches and the election retry with backoff and log
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 
+from fleetd.api.serve import serve_api
 from fleetd.config import Config
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient
@@ -68,6 +70,10 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 client, keys, machine_id, reconcile_interval=config.engine_reconcile_interval
             )
             components["engine"] = engine.run
+        if config.listen:
+            components["api"] = functools.partial(
+                serve_api, config, client, keys, shutdown_timeout=shutdown_timeout / 2
+            )
         if not config.disable_agent:
             log.info("the agent arrives with the agent issue; this fleetd runs no units yet")
         log.info(

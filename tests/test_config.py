@@ -60,6 +60,7 @@ def test_defaults_without_any_source() -> None:
     assert config.etcd_key_prefix == "/fleet/"
     assert config.agent_ttl == 10.0
     assert config.listen == ("/var/run/fleet.sock",)
+    assert config.token_limit == 100
     assert config.config_file == ""
 
 
@@ -135,6 +136,8 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         ("api_token_file", "/etc/fleet/token", "/etc/fleet/token"),
         ("machine_id_file", "/run/machine-id", "/run/machine-id"),
         ("verbosity", "3", 3),
+        ("token_limit", "500", 500),
+        ("token_limit", "65535", 65535),
     ],
 )
 def test_each_source_sets_each_option(
@@ -333,6 +336,10 @@ BAD_VALUES = [
     ("listen", "[nope]:80", "bad IPv6 address"),
     ("verbosity", "-1", "whole number"),
     ("verbosity", "lots", "whole number"),
+    ("token_limit", "0", "from 1 to 65535"),
+    ("token_limit", "65536", "from 1 to 65535"),
+    ("token_limit", "-5", "from 1 to 65535"),
+    ("token_limit", "ten", "from 1 to 65535"),
 ]
 
 

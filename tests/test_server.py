@@ -1,10 +1,13 @@
-"""fleetd as a whole: it waits out an unreachable etcd, runs its engine, and stops when told."""
+"""fleetd as a whole: it waits out an unreachable etcd, runs its engine and its API, and stops
+when told."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 
@@ -41,6 +44,7 @@ async def test_fleetd_waits_for_etcd_then_schedules(tmp_path: Path, key_prefix: 
         engine_reconcile_interval=0.5,
         disable_agent=True,
         machine_id_file=str(machine_id),
+        listen=(),
     )
     keys = Keys(key_prefix)
     stop = asyncio.Event()
@@ -72,3 +76,55 @@ async def test_fleetd_waits_for_etcd_then_schedules(tmp_path: Path, key_prefix: 
     finally:
         stop.set()
         server.cleanup()
+
+
+async def test_fleetd_serves_the_api_on_its_unix_socket(
+    tmp_path: Path, etcd_server: EtcdServer, etcd: EtcdClient, key_prefix: str
+) -> None:
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text(MACHINE)
+    socket_path = tmp_path / "fleet.sock"
+    config = Config(
+        etcd_servers=(etcd_server.endpoint,),
+        etcd_key_prefix=key_prefix,
+        disable_agent=True,
+        disable_engine=True,
+        machine_id_file=str(machine_id),
+        listen=(str(socket_path),),
+    )
+    lease = await add_machine(etcd, Keys(key_prefix), MACHINE, role="web")
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:  # no stdout left over from other tests
+        fleetd = asyncio.create_task(serve(config, stop, shutdown_timeout=5))
+        await _serve_machines(fleetd, stop, socket_path)
+    assert {"event": "API listening", "address": str(socket_path), "log_level": "info"} in logs
+    assert not socket_path.exists()
+    await lease.revoke()
+
+
+async def _serve_machines(
+    fleetd: asyncio.Task[None], stop: asyncio.Event, socket_path: Path
+) -> None:
+    transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://fleet") as client:
+
+            async def machines_listed() -> httpx.Response | None:
+                try:
+                    response = await client.get("/fleet/v1/machines")
+                except httpx.TransportError:
+                    return None
+                return response if response.status_code == 200 else None
+
+            response = await wait_until(machines_listed, "fleetd to serve /fleet/v1/machines")
+            assert response is not None
+            assert response.json() == {
+                "machines": [{"id": MACHINE, "metadata": {"role": "web"}, "primaryIP": "127.0.0.1"}]
+            }
+        stop.set()
+        started = time.monotonic()
+        await asyncio.wait_for(fleetd, timeout=10)
+        assert time.monotonic() - started < 6
+    finally:
+        stop.set()
+        await asyncio.gather(fleetd, return_exceptions=True)

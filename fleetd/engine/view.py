@@ -2,7 +2,8 @@
 
 A `Mirror` of `units/`, `machines/`, `metadata/`, `schedule/` and `unplaceable/`; the agents'
 `states/` are not watched here, so their churn never wakes the engine. A machine's metadata is its
-record's, under the values set through the API (`metadata/<machine>/<key>`, "" removes a key).
+record's, under the values set through the API (`metadata/<machine>/<key>`, "" removes a key):
+`fleetd.registry.machines.MachineDirectory` does that merge for every view.
 
 `snapshot()` hands the planner the live maps without copying. That is safe because planning is
 synchronous: no watch event can be applied between taking the snapshot and the planner returning.
@@ -15,20 +16,13 @@ so the next plan never works from a view that predates them (which could place a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from types import MappingProxyType
 
-from fleetd.core.model import ClusterSnapshot, Machine, Placement, Unit, merge_metadata
+from fleetd.core.model import ClusterSnapshot, Machine, Placement, Unit
 from fleetd.registry.client import EtcdClient, KeyValue
-from fleetd.registry.codec import (
-    CodecError,
-    decode_machine,
-    decode_metadata_value,
-    decode_placement,
-    decode_reasons,
-    decode_unit,
-)
+from fleetd.registry.codec import decode_placement, decode_reasons, decode_unit
 from fleetd.registry.keys import Keys
+from fleetd.registry.machines import MachineDirectory
 from fleetd.registry.mirror import Mirror
 
 
@@ -41,18 +35,10 @@ class ClusterView(Mirror):
         super().__init__(client, on_change)
         self._keys = keys
         self.units: dict[str, Unit] = {}
-        self.machines: dict[str, Machine] = {}
         self.schedule: dict[str, dict[str, Placement]] = {}
         self.unplaceable: dict[str, tuple[str, ...]] = {}
-        self._records: dict[str, Machine] = {}
-        self._overrides: dict[str, dict[str, str]] = {}
         self.add_section(keys.units, self._put_unit, self._delete_unit, self.units.clear)
-        self.add_section(
-            keys.machines, self._put_machine, self._delete_machine, self._clear_records
-        )
-        self.add_section(
-            keys.metadata, self._put_override, self._delete_override, self._clear_overrides
-        )
+        self.machines: dict[str, Machine] = MachineDirectory(self, keys).merged
         self.add_section(
             keys.schedule, self._put_placement, self._delete_placement, self.schedule.clear
         )
@@ -77,51 +63,6 @@ class ClusterView(Mirror):
 
     def _delete_unit(self, key: str) -> None:
         self.units.pop(self._keys.name_under(self._keys.units, key), None)
-
-    def _put_machine(self, kv: KeyValue) -> None:
-        machine_id = self._keys.name_under(self._keys.machines, kv.key)
-        machine = decode_machine(kv.key, kv.value)
-        if machine.id != machine_id:
-            raise CodecError(f"{kv.key}: record names machine {machine.id!r}")
-        self._records[machine_id] = machine
-        self._merge(machine_id)
-
-    def _delete_machine(self, key: str) -> None:
-        machine_id = self._keys.name_under(self._keys.machines, key)
-        self._records.pop(machine_id, None)
-        self._merge(machine_id)
-
-    def _clear_records(self) -> None:
-        self._records.clear()
-        self.machines.clear()
-
-    def _put_override(self, kv: KeyValue) -> None:
-        machine_id, name = self._keys.split_pair(self._keys.metadata, kv.key)
-        self._overrides.setdefault(machine_id, {})[name] = decode_metadata_value(kv.key, kv.value)
-        self._merge(machine_id)
-
-    def _delete_override(self, key: str) -> None:
-        machine_id, name = self._keys.split_pair(self._keys.metadata, key)
-        self._overrides.get(machine_id, {}).pop(name, None)
-        self._merge(machine_id)
-
-    def _clear_overrides(self) -> None:
-        self._overrides.clear()
-        for machine_id in list(self._records):
-            self._merge(machine_id)
-
-    def _merge(self, machine_id: str) -> None:
-        """The machine as the scheduler sees it: its record's metadata under the API's overrides."""
-        record = self._records.get(machine_id)
-        if record is None:
-            self.machines.pop(machine_id, None)
-            return
-        overrides = self._overrides.get(machine_id)
-        self.machines[machine_id] = (
-            replace(record, metadata=merge_metadata(record.metadata, overrides))
-            if overrides
-            else record
-        )
 
     def _put_placement(self, kv: KeyValue) -> None:
         machine, unit = self._keys.split_pair(self._keys.schedule, kv.key)

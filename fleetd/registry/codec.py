@@ -5,7 +5,7 @@ Every record is a JSON object with camelCase fields, the names of `docs/architec
     units/<unit>          {"name", "options": [{"section","name","value"}], "hash", "desiredState"}
     machines/<id>         {"id", "primaryIP", "metadata": {k: v}, "version"}
     schedule/<m>/<unit>   {"hash", "desiredState"}
-    states/<m>/<unit>     {"loadState", "activeState", "subState", "hash", "since"}
+    states/<m>/<unit>     {"loadState", "activeState", "subState", "hash", "since"}  (since: Unix s)
     unplaceable/<unit>    {"reasons": [...]}
     metadata/<m>/<key>    {"value"}  ("" removes the key, the machine's own value included)
     engine/leader         {"machineID", "version"}
@@ -146,6 +146,47 @@ def encode_placement(placement: Placement) -> bytes:
 def decode_placement(key: str, raw: bytes, machine: str, unit: str) -> Placement:
     obj = _load(key, raw)
     return Placement(unit, machine, _str(key, obj, "hash"), _state(key, obj))
+
+
+@dataclass(frozen=True, slots=True)
+class UnitStateRecord:
+    """systemd's view of a unit on one machine, as that machine's agent publishes it.
+
+    The three states are systemd's strings (`loaded`, `active`, `running`, ...), `hash` is the
+    hash of the unit file the agent loaded, `since` the Unix time (seconds) it entered this state.
+    """
+
+    load_state: str
+    active_state: str
+    sub_state: str
+    hash: str
+    since: float = 0.0
+
+
+def encode_state(record: UnitStateRecord) -> bytes:
+    return _dump(
+        {
+            "loadState": record.load_state,
+            "activeState": record.active_state,
+            "subState": record.sub_state,
+            "hash": record.hash,
+            "since": record.since,
+        }
+    )
+
+
+def decode_state(key: str, raw: bytes) -> UnitStateRecord:
+    obj = _load(key, raw)
+    since = obj.get("since", 0)
+    if isinstance(since, bool) or not isinstance(since, int | float):
+        raise CodecError(f"{key}: field 'since' must be a number, got {since!r}")
+    return UnitStateRecord(
+        _str(key, obj, "loadState"),
+        _str(key, obj, "activeState"),
+        _str(key, obj, "subState"),
+        _str(key, obj, "hash"),
+        float(since),
+    )
 
 
 def encode_reasons(reasons: tuple[str, ...]) -> bytes:

@@ -18,15 +18,18 @@ from fleetd.registry.codec import (
     CodecError,
     LeaderRecord,
     UnitRecord,
+    UnitStateRecord,
     decode_leader,
     decode_machine,
     decode_placement,
     decode_reasons,
+    decode_state,
     decode_unit,
     encode_leader,
     encode_machine,
     encode_placement,
     encode_reasons,
+    encode_state,
     encode_unit,
 )
 
@@ -271,8 +274,15 @@ def _placement(key: str, raw: bytes) -> object:
     return decode_placement(key, raw, "m1", "a.service")
 
 
-DECODERS: list[Decoder] = [decode_unit, decode_machine, _placement, decode_reasons, decode_leader]
-DECODER_IDS = ["unit", "machine", "placement", "reasons", "leader"]
+DECODERS: list[Decoder] = [
+    decode_unit,
+    decode_machine,
+    _placement,
+    decode_reasons,
+    decode_leader,
+    decode_state,
+]
+DECODER_IDS = ["unit", "machine", "placement", "reasons", "leader", "state"]
 
 
 def expect_error(decode: Decoder, raw: bytes, message: str, key: str = KEY) -> None:
@@ -458,3 +468,58 @@ def test_malformed_leader(obj: dict[str, Any], message: str) -> None:
 
 def test_codec_error_is_a_value_error() -> None:
     assert issubclass(CodecError, ValueError)
+
+
+# ---- unit states
+
+
+def test_state_round_trip_and_field_names() -> None:
+    state = UnitStateRecord("loaded", "active", "running", HASH, 1700000000.5)
+    assert decode_state(KEY, encode_state(state)) == state
+    assert json.loads(encode_state(state)) == {
+        "loadState": "loaded",
+        "activeState": "active",
+        "subState": "running",
+        "hash": HASH,
+        "since": 1700000000.5,
+    }
+
+
+def test_state_since_defaults_to_zero_and_takes_integers() -> None:
+    obj = {"loadState": "loaded", "activeState": "inactive", "subState": "dead", "hash": HASH}
+    assert decode_state("k", dumps(obj)).since == 0.0
+    assert decode_state("k", dumps({**obj, "since": 12})).since == 12.0
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ({}, "k: field 'loadState' must be a string, got None"),
+        (
+            {"loadState": "loaded", "activeState": 1, "subState": "x", "hash": HASH},
+            "k: field 'activeState' must be a string, got 1",
+        ),
+        (
+            {
+                "loadState": "loaded",
+                "activeState": "a",
+                "subState": "x",
+                "hash": HASH,
+                "since": "1",
+            },
+            "k: field 'since' must be a number, got '1'",
+        ),
+        (
+            {
+                "loadState": "loaded",
+                "activeState": "a",
+                "subState": "x",
+                "hash": HASH,
+                "since": True,
+            },
+            "k: field 'since' must be a number, got True",
+        ),
+    ],
+)
+def test_malformed_state(obj: dict[str, Any], message: str) -> None:
+    expect_error(decode_state, dumps(obj), message, key="k")

@@ -1,0 +1,1 @@
+"""fleetctl's commands, one module per command; `fleetctl.app` registers them."""

@@ -1,0 +1,166 @@
+"""What the state-changing commands share: fleet's flags, creating units, setting target states,
+and waiting with fleet's messages.
+
+Role: the steps of fleet's `submit`, `load`, `start`, `stop`, `unload` (reference 4.2-4.4), each
+printing what fleet prints:
+* `create_units`: resolve the arguments (`fleetctl.units`), PUT the new units, then wait for
+  each to be `inactive` (`Unit X inactive`), as fleet does even for `start`;
+* `set_target_states`: set a desired state, skipping units already there (fleet's silence);
+* `wait_triggered`: `Triggered global unit X start` for global units (never waited for), then
+  `Triggered unit X start` with `--no-block`, else wait (`Unit X launched on M.../IP`).
+
+Invariants: block attempts are fleet's `getBlockAttempts` (-1 no wait, 0 forever, N windows);
+a failed wait prints one `Error waiting for units: ...` line per unit and yields exit code 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated
+
+import typer
+
+from fleetctl.client import FleetctlError
+from fleetctl.models import Unit
+from fleetctl.session import Session
+from fleetctl.units import resolve_units
+from fleetctl.wait import wait_for_unit_states
+from fleetd.core.names import mangle_unit_name
+from fleetd.core.states import Command, JobState
+
+NO_BLOCK = -1
+BLOCK_FOREVER = 0
+
+BlockAttemptsOption = Annotated[
+    int,
+    typer.Option(
+        "--block-attempts",
+        help="Wait for the units to reach their state for N attempts of 2s each "
+        "(0: wait until they do, or until one cannot be placed).",
+        show_default=False,
+    ),
+]
+NoBlockOption = Annotated[
+    bool,
+    typer.Option("--no-block", help="Do not wait for the units to reach their state."),
+]
+ReplaceOption = Annotated[
+    bool,
+    typer.Option("--replace", help="Replace units in the registry that differ from local files."),
+]
+UnitsArgument = Annotated[list[str] | None, typer.Argument(metavar="UNIT", show_default=False)]
+
+
+def block_attempts(no_block: bool, attempts: int) -> int:
+    """fleet's `getBlockAttempts`: -1 with --no-block, N for N > 0, else 0 (forever)."""
+    if no_block:
+        return NO_BLOCK
+    return attempts if attempts > 0 else BLOCK_FOREVER
+
+
+def unit_names(args: Sequence[str]) -> list[str]:
+    """fleetctl's mangled names for `args`, each once, in order."""
+    return list(dict.fromkeys(mangle_unit_name(arg) for arg in args))
+
+
+class CreateFailed(FleetctlError):
+    """Some created units never reported `inactive` (already printed, one line each)."""
+
+
+def report_reached(session: Session, unit: Unit) -> None:
+    """`Unit hello.service launched on 113f16a7.../172.17.8.103`."""
+    state = unit.observed_state
+    message = f"Unit {unit.name} {state}"
+    fields: dict[str, str] = {"state": state}
+    if unit.machine_id:
+        legend = session.legend(unit.machine_id)
+        message += f" on {legend}"
+        fields.update(machineID=unit.machine_id, machine=legend)
+    session.out.say(message)
+    session.out.unit(unit.name, **fields)
+
+
+def create_units(
+    session: Session, args: list[str], command: Command, replace: bool, attempts: int
+) -> list[str]:
+    """fleet's `lazyCreateUnits`; the unit names of `args`, in order."""
+    out = session.out
+    client = session.client
+    resolutions = resolve_units(client, args, command, replace)
+    created = []
+    for resolution in resolutions:
+        for text in resolution.warnings:
+            out.warn(text)
+        for text in resolution.info:
+            out.say(text)
+        if resolution.unit_file is not None:
+            client.create_unit(resolution.name, resolution.unit_file.options)
+            out.unit(resolution.name, created=True, replaced=resolution.replacing)
+            created.append(resolution.name)
+    failures = wait_for_unit_states(
+        client, created, JobState.INACTIVE, attempts, lambda u: report_reached(session, u)
+    )
+    for name, message in failures.items():
+        out.error(f"Error waiting on unit creation: {message}")
+        out.unit(name, error=message)
+    if failures:
+        raise CreateFailed("one or more errors creating units")
+    return [resolution.name for resolution in resolutions]
+
+
+def set_target_states(session: Session, names: list[str], state: JobState) -> list[Unit]:
+    """Set each unit's desired state; the units changed (those already there are skipped)."""
+    triggered = []
+    for name in names:
+        unit = session.client.unit(name)
+        if unit is None:
+            raise FleetctlError(f"unable to find unit {name}")
+        if unit.desired_state == state:
+            session.out.debug(f"Unit({name}) already {state}, skipping.")
+            continue
+        session.client.set_unit_target_state(name, state)
+        triggered.append(unit)
+    return triggered
+
+
+def wait_triggered(
+    session: Session, triggered: list[Unit], action: str, state: JobState, attempts: int
+) -> int:
+    """Report global units as triggered, then wait for the others; the exit code."""
+    out = session.out
+    waiting = []
+    for unit in triggered:
+        if unit.is_global:
+            out.say(f"Triggered global unit {unit.name} {action}")
+            out.unit(unit.name, triggered=action, **{"global": True})
+        else:
+            waiting.append(unit)
+    return wait_units(session, [unit.name for unit in waiting], action, state, attempts)
+
+
+def wait_units(
+    session: Session, names: list[str], action: str, state: JobState, attempts: int
+) -> int:
+    """fleet's `tryWaitForUnitStates`: the exit code."""
+    out = session.out
+    if attempts == NO_BLOCK:
+        for name in names:
+            out.say(f"Triggered unit {name} {action}")
+            out.unit(name, triggered=action)
+        return 0
+    with out.progress(len(names), f"{action}: waiting for {len(names)} units") as advance:
+
+        def reached(unit: Unit) -> None:
+            report_reached(session, unit)
+            advance()
+
+        failures = wait_for_unit_states(session.client, names, state, attempts, reached)
+    for name, message in failures.items():
+        out.error(f"Error waiting for units: {message}")
+        out.unit(name, error=message)
+    return 1 if failures else 0
+
+
+def no_units_given(session: Session) -> int:
+    session.out.note("No units given")
+    return 0

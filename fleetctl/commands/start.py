@@ -1,0 +1,79 @@
+"""`fleetctl start UNIT...`: create units if needed, schedule them and start them.
+
+Sets each unit's desired state to `launched` (skipping units already there), waits for
+`Unit X launched on M.../IP`, then for systemd to report each unit loaded and active on its
+machine. `--no-block` prints `Triggered unit X start` and waits for nothing; global units print
+`Triggered global unit X start`. A unit that cannot be placed fails with the engine's reasons
+instead of hanging (fleet#1348). Exit 0 or 1.
+
+The systemd check differs from fleet's on purpose: fleet failed after one 2s window even when
+told to block forever, so a unit slow to start made `start` fail after it had launched. Here it
+uses the same attempts as the state wait; blocking forever, it waits while systemd reports the
+unit activating, fails after a window in which it is neither active nor activating, and fails
+at once when systemd reports it failed.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fleetctl.client import FleetctlError
+from fleetctl.commands.common import (
+    NO_BLOCK,
+    BlockAttemptsOption,
+    NoBlockOption,
+    ReplaceOption,
+    UnitsArgument,
+    block_attempts,
+    create_units,
+    no_units_given,
+    set_target_states,
+    wait_triggered,
+)
+from fleetctl.session import Session
+from fleetctl.wait import wait_for_systemd_active
+from fleetd.core.states import Command, JobState
+
+
+def start(
+    ctx: typer.Context,
+    units: UnitsArgument = None,
+    block_attempts_flag: BlockAttemptsOption = 0,
+    no_block: NoBlockOption = False,
+    replace: ReplaceOption = False,
+) -> None:
+    """Instruct systemd to start one or more units in the cluster, first submitting and loading
+    them if necessary."""
+    session = Session.of(ctx)
+    attempts = block_attempts(no_block, block_attempts_flag)
+
+    def body() -> int:
+        if not units:
+            return no_units_given(session)
+        try:
+            names = create_units(session, units, Command.START, replace, attempts)
+        except FleetctlError as exc:
+            session.out.error(f"Error creating units: {exc}")
+            return 1
+        try:
+            triggered = set_target_states(session, names, JobState.LAUNCHED)
+        except FleetctlError as exc:
+            session.out.error(f"Error starting units: {exc}")
+            return 1
+        if wait_triggered(session, triggered, "start", JobState.LAUNCHED, attempts):
+            return 1
+        if attempts == NO_BLOCK:
+            return 0
+        return check_systemd(session, [u.name for u in triggered if not u.is_global], attempts)
+
+    session.run(body)
+
+
+def check_systemd(session: Session, names: list[str], attempts: int) -> int:
+    """Wait for systemd to run each launched unit on its machine; the exit code."""
+    launched = [unit for name in names if (unit := session.client.unit(name)) is not None]
+    failures = wait_for_systemd_active(session.client, launched, attempts)
+    for name, message in failures.items():
+        session.out.error(f"Error waiting for systemd unit states, err: {message}")
+        session.out.unit(name, error=message)
+    return 1 if failures else 0

@@ -1,0 +1,76 @@
+"""`fleetctl stop UNIT...`: stop launched units, leaving them loaded on their machines.
+
+Only units already in the registry count; when none of the names is there, stderr says
+`Units not found in registry` and the exit code is 0. A non-global unit whose current state is
+`inactive` cannot be stopped: `Unable to stop unit X in state inactive`, exit 1. pyfleet checks
+every unit before changing any (fleet had set the earlier units' state by then). Units already
+`loaded` are skipped. The rest get desired state `loaded` and are waited for; stderr ends with
+`Successfully stopped units [a b].`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fleetctl.commands.common import (
+    BlockAttemptsOption,
+    NoBlockOption,
+    UnitsArgument,
+    block_attempts,
+    no_units_given,
+    unit_names,
+    wait_units,
+)
+from fleetctl.models import Unit
+from fleetctl.output import go_list
+from fleetctl.session import Session
+from fleetd.core.states import JobState
+
+
+def find_units(session: Session, args: list[str]) -> list[Unit]:
+    """The registry's units among `args`, sorted by name as fleet's list order has them."""
+    found = [unit for name in unit_names(args) if (unit := session.client.unit(name)) is not None]
+    return sorted(found, key=lambda unit: unit.name)
+
+
+def stop(
+    ctx: typer.Context,
+    units: UnitsArgument = None,
+    block_attempts_flag: BlockAttemptsOption = 0,
+    no_block: NoBlockOption = False,
+) -> None:
+    """Instruct systemd to stop one or more units in the cluster."""
+    session = Session.of(ctx)
+    attempts = block_attempts(no_block, block_attempts_flag)
+
+    def body() -> int:
+        out = session.out
+        if not units:
+            return no_units_given(session)
+        found = find_units(session, units)
+        if not found:
+            out.note("Units not found in registry")
+            return 0
+        for unit in found:
+            if not unit.is_global and unit.current_state == JobState.INACTIVE:
+                out.error(f"Unable to stop unit {unit.name} in state {JobState.INACTIVE}")
+                return 1
+        stopping = []
+        for unit in found:
+            if not unit.is_global and unit.current_state == JobState.LOADED:
+                out.debug(f"Unit({unit.name}) already {JobState.LOADED}, skipping.")
+                continue
+            session.client.set_unit_target_state(unit.name, JobState.LOADED)
+            if unit.is_global:
+                out.say(f"Triggered global unit {unit.name} stop")
+                out.unit(unit.name, triggered="stop", **{"global": True})
+            else:
+                stopping.append(unit.name)
+        code = wait_units(session, stopping, "stop", JobState.LOADED, attempts)
+        if code == 0:
+            out.note(f"Successfully stopped units {go_list(stopping)}.")
+        else:
+            out.note(f"Failed to stop units {go_list(stopping)}.")
+        return code
+
+    session.run(body)

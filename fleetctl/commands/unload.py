@@ -1,0 +1,63 @@
+"""`fleetctl unload UNIT...`: unschedule units, stopping them first if they run.
+
+Only units already in the registry count (none: `Units not found in registry`, exit 0, as for
+`stop`). Non-global units whose current state is already `inactive` are skipped. The rest get
+desired state `inactive` and are waited for (`Unit X inactive`); stderr ends with
+`Successfully unloaded units [a b].`.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from fleetctl.commands.common import (
+    BlockAttemptsOption,
+    NoBlockOption,
+    UnitsArgument,
+    block_attempts,
+    no_units_given,
+    wait_units,
+)
+from fleetctl.commands.stop import find_units
+from fleetctl.output import go_list
+from fleetctl.session import Session
+from fleetd.core.states import JobState
+
+
+def unload(
+    ctx: typer.Context,
+    units: UnitsArgument = None,
+    block_attempts_flag: BlockAttemptsOption = 0,
+    no_block: NoBlockOption = False,
+) -> None:
+    """Unschedule one or more units in the cluster."""
+    session = Session.of(ctx)
+    attempts = block_attempts(no_block, block_attempts_flag)
+
+    def body() -> int:
+        out = session.out
+        if not units:
+            return no_units_given(session)
+        found = find_units(session, units)
+        if not found:
+            out.note("Units not found in registry")
+            return 0
+        unloading = []
+        for unit in found:
+            if not unit.is_global and unit.current_state == JobState.INACTIVE:
+                out.debug(f"Target state of Unit({unit.name}) already inactive, skipping.")
+                continue
+            session.client.set_unit_target_state(unit.name, JobState.INACTIVE)
+            if unit.is_global:
+                out.say(f"Triggered global unit {unit.name} unload")
+                out.unit(unit.name, triggered="unload", **{"global": True})
+            else:
+                unloading.append(unit.name)
+        code = wait_units(session, unloading, "unload", JobState.INACTIVE, attempts)
+        if code == 0:
+            out.note(f"Successfully unloaded units {go_list(unloading)}.")
+        else:
+            out.note(f"Failed to unload units {go_list(unloading)}.")
+        return code
+
+    session.run(body)

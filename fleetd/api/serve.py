@@ -1,0 +1,205 @@
+"""The `api` component of fleetd: the `ApiView` and the v1 app, served by uvicorn on every
+`--listen` address until cancelled.
+
+* A path is a unix socket with mode 0660: it is bound under a temporary name, given its mode,
+  then renamed into place, so it is never reachable with looser permissions. A stale socket file
+  (nothing answers on it) is replaced; a live socket or any other file there is refused. The
+  file mode is the access control on a unix socket, as with fleet's `fleet.socket`.
+* `host:port` is TCP, allowed only with `api_token_file` (the config refuses TCP without it):
+  every request on a TCP listener needs `Authorization: Bearer <token>`, the file's content
+  with surrounding whitespace stripped; an empty or unreadable file is refused.
+* Shutdown is bounded: once cancelled, the listeners stop accepting, requests in flight get up
+  to `shutdown_timeout` seconds, the socket files this component created are removed, and the
+  cancellation propagates.
+* uvicorn never installs signal handlers or configures logging here: fleetd owns both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import socket
+import stat
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import structlog
+import uvicorn
+from fastapi import FastAPI
+
+from fleetd.api.app import create_app
+from fleetd.api.service import ApiService
+from fleetd.api.view import ApiView
+from fleetd.config import Config
+from fleetd.registry.client import EtcdClient
+from fleetd.registry.keys import Keys
+
+log = structlog.get_logger(__name__)
+
+SOCKET_MODE: Final = 0o660
+BACKLOG: Final = 1024
+
+
+class ApiStartError(RuntimeError):
+    """The API cannot start: a bad token file, or an address that cannot be listened on."""
+
+
+@dataclass(slots=True)
+class Listener:
+    """One bound, listening socket; `path` and `inode` are set for a unix socket."""
+
+    address: str
+    sock: socket.socket
+    path: str = ""
+    inode: int = 0
+
+    @property
+    def is_unix(self) -> bool:
+        return bool(self.path)
+
+
+def read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ApiStartError(f"cannot read api_token_file {path}: {exc}") from None
+    if not token:
+        raise ApiStartError(f"api_token_file {path} is empty")
+    return token
+
+
+def _refuse_live_socket(path: str) -> None:
+    """Raise unless `path` is absent or a socket nobody answers on (then it may be replaced)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ApiStartError(f"{path} exists and is not a socket; not replacing it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return  # stale: its server is gone
+        except OSError as exc:
+            raise ApiStartError(f"cannot tell whether {path} is in use: {exc}") from None
+    raise ApiStartError(f"another server is listening on {path}")
+
+
+def bind_unix(path: str) -> Listener:
+    _refuse_live_socket(path)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        sock.bind(temporary)
+        os.chmod(temporary, SOCKET_MODE)
+        os.replace(temporary, path)
+        sock.listen(BACKLOG)
+        inode = os.stat(path).st_ino
+    except OSError as exc:
+        sock.close()
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise ApiStartError(f"cannot listen on {path}: {exc}") from None
+    return Listener(path, sock, path, inode)
+
+
+def bind_tcp(address: str) -> Listener:
+    host, _, port = address.rpartition(":")
+    try:
+        family, kind, proto, _, where = socket.getaddrinfo(
+            host.strip("[]") or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except (OSError, ValueError) as exc:
+        raise ApiStartError(f"cannot listen on {address}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        raise ApiStartError(f"cannot listen on {address}: {exc}") from None
+    return Listener(address, sock)
+
+
+@contextlib.contextmanager
+def open_listeners(addresses: Sequence[str]) -> Iterator[list[Listener]]:
+    """Bind every address (all or none), and close them and remove socket files afterwards."""
+    listeners: list[Listener] = []
+    try:
+        for address in addresses:
+            listeners.append(bind_unix(address) if address.startswith("/") else bind_tcp(address))
+        yield listeners
+    finally:
+        for listener in listeners:
+            listener.sock.close()
+            if listener.is_unix:
+                with contextlib.suppress(OSError):
+                    if os.stat(listener.path).st_ino == listener.inode:
+                        os.unlink(listener.path)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield  # fleetd handles SIGTERM/SIGINT and cancels this component
+
+
+async def serve_on(app: FastAPI, listener: Listener, *, shutdown_timeout: float) -> None:
+    """Serve `app` on one listener until cancelled, then shut down within the timeout."""
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+        ws="none",
+        timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
+    )
+    server = _Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[listener.sock]), name="uvicorn")
+    log.info("API listening", address=listener.address)
+    try:
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        server.should_exit = True
+        await asyncio.wait([serving], timeout=math.ceil(shutdown_timeout) + 1.0)
+        if not serving.done():
+            server.force_exit = True
+            serving.cancel()
+        raise
+    raise RuntimeError(f"the API server on {listener.address} stopped by itself")
+
+
+async def serve_api(
+    config: Config, client: EtcdClient, keys: Keys, *, shutdown_timeout: float = 5.0
+) -> None:
+    """Run the API view and serve the v1 API on `config.listen` until cancelled."""
+    tcp = [address for address in config.listen if not address.startswith("/")]
+    token = read_token(config.api_token_file) if tcp else None
+    view = ApiView(client, keys)
+    service = ApiService(
+        client,
+        keys,
+        view,
+        request_timeout=config.etcd_request_timeout,
+        token_limit=config.token_limit,
+    )
+    local_app = create_app(service)
+    remote_app = create_app(service, token=token) if token is not None else local_app
+    with open_listeners(config.listen) as listeners:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(view.run(), name="api-view")
+            for listener in listeners:
+                app = local_app if listener.is_unix else remote_app
+                serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout)
+                group.create_task(serving, name=f"api:{listener.address}")

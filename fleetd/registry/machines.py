@@ -1,0 +1,87 @@
+"""Machines as every view sees them: a live record's metadata under the values set through the API.
+
+`MachineDirectory` adds two sections to a `Mirror` and keeps one live map, `merged`
+(machine id -> `Machine`), from them:
+
+* `machines/<id>`: the records the agents keep on their leases;
+* `metadata/<id>/<key>`: values set with `PATCH /fleet/v1/machines`. They outlive the machine's
+  lease, override the record's own value, and "" removes the key, the record's value included.
+
+Invariants: only machines with a live record are in `merged`; overrides of an absent machine wait
+for it to (re)join. `merged` is updated in place (never rebound), so a view may hand it out as
+its own attribute. A record whose `id` differs from its key is refused (the Mirror skips it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from fleetd.core.model import Machine, merge_metadata
+from fleetd.registry.client import KeyValue
+from fleetd.registry.codec import CodecError, decode_machine, decode_metadata_value
+from fleetd.registry.keys import Keys
+from fleetd.registry.mirror import Mirror
+
+
+class MachineDirectory:
+    """The live machines of one mirror, metadata merged; see the module docstring."""
+
+    def __init__(self, mirror: Mirror, keys: Keys) -> None:
+        self._keys = keys
+        self.merged: dict[str, Machine] = {}
+        self._records: dict[str, Machine] = {}
+        self._overrides: dict[str, dict[str, str]] = {}
+        mirror.add_section(
+            keys.machines, self._put_record, self._delete_record, self._clear_records
+        )
+        mirror.add_section(
+            keys.metadata, self._put_override, self._delete_override, self._clear_overrides
+        )
+
+    def _put_record(self, kv: KeyValue) -> None:
+        machine_id = self._keys.name_under(self._keys.machines, kv.key)
+        machine = decode_machine(kv.key, kv.value)
+        if machine.id != machine_id:
+            raise CodecError(f"{kv.key}: record names machine {machine.id!r}")
+        self._records[machine_id] = machine
+        self._merge(machine_id)
+
+    def _delete_record(self, key: str) -> None:
+        machine_id = self._keys.name_under(self._keys.machines, key)
+        self._records.pop(machine_id, None)
+        self._merge(machine_id)
+
+    def _clear_records(self) -> None:
+        self._records.clear()
+        self.merged.clear()
+
+    def _put_override(self, kv: KeyValue) -> None:
+        machine_id, name = self._keys.split_pair(self._keys.metadata, kv.key)
+        self._overrides.setdefault(machine_id, {})[name] = decode_metadata_value(kv.key, kv.value)
+        self._merge(machine_id)
+
+    def _delete_override(self, key: str) -> None:
+        machine_id, name = self._keys.split_pair(self._keys.metadata, key)
+        overrides = self._overrides.get(machine_id)
+        if overrides is not None:
+            overrides.pop(name, None)
+            if not overrides:
+                del self._overrides[machine_id]
+        self._merge(machine_id)
+
+    def _clear_overrides(self) -> None:
+        self._overrides.clear()
+        for machine_id in list(self._records):
+            self._merge(machine_id)
+
+    def _merge(self, machine_id: str) -> None:
+        record = self._records.get(machine_id)
+        if record is None:
+            self.merged.pop(machine_id, None)
+            return
+        overrides = self._overrides.get(machine_id)
+        self.merged[machine_id] = (
+            replace(record, metadata=merge_metadata(record.metadata, overrides))
+            if overrides
+            else record
+        )

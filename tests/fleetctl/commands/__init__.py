@@ -1,0 +1,1 @@
+"""Tests for fleetctl's commands, one module per command module."""
