@@ -1,46 +1,42 @@
-"""pyfleet's main job for now: a local cluster on a real etcd, scheduling the example units.
+"""pyfleet's main job for now: a local cluster on a real etcd, driven with fleetctl.
 
-It starts etcd and two `fleetd` engine candidates (real processes), registers three machines the
-way an agent does (a record under `machines/<id>` on a kept-alive lease; the real agent on
-systemd arrives with the agent issue), submits the units in `units/` the way the API stores them,
-and shows where the elected engine placed them. Then it takes a machine away and kills the
-leading fleetd, and shows the cluster recover. Everything it started is stopped at the end.
+It starts etcd and two `fleetd` processes (engine candidates and API servers: one on a unix socket,
+one also on TCP with a bearer token), brings up three machines as `devtools.simagent` stand-ins
+for the agent (a record under `machines/<id>` on a kept-alive lease, and the unit states an agent
+publishes; the real agent on systemd arrives with the agent issue), then drives the cluster the way
+a user does: `fleetctl start` of the example units in `units/`, `list-machines`,
+`list-unit-files`, `list-units`. It then takes a machine away and kills the leading fleetd, and
+shows the cluster recover through the other fleetd's TCP API. Everything it started is stopped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from devtools.etcd_server import EtcdServer
-from fleetd.core.model import Machine
-from fleetd.core.names import parse_unit_name
-from fleetd.core.states import JobState
-from fleetd.core.submission import parse_unit_text
+from devtools.etcd_server import EtcdServer, free_port
+from devtools.simagent import SimulatedAgent
 from fleetd.registry.client import EtcdClient
-from fleetd.registry.codec import (
-    decode_leader,
-    decode_reasons,
-    encode_machine,
-)
+from fleetd.registry.codec import decode_leader
 from fleetd.registry.keys import Keys
-from fleetd.registry.lease import Lease
-from fleetd.registry.units import put_unit
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 MACHINES = {
-    "0c1ab2f2f1a34a7e8d3a6e1f20aa0001": {"role": "web"},
-    "5d9e01b7c3f04b1d9a2e4c6b80bb0002": {"role": "db"},
-    "9f2c44e6d87a4c2f8b1e3d5a70cc0003": {"role": "db"},
+    "0c1ab2f2f1a34a7e8d3a6e1f20aa0001": ("10.0.0.1", {"role": "web"}),
+    "5d9e01b7c3f04b1d9a2e4c6b80bb0002": ("10.0.0.2", {"role": "db"}),
+    "9f2c44e6d87a4c2f8b1e3d5a70cc0003": ("10.0.0.3", {"role": "db"}),
 }
 ENGINES = ("e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1e1", "e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2e2")
 UNITS = [
@@ -59,40 +55,16 @@ def say(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
-def unit_file_for(name: str) -> Path:
-    direct = ROOT / "units" / name
-    if direct.exists():
-        return direct
-    template = parse_unit_name(name).template
-    assert template is not None, f"no unit file for {name}"
-    return ROOT / "units" / template
-
-
-async def submit(client: EtcdClient, keys: Keys, name: str) -> None:
-    unit = parse_unit_text(name, unit_file_for(name).read_text())
-    await put_unit(client, keys, name, unit, JobState.LAUNCHED)
-
-
-async def show(client: EtcdClient, keys: Keys) -> dict[str, set[str]]:
-    kvs, _ = await client.get_prefix(keys.schedule)
-    placed: dict[str, set[str]] = {}
-    for kv in kvs:
-        machine, unit = keys.split_pair(keys.schedule, kv.key)
-        placed.setdefault(unit, set()).add(machine)
-    units, _ = await client.get_prefix(keys.units)
-    print(f"{'UNIT':<22} {'DSTATE':<9} MACHINE / WHY NOT")
-    for kv in units:
-        name = keys.name_under(keys.units, kv.key)
-        where = ", ".join(
-            f"{m[:8]}.../{MACHINES.get(m, {}).get('role', '?')}"
-            for m in sorted(placed.get(name, ()))
-        )
-        if not where:
-            reasons = await client.get(keys.unplaceable_unit(name))
-            why = decode_reasons(reasons.key, reasons.value) if reasons else ("(not yet placed)",)
-            where = "unplaced: " + "; ".join(why)
-        print(f"{name:<22} {'launched':<9} {where}")
-    return placed
+async def fleetctl(endpoint: str, *args: str, token: str = "") -> int:
+    """Run the real fleetctl command and show what it prints."""
+    print(f"$ fleetctl {' '.join(args)}", flush=True)
+    env = {**os.environ, "FLEETCTL_ENDPOINT": endpoint}
+    if token:
+        env["FLEETCTL_API_TOKEN"] = token
+    proc = await asyncio.create_subprocess_exec(
+        str(BIN / "fleetctl"), *args, cwd=ROOT / "units", env=env
+    )
+    return await proc.wait()
 
 
 async def wait_for(probe: Callable[[], Awaitable[T]], what: str, within: float = 30.0) -> T:
@@ -106,20 +78,25 @@ async def wait_for(probe: Callable[[], Awaitable[T]], what: str, within: float =
 
 
 def start_fleetd(
-    endpoint: str, prefix: str, machine_id: str, workdir: Path
+    endpoint: str, prefix: str, machine_id: str, workdir: Path, *listen: str
 ) -> subprocess.Popen[bytes]:
     id_file = workdir / f"machine-id-{machine_id[:4]}"
     id_file.write_text(machine_id + "\n")
     log = (workdir / f"fleetd-{machine_id[:4]}.log").open("wb")
     return subprocess.Popen(
         [
-            str(Path(sys.executable).parent / "fleetd"),
+            str(BIN / "fleetd"),
             f"--etcd-servers={endpoint}",
             f"--etcd-key-prefix={prefix}",
             "--engine-reconcile-interval=0.4",
             "--disable-agent",
+            *(f"--listen={address}" for address in listen),
         ],
-        env={**os.environ, "FLEET_MACHINE_ID_FILE": str(id_file)},
+        env={
+            **os.environ,
+            "FLEET_MACHINE_ID_FILE": str(id_file),
+            "FLEET_API_TOKEN_FILE": str(workdir / "token"),
+        },
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -130,89 +107,91 @@ async def leader(client: EtcdClient, keys: Keys) -> str:
     return decode_leader(kv.key, kv.value).machine_id if kv else ""
 
 
-async def schedule_count(client: EtcdClient, keys: Keys) -> int:
-    kvs, _ = await client.get_prefix(keys.schedule)
-    return len(kvs)
+@dataclass
+class Cluster:
+    """What the demo started, for the scenario to drive."""
+
+    client: EtcdClient
+    keys: Keys
+    socks: dict[str, Path]
+    fleetds: dict[str, subprocess.Popen[bytes]]
+    agents: dict[str, SimulatedAgent]
+    remote: str
+    token: str
 
 
-async def register_machines(client: EtcdClient, keys: Keys, leases: dict[str, Lease]) -> None:
-    say("registering three machines (records on kept-alive leases, as agents do)")
-    for machine_id, metadata in MACHINES.items():
-        lease = await Lease.grant(client, 5)
-        lease.start()
-        leases[machine_id] = lease
-        record = encode_machine(Machine(machine_id, metadata, "127.0.0.1"), "demo")
-        await client.put(keys.machine(machine_id), record, lease=lease.id)
-        print(f"{machine_id[:8]}...  {metadata}")
+async def drive(cluster: Cluster) -> None:
+    """What a user does: start the units, look, lose a machine, lose the leading fleetd."""
+    first = await wait_for(lambda: leader(cluster.client, cluster.keys), "an engine leader")
+    local = f"unix://{cluster.socks[first]}"
+    await wait_for(lambda: asyncio.sleep(0, cluster.socks[first].exists()), "the API socket")
+    await fleetctl(local, "list-machines")
 
+    say("starting the example units with fleetctl")
+    await fleetctl(local, "start", "--block-attempts=3", *UNITS)
+    await fleetctl(local, "list-unit-files")
+    await fleetctl(local, "list-units")
+    await fleetctl(local, "status", "web@2.service")
 
-async def lose_a_machine(client: EtcdClient, keys: Keys, leases: dict[str, Lease]) -> None:
-    placed = await show(client, keys)
-    lost = next(iter(placed["db.service"]))
-    say(f"machine {lost[:8]}... goes away (its lease is revoked)")
-    await leases.pop(lost).revoke()
+    lost = "9f2c44e6d87a4c2f8b1e3d5a70cc0003"
+    say(f"machine {lost[:8]}... goes away")
+    await cluster.agents.pop(lost).stop()
 
-    async def moved() -> bool:
-        kvs, _ = await client.get_prefix(keys.schedule)
-        return not any(keys.split_pair(keys.schedule, kv.key)[0] == lost for kv in kvs)
+    async def moved_off() -> bool:
+        kvs, _ = await cluster.client.get_prefix(cluster.keys.schedule_of(lost))
+        return not kvs
 
-    await wait_for(moved, "units to leave the lost machine")
-    await asyncio.sleep(0.5)
-    await show(client, keys)
+    await wait_for(moved_off, "the engine to move units off the lost machine")
+    await fleetctl(local, "list-unit-files")
 
-
-async def kill_the_leader(
-    client: EtcdClient, keys: Keys, fleetds: dict[str, subprocess.Popen[bytes]]
-) -> None:
-    first = await leader(client, keys)
-    say(f"killing the leading fleetd {first[:8]}... (SIGKILL: its lease must expire)")
-    fleetds[first].send_signal(signal.SIGKILL)
-    fleetds[first].wait()
-
-    async def new_leader() -> str:
-        now = await leader(client, keys)
-        return now if now != first else ""
-
-    started = time.monotonic()
-    second = await wait_for(new_leader, "a new engine leader")
-    print(f"new engine leader: fleetd {second[:8]}... after {time.monotonic() - started:.1f}s")
-    await submit(client, keys, "web@3.service")
-
-    async def judged() -> bool:
-        return await client.get(keys.unplaceable_unit("web@3.service")) is not None
-
-    await wait_for(judged, "the new leader to judge web@3.service")
-    await show(client, keys)
+    say(f"killing the leading fleetd {first[:8]}...; asking the other one over TCP")
+    cluster.fleetds[first].send_signal(signal.SIGKILL)
+    cluster.fleetds[first].wait()
+    await fleetctl(
+        cluster.remote, "start", "--block-attempts=5", "web@3.service", token=cluster.token
+    )
+    await fleetctl(cluster.remote, "destroy", "web@2.service", "web@3.service", token=cluster.token)
+    await fleetctl(cluster.remote, "list-unit-files", token=cluster.token)
+    new = await leader(cluster.client, cluster.keys)
+    print(f"engine leader now: fleetd {new[:8]}... (was {first[:8]}...)")
 
 
 async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pyfleet-demo-"))
+    token = secrets.token_hex(16)
+    (workdir / "token").write_text(token + "\n")
     etcd = EtcdServer()
     fleetds: dict[str, subprocess.Popen[bytes]] = {}
-    leases: dict[str, Lease] = {}
+    agents: dict[str, SimulatedAgent] = {}
+    tasks: list[asyncio.Task[None]] = []
     client: EtcdClient | None = None
     try:
         say(f"starting etcd on {etcd.endpoint}")
         etcd.start()
         keys = Keys("/fleet-demo/")
         client = await EtcdClient.connect([etcd.endpoint])
-        say("starting two fleetd engine candidates")
-        for machine_id in ENGINES:
-            fleetds[machine_id] = start_fleetd(etcd.endpoint, keys.prefix, machine_id, workdir)
-        first = await wait_for(lambda: leader(client, keys), "an engine leader")
-        print(f"engine leader: fleetd {first[:8]}...")
-        await register_machines(client, keys, leases)
-        say("submitting the example units from units/")
-        for name in UNITS:
-            await submit(client, keys, name)
-        await wait_for(lambda: _at_least(schedule_count(client, keys), 9), "the units to be placed")
-        await asyncio.sleep(0.5)
-        await lose_a_machine(client, keys, leases)
-        await kill_the_leader(client, keys, fleetds)
+        tcp = f"127.0.0.1:{free_port()}"
+        socks = {m: workdir / f"fleet-{m[:4]}.sock" for m in ENGINES}
+        say(f"starting two fleetd: APIs on {socks[ENGINES[0]]} and {socks[ENGINES[1]]} + {tcp}")
+        fleetds[ENGINES[0]] = start_fleetd(
+            etcd.endpoint, keys.prefix, ENGINES[0], workdir, str(socks[ENGINES[0]])
+        )
+        fleetds[ENGINES[1]] = start_fleetd(
+            etcd.endpoint, keys.prefix, ENGINES[1], workdir, str(socks[ENGINES[1]]), tcp
+        )
+        say("three machines join (simulated agents: records on leases, published unit states)")
+        for machine_id, (ip, metadata) in MACHINES.items():
+            agent = SimulatedAgent(client, keys, machine_id, metadata, ip=ip, ttl=5)
+            agents[machine_id] = agent
+            tasks.append(asyncio.create_task(agent.run()))
+        await drive(Cluster(client, keys, socks, fleetds, agents, f"http://{tcp}", token))
         say("done; stopping everything")
     finally:
-        for lease in leases.values():
-            await lease.revoke()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for agent in agents.values():
+            await agent.stop()
         if client is not None:
             await client.close()
         for proc in fleetds.values():
@@ -221,10 +200,6 @@ async def main() -> None:
                 proc.wait(timeout=15)
         etcd.cleanup()
         print(f"fleetd logs are in {workdir}")
-
-
-async def _at_least(count: Awaitable[int], wanted: int) -> bool:
-    return await count >= wanted
 
 
 if __name__ == "__main__":

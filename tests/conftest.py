@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import structlog
 from hypothesis import settings
 
 from devtools.etcd_server import EtcdServer
@@ -56,6 +57,13 @@ async def etcd(etcd_server: EtcdServer) -> AsyncIterator[EtcdClient]:
         yield client
     finally:
         await client.close()
+
+
+@pytest.fixture(autouse=True)
+def default_logging() -> None:
+    """structlog as a fresh process has it: `fleetd.cli.main` (run by some tests) configures it
+    to print to the stdout of the test that ran it, which pytest has closed since."""
+    structlog.reset_defaults()
 
 
 @pytest.fixture

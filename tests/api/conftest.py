@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-import structlog
 
 from fleetd.api.app import create_app
 from fleetd.api.service import ApiService
@@ -16,13 +15,6 @@ from fleetd.api.view import ApiView
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from tests.api.helpers import VIEW_WAIT
-
-
-@pytest.fixture(autouse=True)
-def default_logging() -> None:
-    """structlog as a fresh process has it: `fleetd.cli.main` (run by other tests) configures it
-    to print to the stdout of the test that ran it, which pytest has closed since."""
-    structlog.reset_defaults()
 
 
 @pytest.fixture
