@@ -9,12 +9,13 @@ nothing: there is no systemd behind it. The demo, the bench and the end-to-end t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 
 from fleetd.core.model import Machine
 from fleetd.core.states import JobState
-from fleetd.registry.client import EtcdClient
+from fleetd.registry.client import EtcdClient, KeyValue
 from fleetd.registry.codec import (
     UnitStateRecord,
     decode_placement,
@@ -38,14 +39,16 @@ class SimulatedAgent:
         *,
         ip: str = "127.0.0.1",
         ttl: int = 10,
+        lease: Lease | None = None,
         on_published: Callable[[str, str], None] = lambda unit, machine: None,
     ) -> None:
         self.client, self.keys, self.machine_id = client, keys, machine_id
         self.machine = Machine(machine_id, dict(metadata or {}), ip)
         self.ttl = ttl
         self.on_published = on_published
-        self.lease: Lease | None = None
+        self.lease = lease  # given: the machine is registered already, on this lease
         self.published = 0
+        self.watching = asyncio.Event()  # set once the first snapshot of the schedule is applied
 
     async def register(self) -> None:
         """Grant the lease, keep it alive, and write the machine record on it."""
@@ -62,8 +65,8 @@ class SimulatedAgent:
         async for batch in PrefixWatcher(self.client, prefix):
             match batch:
                 case Snapshot(_, kvs):
-                    for kv in kvs:
-                        await self._publish(kv.key, kv.value)
+                    await self._resync(kvs)
+                    self.watching.set()
                 case Changes(_, events):
                     for event in events:
                         if event.kind == "put":
@@ -76,6 +79,18 @@ class SimulatedAgent:
         """Leave: the lease goes, and with it the machine record and every state."""
         if self.lease is not None:
             await self.lease.revoke()
+
+    async def _resync(self, kvs: list[KeyValue]) -> None:
+        """After a (re)snapshot: drop states of units no longer placed here, publish the rest."""
+        prefix = self.keys.schedule_of(self.machine_id)
+        placed = {self.keys.name_under(prefix, kv.key) for kv in kvs}
+        mine = f"{self.keys.states}{self.machine_id}/"
+        published, _ = await self.client.get_prefix(mine)
+        for kv in published:
+            if self.keys.name_under(mine, kv.key) not in placed:
+                await self.client.delete(kv.key)
+        for kv in kvs:
+            await self._publish(kv.key, kv.value)
 
     async def _publish(self, key: str, value: bytes) -> None:
         assert self.lease is not None

@@ -304,15 +304,24 @@ class BearerToken:
         if not token:
             raise ValueError("the API token must not be empty")
         self.app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+
+    def _accepts(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """One Authorization header, scheme `Bearer` in any case (RFC 9110), then the token."""
+        given = [v for k, v in headers if k == b"authorization"]
+        if len(given) != 1:
+            return False
+        scheme, _, credentials = given[0].strip().partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(
+            credentials.strip(b" "), self._expected
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
-            given = [v for k, v in scope["headers"] if k == b"authorization"]
-            if len(given) != 1 or not hmac.compare_digest(given[0], self._expected):
-                response = response_for(Unauthorized("missing or wrong bearer token"))
-                await response(scope, receive, send)
-                return
+        guarded = scope["type"] == "http" and scope["path"] not in OPEN_PATHS
+        if guarded and not self._accepts(scope["headers"]):
+            response = response_for(Unauthorized("missing or wrong bearer token"))
+            await response(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 

@@ -1,0 +1,1 @@
+"""End-to-end tests: fleetctl against the real API, engine and etcd."""
