@@ -1,1 +1,1 @@
-"""The per-host agent that drives systemd: built in the agent issue."""
+"""The per-host agent inside fleetd: presence, the machine's schedule, systemd, unit states."""

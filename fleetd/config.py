@@ -56,6 +56,7 @@ class Config:
     api_token_file: str = ""
     token_limit: int = 100  # the API's page size
     machine_id_file: str = "/etc/machine-id"
+    units_directory: str = "/run/fleet/units/"  # where the agent writes the unit files it runs
     verbosity: int = 0
     config_file: str = ""  # the file actually read, "" when none was
     show_version: bool = False  # `--version` or `fleetd version`: print it and exit
@@ -64,8 +65,7 @@ class Config:
 
 # fleet options that pyfleet does not implement: named in their own error, not as "unknown".
 _UNSUPPORTED = frozenset(
-    {"units_directory", "systemd_user", "enable_grpc", "disable_watches"}
-    | {"verify_units", "authorized_keys_file"}
+    {"systemd_user", "enable_grpc", "disable_watches"} | {"verify_units", "authorized_keys_file"}
 )
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -178,6 +178,13 @@ def _listen(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))  # drop repeats, keep order
 
 
+def _absolute_path(text: str) -> str:
+    path = text.strip()
+    if not path.startswith("/"):
+        raise ValueError("must be an absolute path")
+    return path
+
+
 def _text(text: str) -> str:
     return text.strip()
 
@@ -195,6 +202,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "listen": _listen,
     "token_limit": _token_limit,
     "verbosity": _verbosity,
+    "units_directory": _absolute_path,
 }
 OPTIONS: tuple[str, ...] = tuple(
     f.name for f in fields(Config) if f.name not in ("config_file", "show_version", "show_help")

@@ -1,22 +1,34 @@
-"""fleetd's wiring: config -> etcd client -> engine and API (the agent joins in its issue).
+"""fleetd's wiring: config -> etcd client -> engine, API and agent.
 
 Every component runs under one `run_components` task group; a crashed component takes fleetd
 down loudly (systemd restarts it), and shutdown on SIGTERM is bounded. An unreachable etcd is
-never fatal: the client, the watches and the election retry with backoff and log it.
+never fatal: the client, the watches and the election retry with backoff and log it. Neither is
+an unreachable system bus: the agent logs it and keeps retrying (`agent.agent`).
+
+The agent (unless `--disable-agent`) runs as machine `/etc/machine-id`, announcing `public_ip`
+(or, when it is empty, the address of the interface the default route leaves by, else
+127.0.0.1) and `metadata`, on a lease of `agent_ttl` seconds (rounded up), with its unit files
+in `units_directory`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import functools
+import math
 import re
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import structlog
 
+from agent.agent import run_agent_on_systemd
 from fleetd.api.serve import serve_api
 from fleetd.config import Config
+from fleetd.core.model import Machine
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.errors import EtcdUnavailable
@@ -42,6 +54,52 @@ def read_machine_id(path: str) -> str:
     if not _MACHINE_ID.fullmatch(text):
         raise MachineIdError(f"{path} does not hold a machine id (32 hex digits): {text[:40]!r}")
     return text
+
+
+_SIOCGIFADDR = 0x8915
+_RTF_UP = 0x1
+LOOPBACK = "127.0.0.1"
+
+
+def default_route_interface(route_table: str) -> str | None:
+    """The interface of the IPv4 default route in `/proc/net/route` text; None without one."""
+    for line in route_table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 8 or fields[1] != "00000000" or fields[7] != "00000000":
+            continue
+        try:
+            if int(fields[3], 16) & _RTF_UP:
+                return fields[0]
+        except ValueError:
+            continue
+    return None
+
+
+def interface_address(interface: str) -> str | None:
+    """The IPv4 address of `interface`; None when it has none (or does not exist)."""
+    request = struct.pack("256s", interface.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            reply = fcntl.ioctl(sock.fileno(), _SIOCGIFADDR, request)
+        except OSError:
+            return None
+    return socket.inet_ntoa(reply[20:24])
+
+
+def detect_public_ip(route_table: str = "/proc/net/route") -> str:
+    """The address of the interface the default route leaves by, or 127.0.0.1."""
+    try:
+        table = Path(route_table).read_text()
+    except OSError:
+        return LOOPBACK
+    interface = default_route_interface(table)
+    address = interface_address(interface) if interface is not None else None
+    return address or LOOPBACK
+
+
+def agent_machine(config: Config, machine_id: str) -> Machine:
+    """This machine as its agent announces it."""
+    return Machine(machine_id, dict(config.metadata), config.public_ip or detect_public_ip())
 
 
 async def connect_with_retry(config: Config) -> EtcdClient:
@@ -75,7 +133,14 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 serve_api, config, client, keys, shutdown_timeout=shutdown_timeout / 2
             )
         if not config.disable_agent:
-            log.info("the agent arrives with the agent issue; this fleetd runs no units yet")
+            components["agent"] = functools.partial(
+                run_agent_on_systemd,
+                client,
+                keys,
+                agent_machine(config, machine_id),
+                units_directory=Path(config.units_directory),
+                ttl=max(1, math.ceil(config.agent_ttl)),
+            )
         log.info(
             "fleetd starting",
             machine=machine_id,

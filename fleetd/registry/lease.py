@@ -96,12 +96,17 @@ class Lease:
         """Return once the lease is known lost (or revoked)."""
         await self._lost.wait()
 
-    async def revoke(self) -> None:
-        """Stop the keep-alive, mark the lease lost and revoke it in etcd (best effort)."""
+    async def detach(self) -> None:
+        """Stop keeping the lease alive without revoking it: etcd drops it after its TTL unless
+        a new owner re-attaches in time (an agent restarting within the TTL does)."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await asyncio.wait([task])
+
+    async def revoke(self) -> None:
+        """Stop the keep-alive, mark the lease lost and revoke it in etcd (best effort)."""
+        await self.detach()
         self._mark_lost("revoked")
         try:
             await self._client.lease_revoke(self.id)

@@ -1,0 +1,254 @@
+"""The agent: runs on this machine, through systemd, what the engine scheduled here.
+
+`Agent.run()` runs five parts in one task group:
+
+* the heart (`agent.heart`): `machines/<id>` on a kept-alive lease, re-attached after a restart;
+* the schedule watch: `schedule/<own id>/` and nothing else (a `PrefixWatcher`, which resumes
+  from its last revision after an outage and re-reads after a compaction);
+* a `ReconcileLoop` pass on every schedule change, on every systemd change to a unit of ours, and
+  on a slow safety tick: snapshot (`read_local_units`), pure plan (`plan_agent`), execute
+  (`apply_agent_tasks`);
+* a follower of the `UnitManager`'s change feed that triggers the loop;
+* the state publisher (`agent.publisher`).
+
+Invariants:
+* The agent acts only on a schedule it has read. Before the first read nothing is planned; when
+  etcd is unreachable or slow it keeps planning from the last schedule it saw. It never takes
+  "etcd is away" for "nothing is scheduled", so an outage stops nothing. When etcd is back, the
+  watch resumes, and the units that were moved elsewhere meanwhile are stopped and unloaded.
+* Restarting the agent restarts no unit: the plan from a fresh snapshot leaves a running unit
+  with the scheduled hash alone, and the heart re-attaches to the machine's lease.
+* A schedule entry whose name could escape the units directory is refused (logged, never
+  written); an entry that cannot be decoded is logged and the last good one kept.
+* Unit file text comes from `units/<name>` in etcd, checked against the scheduled hash, and is
+  cached by hash; a unit whose stored file no longer has the scheduled hash waits for the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import structlog
+
+from agent.executor import STOP_TIMEOUT, apply_agent_tasks, read_local_units
+from agent.heart import Heart
+from agent.intents import INTENTS_FILE, LaunchIntents
+from agent.publisher import StatePublisher
+from agent.systemd.dbus import DbusUnitManager
+from agent.systemd.port import ChangeFeed, UnitManager
+from fleetd import __version__
+from fleetd.core.agent_plan import LocalUnit, plan_agent, unit_file_name_problem
+from fleetd.core.model import Machine, Placement
+from fleetd.core.states import JobState
+from fleetd.registry.client import EtcdClient, KeyValue
+from fleetd.registry.codec import CodecError, decode_placement, decode_unit
+from fleetd.registry.errors import EtcdError
+from fleetd.registry.keys import Keys
+from fleetd.registry.watch import Changes, PrefixWatcher, Snapshot
+from fleetd.runtime.loop import ReconcileLoop
+
+log = structlog.get_logger(__name__)
+
+RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
+FETCH_CONCURRENCY = 16
+
+
+class UnitFilesUnavailable(Exception):
+    """Some scheduled unit files could not be read from etcd; the pass is retried."""
+
+
+class Agent:
+    """One machine's agent; see the module docstring."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        manager: UnitManager,
+        machine: Machine,
+        *,
+        ttl: int = 10,
+        reconcile_interval: float = RECONCILE_INTERVAL,
+        stop_timeout: float = STOP_TIMEOUT,
+        version: str = __version__,
+        intents: LaunchIntents | None = None,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._manager = manager
+        self.machine = machine
+        self._stop_timeout = stop_timeout
+        self.heart = Heart(client, keys, machine, ttl=ttl, version=version)
+        self.publisher = StatePublisher(client, keys, machine.id, manager, self.heart)
+        self.intents = (
+            intents
+            if intents is not None
+            else LaunchIntents(manager.units_directory / INTENTS_FILE)
+        )
+        self.loop = ReconcileLoop("agent", self._pass, interval=reconcile_interval)
+        self.schedule: dict[str, Placement] | None = None  # None until read once
+        self.schedule_revision = 0
+        self._prefix = keys.schedule_of(machine.id)
+        self._refused: set[str] = set()  # schedule keys refused (logged once each)
+        self._texts: dict[str, str] = {}  # unit file text by hash
+        self._ours: set[str] = set()  # names desired or present at the last pass
+
+    async def run(self) -> None:
+        """Run every part until cancelled; units keep running after it ends."""
+        log.info(
+            "agent starting", machine=self.machine.id, units=str(self._manager.units_directory)
+        )
+        with self._manager.subscribe() as feed:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.heart.run(), name="agent:heart")
+                group.create_task(self.publisher.run(), name="agent:publisher")
+                group.create_task(self._watch_schedule(), name="agent:schedule")
+                group.create_task(self._follow(feed), name="agent:systemd-changes")
+                group.create_task(self.loop.run(), name="agent:reconcile")
+
+    # ---- inputs
+
+    async def _watch_schedule(self) -> None:
+        async for batch in PrefixWatcher(self._client, self._prefix):
+            match batch:
+                case Snapshot(revision, kvs):
+                    schedule: dict[str, Placement] = {}
+                    for kv in kvs:
+                        self._take(schedule, kv, self.schedule or {})
+                    self.schedule = schedule
+                    changed = True
+                case Changes(revision, events):
+                    if self.schedule is None:  # a watch from revision 0 starts with a snapshot
+                        continue
+                    schedule = dict(self.schedule)
+                    for event in events:
+                        if event.kind == "put":
+                            self._take(schedule, event.kv, schedule)
+                        else:
+                            schedule.pop(self._keys.name_under(self._prefix, event.kv.key), None)
+                    changed = bool(events)
+                    self.schedule = schedule
+            self.schedule_revision = revision
+            if changed:
+                self.loop.trigger()
+
+    def _take(
+        self, schedule: dict[str, Placement], kv: KeyValue, last: dict[str, Placement]
+    ) -> None:
+        """Add one schedule entry to `schedule`, unless it is refused or unreadable."""
+        name = self._keys.name_under(self._prefix, kv.key)
+        problem = unit_file_name_problem(name)
+        if problem is not None:
+            if kv.key not in self._refused:
+                self._refused.add(kv.key)
+                log.error("refusing a schedule entry", key=kv.key, problem=problem)
+            return
+        try:
+            schedule[name] = decode_placement(kv.key, kv.value, self.machine.id, name)
+        except CodecError as exc:
+            log.error("unreadable schedule entry, keeping the last good one", error=str(exc))
+            if name in last:
+                schedule[name] = last[name]
+
+    async def _follow(self, feed: ChangeFeed) -> None:
+        while True:
+            changed = await feed.next()
+            if changed.touches(self._ours):
+                self.loop.trigger()
+
+    # ---- one pass
+
+    async def _pass(self) -> None:
+        if self.schedule is None:
+            return  # not read yet: acting now would take "unknown" for "nothing scheduled"
+        desired = dict(self.schedule)
+        current = await read_local_units(self._manager, self.intents)
+        self._ours = desired.keys() | current.keys()
+        unreadable = await self._fetch_unit_files(desired, current)
+        tasks = plan_agent(desired, current, self._texts)
+        if tasks:
+            await apply_agent_tasks(
+                self._manager, tasks, self.intents, stop_timeout=self._stop_timeout
+            )
+        wanted = {placement.hash for placement in desired.values()}
+        self._texts = {h: text for h, text in self._texts.items() if h in wanted}
+        if unreadable:
+            raise UnitFilesUnavailable(
+                f"{unreadable} scheduled unit file(s) could not be read from etcd"
+            )
+
+    async def _fetch_unit_files(
+        self, desired: dict[str, Placement], current: dict[str, LocalUnit]
+    ) -> int:
+        """Read the unit files the plan will need; returns how many reads etcd failed."""
+        needed = [
+            placement
+            for name, placement in sorted(desired.items())
+            if placement.desired is not JobState.INACTIVE
+            and placement.hash not in self._texts
+            and (name not in current or current[name].hash != placement.hash)
+        ]
+        if not needed:
+            return 0
+        limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def fetch(placement: Placement) -> bool:
+            async with limit:
+                return await self._fetch(placement)
+
+        failed = await asyncio.gather(*(fetch(p) for p in needed))
+        return sum(failed)
+
+    async def _fetch(self, placement: Placement) -> bool:
+        """Cache the text of `placement`'s unit file; True when etcd could not be read."""
+        try:
+            kv = await self._client.get(self._keys.unit(placement.unit))
+        except EtcdError as exc:
+            log.warning("cannot read a unit file from etcd", unit=placement.unit, error=str(exc))
+            return True
+        if kv is None:
+            log.debug("scheduled unit has no unit record yet", unit=placement.unit)
+            return False
+        try:
+            record = decode_unit(kv.key, kv.value)
+        except CodecError as exc:
+            log.error("unreadable unit record", unit=placement.unit, error=str(exc))
+            return False
+        if record.hash != placement.hash:
+            log.debug(
+                "unit changed since it was scheduled, waiting for the engine",
+                unit=placement.unit,
+                scheduled=placement.hash,
+                stored=record.hash,
+            )
+            return False
+        text = record.unit_file.serialize()
+        if hashlib.sha1(text.encode("utf-8")).hexdigest() != placement.hash:
+            log.error("unit record does not match its hash", unit=placement.unit)
+            return False
+        self._texts[placement.hash] = text
+        return False
+
+
+async def run_agent_on_systemd(
+    client: EtcdClient,
+    keys: Keys,
+    machine: Machine,
+    *,
+    units_directory: Path,
+    ttl: int,
+    bus_address: str | None = None,
+) -> None:
+    """fleetd's agent component: connect to systemd (retrying, logged), then run the agent.
+
+    The machine registers only once systemd answers: a host whose systemd cannot be reached
+    should not attract units. A lost bus later is reconnected without stopping the agent.
+    """
+    manager = DbusUnitManager(units_directory, bus_address=bus_address)
+    async with asyncio.TaskGroup() as group:
+        group.create_task(manager.run(), name="agent:dbus")
+        await manager.wait_connected()
+        agent = Agent(client, keys, manager, machine, ttl=ttl)
+        group.create_task(agent.run(), name="agent:main")

@@ -1,0 +1,140 @@
+"""Read the local units, and apply the agent's planned tasks through the `UnitManager`.
+
+`read_local_units` is the agent's snapshot of this machine: the unit files in the units
+directory, systemd's states of them (one call for all), and the launch intents.
+
+`apply_agent_tasks` performs a plan in order, logging each task with its reason, and stops at the
+first failure (the reconcile loop retries the pass with backoff). What each task does:
+
+* write: the file, and the intent "not launched" at its hash;
+* link, reload: the port call of the same name;
+* start: `StartUnit`, without waiting for the job (a slow unit must not hold up the others); the
+  launch intent is recorded once systemd has queued the job. A start that systemd refuses (a
+  bad unit file, a masked unit) is logged with systemd's reason and recorded as launched too: it
+  is not retried until the unit's file or desired state changes, and it does not block the
+  starts after it. The published state shows what systemd made of the unit;
+* stop: `StopUnit`, then the intent "not launched";
+* unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running; only then
+  unlink it, reset its failed state and remove its file (fleet#1216: never remove the file of a
+  unit that may still run); the intent is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+
+from agent.intents import LaunchIntents
+from agent.systemd.port import SystemdError, UnitManager, UnitRefused
+from fleetd.core.agent_plan import (
+    AgentTask,
+    LinkUnit,
+    LocalUnit,
+    ReloadSystemd,
+    StartUnit,
+    StopUnit,
+    UnloadUnit,
+    WriteUnit,
+    task_name,
+)
+
+log = structlog.get_logger(__name__)
+
+STOP_TIMEOUT = 120.0  # seconds an unload waits for its unit to stop (systemd's default is 90)
+STOPPED_STATES = frozenset({"inactive", "failed"})
+
+
+class UnitDidNotStop(SystemdError):
+    """An unload found its unit still running after the stop: the file stays."""
+
+
+async def read_local_units(manager: UnitManager, intents: LaunchIntents) -> dict[str, LocalUnit]:
+    """The units in the units directory with their systemd states and launch intents."""
+    files = await manager.list_unit_files()
+    states = await manager.unit_states(sorted(files)) if files else {}
+    local: dict[str, LocalUnit] = {}
+    for name, hash_ in files.items():
+        status = states[name]
+        local[name] = LocalUnit(
+            name,
+            hash_,
+            status.load_state,
+            status.active_state,
+            status.sub_state,
+            intents.launched(name, hash_),
+        )
+    return local
+
+
+async def apply_agent_tasks(
+    manager: UnitManager,
+    tasks: Sequence[AgentTask],
+    intents: LaunchIntents,
+    *,
+    stop_timeout: float = STOP_TIMEOUT,
+) -> None:
+    """Perform `tasks` in order; raise the first failure (the tasks after it are not run)."""
+    for task in tasks:
+        unit = getattr(task, "unit", None)
+        log.info("agent task", task=task_name(task), unit=unit, reason=task.reason)
+        try:
+            await _apply(manager, task, intents, stop_timeout)
+        except (SystemdError, OSError, ValueError) as exc:
+            log.warning(
+                "agent task failed, leaving the rest of the plan for the next pass",
+                task=task_name(task),
+                unit=unit,
+                error=str(exc),
+            )
+            raise
+
+
+async def _apply(
+    manager: UnitManager, task: AgentTask, intents: LaunchIntents, stop_timeout: float
+) -> None:
+    match task:
+        case WriteUnit(unit, hash_, text, _):
+            await manager.write_unit_file(unit, text)
+            intents.record(unit, hash_, launched=False)
+        case LinkUnit(unit, _):
+            await manager.link_unit(unit)
+        case ReloadSystemd():
+            await manager.reload()
+        case StopUnit(unit, hash_, _):
+            await manager.stop_unit(unit)
+            intents.record(unit, hash_, launched=False)
+        case StartUnit(unit, hash_, _):
+            try:
+                await manager.start_unit(unit)
+            except UnitRefused as exc:
+                log.error(
+                    "systemd refused to start the unit; not retrying until it changes",
+                    unit=unit,
+                    error=exc.message,
+                    error_name=exc.error_name,
+                )
+            intents.record(unit, hash_, launched=True)
+        case UnloadUnit(unit, _):
+            await _unload(manager, unit, intents, stop_timeout)
+
+
+async def _unload(
+    manager: UnitManager, unit: str, intents: LaunchIntents, stop_timeout: float
+) -> None:
+    job = await manager.stop_unit(unit)
+    try:
+        async with asyncio.timeout(stop_timeout):
+            result = await job.result()
+    except TimeoutError:
+        raise UnitDidNotStop(f"{unit} is still stopping after {stop_timeout}s") from None
+    status = (await manager.unit_states([unit]))[unit]
+    if status.active_state not in STOPPED_STATES:
+        raise UnitDidNotStop(
+            f"{unit} is {status.active_state} after its stop job ({result}): keeping its file"
+        )
+    intents.forget(unit)
+    await manager.unlink_unit(unit)
+    await manager.reset_failed(unit)
+    await manager.remove_unit_file(unit)

@@ -1,0 +1,193 @@
+"""Publishes the states of this machine's units to `states/<machine>/<unit>`, on the heart's lease.
+
+Driven by the `UnitManager`'s change feed, not by polling: a notification marks its unit dirty
+and triggers a `ReconcileLoop` pass, which reads systemd's states of every dirty unit in one call
+and writes what changed in batched transactions. A burst of notifications before a pass is one
+pass, and a state that equals the published one is not written again, so a burst of changes to a
+unit is one write. A slow safety tick re-checks every unit.
+
+What is published, for each unit file in the units directory: `UnitStateRecord(loadState,
+activeState, subState, hash, since)`, where `hash` is the file's hash and `since` the time the
+publisher saw the unit enter this state. A unit whose file is gone (unloaded) has its state
+deleted. Everything is written on the heart's current lease: when the lease changes (lost, then
+granted again), the publisher reads what is stored, and writes again whatever is not on the new
+lease; after a re-attach it finds its states on the same lease and writes nothing.
+
+Failures (etcd away, systemd away) fail the pass: the dirty units stay dirty and the loop retries
+with backoff; a unit that keeps running keeps its last published state meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+
+from agent.heart import Heart
+from agent.systemd.port import ChangeFeed, UnitManager
+from fleetd.core.agent_plan import unit_file_name_problem
+from fleetd.registry.client import Delete, EtcdClient, Put
+from fleetd.registry.codec import CodecError, UnitStateRecord, decode_state, encode_state
+from fleetd.registry.keys import Keys
+from fleetd.runtime.loop import ReconcileLoop
+
+log = structlog.get_logger(__name__)
+
+MAX_TXN_OPS = 128
+SAFETY_INTERVAL = 60.0
+
+
+def _same(a: UnitStateRecord, b: UnitStateRecord) -> bool:
+    """Equal apart from `since`."""
+    return (a.load_state, a.active_state, a.sub_state, a.hash) == (
+        b.load_state,
+        b.active_state,
+        b.sub_state,
+        b.hash,
+    )
+
+
+class StatePublisher:
+    """Keeps `states/<machine>/` equal to systemd's view of the local units; see the docstring."""
+
+    def __init__(
+        self,
+        client: EtcdClient,
+        keys: Keys,
+        machine_id: str,
+        manager: UnitManager,
+        heart: Heart,
+        *,
+        interval: float = SAFETY_INTERVAL,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._machine_id = machine_id
+        self._manager = manager
+        self._heart = heart
+        self._clock = clock
+        self._prefix = keys.state(machine_id, "")
+        self._published: dict[str, UnitStateRecord] = {}  # what etcd holds on `_lease_id`
+        self._stale: set[str] = set()  # names stored but not on the current lease
+        self._lease_id = 0
+        self._dirty: set[str] = set()
+        self._everything = True
+        self._local: set[str] = set()  # unit files seen by the last pass
+        self.loop = ReconcileLoop("publisher", self._pass, interval=interval)
+        self.writes = 0  # states put or deleted so far
+
+    @property
+    def published(self) -> dict[str, UnitStateRecord]:
+        return dict(self._published)
+
+    async def run(self) -> None:
+        """Follow the change feed and publish until cancelled."""
+        with self._manager.subscribe() as feed:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.loop.run(), name="publisher:loop")
+                group.create_task(self._follow(feed), name="publisher:feed")
+                group.create_task(self._follow_lease(), name="publisher:lease")
+
+    async def _follow_lease(self) -> None:
+        """A pass for every new lease: the states on the old one went with it."""
+        while True:
+            lease = await self._heart.wait_lease()
+            if lease.id != self._lease_id:
+                self.loop.trigger()
+            await lease.wait_lost()
+
+    async def _follow(self, feed: ChangeFeed) -> None:
+        while True:
+            changed = await feed.next()
+            ours = {name for name in changed.names if self._is_ours(name)}
+            self._dirty |= ours
+            if changed.everything:
+                self._everything = True
+            if changed.everything or ours:
+                self.loop.trigger()
+
+    def _is_ours(self, name: str) -> bool:
+        """Whether `name` is a unit of ours (systemd also signals about its own units)."""
+        if name in self._local or name in self._published or name in self._stale:
+            return True
+        if unit_file_name_problem(name) is not None:
+            return False
+        return (self._manager.units_directory / name).is_file()
+
+    async def _pass(self) -> None:
+        lease = await self._heart.wait_lease()
+        if lease.id != self._lease_id:
+            await self._adopt(lease.id)
+        everything, dirty = self._everything, self._dirty
+        self._everything, self._dirty = False, set()
+        try:
+            await self._publish(lease.id, everything, dirty)
+        except BaseException:
+            self._everything |= everything
+            self._dirty |= dirty
+            raise
+
+    async def _adopt(self, lease_id: int) -> None:
+        """Read what is stored for this machine; keep what is on `lease_id`, redo the rest."""
+        kvs, _ = await self._client.get_prefix(self._prefix)
+        published: dict[str, UnitStateRecord] = {}
+        stale: set[str] = set()
+        for kv in kvs:
+            name = kv.key[len(self._prefix) :]
+            try:
+                record = decode_state(kv.key, kv.value)
+            except CodecError:
+                stale.add(name)
+                continue
+            if kv.lease == lease_id:
+                published[name] = record
+            else:
+                stale.add(name)
+        self._published, self._stale = published, stale
+        self._lease_id = lease_id
+        self._everything = True
+
+    async def _publish(self, lease_id: int, everything: bool, dirty: set[str]) -> None:
+        files = await self._manager.list_unit_files()
+        self._local = set(files)
+        candidates = set(files) | set(self._published) | self._stale
+        names = candidates if everything else dirty & candidates
+        if not names:
+            return
+        local = sorted(n for n in names if n in files)
+        states = await self._manager.unit_states(local) if local else {}
+        now = self._clock()
+        writes: list[tuple[str, Put | Delete, UnitStateRecord | None]] = []
+        for name in sorted(names):
+            key = self._keys.state(self._machine_id, name)
+            if name not in files:
+                if name in self._published or name in self._stale:
+                    writes.append((name, Delete(key), None))
+                continue
+            status = states[name]
+            record = UnitStateRecord(
+                status.load_state, status.active_state, status.sub_state, files[name], now
+            )
+            old = self._published.get(name)
+            if old is not None and _same(old, record):
+                continue
+            writes.append((name, Put(key, encode_state(record), lease=lease_id), record))
+        for start in range(0, len(writes), MAX_TXN_OPS):
+            batch = writes[start : start + MAX_TXN_OPS]
+            await self._client.txn([], [op for _, op, _ in batch])
+            for name, _, written in batch:
+                self._stale.discard(name)
+                if written is None:
+                    self._published.pop(name, None)
+                    log.debug("unit state removed", unit=name)
+                else:
+                    self._published[name] = written
+                    log.debug(
+                        "unit state published",
+                        unit=name,
+                        state=f"{written.active_state}/{written.sub_state}",
+                    )
+            self.writes += len(batch)

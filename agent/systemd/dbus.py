@@ -1,0 +1,467 @@
+"""The `UnitManager` port over systemd's D-Bus API on the system bus, with dbus-fast.
+
+This module and the rest of `agent/systemd/` are the only code that imports dbus-fast
+(import-linter checks it). It speaks to `org.freedesktop.systemd1` with low-level messages whose
+signatures are systemd's own (`org.freedesktop.systemd1(5)`), so nothing is introspected:
+
+    LinkUnitFiles(as files, b runtime, b force) -> a(sss)      runtime, force: true
+    DisableUnitFiles(as files, b runtime) -> a(sss)             runtime: true
+    Reload()                                                     answers once reloaded
+    StartUnit(s name, s mode) -> o job, StopUnit(...) -> o job   mode: "replace"
+    ResetFailedUnit(s name)
+    ListUnitsByNames(as names) -> a(ssssssouso)                  states (and object paths) at once
+    Subscribe()                                                  or systemd sends no signals
+
+Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`,
+`UnitNew`/`UnitRemoved(s name, o path)` and `Reloading(b active)` on the manager, and
+`PropertiesChanged` on unit objects, whose paths come from systemd's own answers (never
+computed here). Each becomes a change notification for the unit it names.
+
+Invariants:
+* At most `max_in_flight` (32) calls are in flight: below dbus-daemon's limit of 128 pending
+  replies per connection, and clear of dbus-fast's EAGAIN-on-flood bug (reference deps.md 3).
+* Every call has a deadline; an error reply raises `UnitRefused` with systemd's error name and
+  message; no connection, a lost connection or no answer in time raises `SystemdUnavailable`.
+* The JobRemoved race: a job can finish, and its signal arrive, before the reply that names the
+  job. `JobTracker` buffers such signals while a job call is in flight and pairs them with the
+  reply, so no job result is lost and the buffer stays empty when no call is in flight.
+* `run()` connects, subscribes, and on any failure or disconnection logs it and reconnects with
+  capped backoff (reset only by a connection that held); it never gives up. After each
+  (re)connection every subscriber hears "everything changed", since signals may have been missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Collection, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+import structlog
+from dbus_fast import BusType, DBusFastError, Message, MessageType
+from dbus_fast.aio import MessageBus
+
+from agent.systemd.files import UnitFileStore
+from agent.systemd.port import (
+    DEFAULT_UNITS_DIRECTORY,
+    JOB_DISCONNECTED,
+    JOB_DONE,
+    ChangeFeed,
+    ChangeHub,
+    Job,
+    SystemdUnavailable,
+    UnitRefused,
+    UnitStatus,
+)
+from fleetd.runtime.backoff import Backoff
+
+log = structlog.get_logger(__name__)
+
+SYSTEMD: Final = "org.freedesktop.systemd1"
+MANAGER_PATH: Final = "/org/freedesktop/systemd1"
+MANAGER_INTERFACE: Final = "org.freedesktop.systemd1.Manager"
+UNIT_PATH_NAMESPACE: Final = "/org/freedesktop/systemd1/unit"
+PROPERTIES_INTERFACE: Final = "org.freedesktop.DBus.Properties"
+NO_SUCH_UNIT: Final = "org.freedesktop.systemd1.NoSuchUnit"
+
+SYSTEM_BUS_ADDRESS: Final = "unix:path=/run/dbus/system_bus_socket"
+MAX_IN_FLIGHT: Final = 32
+STABLE_CONNECTION: Final = 10.0  # seconds a connection must hold to reset the backoff
+LIST_CHUNK: Final = 512  # names per ListUnitsByNames call
+
+MATCH_RULES: Final = (
+    f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER_INTERFACE}'",
+    f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES_INTERFACE}',"
+    f"member='PropertiesChanged',path_namespace='{UNIT_PATH_NAMESPACE}'",
+)
+
+
+# ---------------------------------------------------------------- messages
+
+
+def manager_call(member: str, signature: str = "", body: Sequence[Any] = ()) -> Message:
+    """A method call on systemd's manager object."""
+    return Message(
+        destination=SYSTEMD,
+        path=MANAGER_PATH,
+        interface=MANAGER_INTERFACE,
+        member=member,
+        signature=signature,
+        body=list(body),
+    )
+
+
+def add_match_message(rule: str) -> Message:
+    return Message(
+        destination="org.freedesktop.DBus",
+        path="/org/freedesktop/DBus",
+        interface="org.freedesktop.DBus",
+        member="AddMatch",
+        signature="s",
+        body=[rule],
+    )
+
+
+def link_message(path: Path) -> Message:
+    return manager_call("LinkUnitFiles", "asbb", [[str(path)], True, True])
+
+
+def disable_message(name: str) -> Message:
+    return manager_call("DisableUnitFiles", "asb", [[name], True])
+
+
+def start_message(name: str) -> Message:
+    return manager_call("StartUnit", "ss", [name, "replace"])
+
+
+def stop_message(name: str) -> Message:
+    return manager_call("StopUnit", "ss", [name, "replace"])
+
+
+def reset_failed_message(name: str) -> Message:
+    return manager_call("ResetFailedUnit", "s", [name])
+
+
+def list_units_message(names: Sequence[str]) -> Message:
+    return manager_call("ListUnitsByNames", "as", [list(names)])
+
+
+# -------------------------------------------------------------------- jobs
+
+
+class JobTracker:
+    """Pairs the jobs systemd queued for us with their `JobRemoved`, whichever arrives first.
+
+    Call `call_started()` before sending StartUnit/StopUnit, then `queued(unit, path)` with the
+    reply (or `call_failed()`). A JobRemoved for an unknown job is kept only while a job call is
+    in flight (it may be the reply's job); the buffer is emptied as soon as none is, and never
+    holds more than `max_early` entries.
+    """
+
+    def __init__(self, max_early: int = 4096) -> None:
+        self._max_early = max_early
+        self._in_flight = 0
+        self._early: dict[str, str] = {}  # job path -> result, signal before reply
+        self._waiting: dict[str, tuple[str, asyncio.Future[str]]] = {}  # job path -> unit, result
+
+    @property
+    def buffered(self) -> int:
+        return len(self._early)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def call_started(self) -> None:
+        self._in_flight += 1
+
+    def call_failed(self) -> None:
+        self._call_ended()
+
+    def queued(self, unit: str, path: str) -> Job:
+        """The reply named job `path`: its result is known already, or will be."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        early = self._early.pop(path, None)
+        if early is not None:
+            future.set_result(early)
+        else:
+            self._waiting[path] = (unit, future)
+        self._call_ended()
+        return Job(unit, path, future)
+
+    def _call_ended(self) -> None:
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._early.clear()
+
+    def removed(self, path: str, result: str) -> str | None:
+        """A JobRemoved signal; returns the unit if the job was one of ours."""
+        entry = self._waiting.pop(path, None)
+        if entry is not None:
+            unit, future = entry
+            if not future.done():
+                future.set_result(result)
+            return unit
+        if self._in_flight > 0:
+            if len(self._early) >= self._max_early:
+                self._early.pop(next(iter(self._early)))
+            self._early[path] = result
+        return None
+
+    def disconnected(self) -> None:
+        """The bus is gone: no JobRemoved will come for the jobs still waiting."""
+        for _, future in self._waiting.values():
+            if not future.done():
+                future.set_result(JOB_DISCONNECTED)
+        self._waiting.clear()
+        self._early.clear()
+
+
+# ----------------------------------------------------------------- adapter
+
+
+async def _disconnection(bus: MessageBus) -> None:
+    """Return when `bus` has disconnected (raises the error that disconnected it, if any)."""
+    await bus.wait_for_disconnect()  # type: ignore[no-untyped-call]
+
+
+async def _close(bus: MessageBus, grace: float = 1.0) -> None:
+    """Disconnect `bus` and give dbus-fast a moment to close its socket."""
+    bus.disconnect()
+    waiter = asyncio.ensure_future(_disconnection(bus))
+    done, _ = await asyncio.wait([waiter], timeout=grace)
+    if not done:
+        waiter.cancel()
+    elif not waiter.cancelled():
+        waiter.exception()  # retrieved: a disconnection error is expected here
+
+
+def _error_text(reply: Message) -> str:
+    body = reply.body
+    return body[0] if body and isinstance(body[0], str) else ""
+
+
+class DbusUnitManager:
+    """systemd over the system bus; run `run()` to keep the connection, then use the port.
+
+    The bus is `bus_address`, else `$DBUS_SYSTEM_BUS_ADDRESS`, else the system bus's socket.
+    """
+
+    def __init__(
+        self,
+        units_directory: Path = DEFAULT_UNITS_DIRECTORY,
+        *,
+        bus_address: str | None = None,
+        max_in_flight: int = MAX_IN_FLIGHT,
+        call_timeout: float = 60.0,
+        reload_timeout: float = 300.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._files = UnitFileStore(units_directory)
+        self.address = (
+            bus_address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_ADDRESS
+        )
+        self._call_timeout = call_timeout
+        self._reload_timeout = reload_timeout
+        self._backoff = backoff if backoff is not None else Backoff(initial=0.2, maximum=10.0)
+        self._semaphore = asyncio.Semaphore(max_in_flight)
+        self._bus: MessageBus | None = None
+        self._connected = asyncio.Event()
+        self._jobs = JobTracker()
+        self._paths: dict[str, str] = {}  # unit object path -> unit name
+        self._hub = ChangeHub()
+        self.connections = 0  # successful connections so far
+
+    @property
+    def jobs(self) -> JobTracker:
+        return self._jobs
+
+    @property
+    def connected(self) -> bool:
+        return self._bus is not None and self._bus.connected
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    # ---- connection
+
+    async def run(self) -> None:
+        """Keep a subscribed connection to systemd until cancelled; see the module docstring."""
+        address = self.address
+        while True:
+            try:
+                bus = await self._connect()
+            except (OSError, EOFError, DBusFastError, SystemdUnavailable, UnitRefused) as exc:
+                delay = self._backoff.next_delay()
+                log.warning(
+                    "systemd D-Bus unreachable, retrying",
+                    address=address,
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+                continue
+            self.connections += 1
+            self._bus = bus
+            self._connected.set()
+            connected_at = time.monotonic()
+            log.info("connected to systemd", address=address)
+            self._hub.notify_all()
+            error = ""
+            try:
+                await _disconnection(bus)
+            except Exception as exc:
+                error = str(exc) or type(exc).__name__
+            finally:
+                self._connected.clear()
+                self._bus = None
+                self._paths.clear()
+                self._jobs.disconnected()
+                await _close(bus)
+            if time.monotonic() - connected_at >= STABLE_CONNECTION:
+                self._backoff.reset()  # a connection that held: start over quickly
+            delay = self._backoff.next_delay()
+            log.warning(
+                "systemd D-Bus connection lost, reconnecting",
+                address=address,
+                error=error,
+                retry_in=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+
+    async def _connect(self) -> MessageBus:
+        bus = MessageBus(bus_address=self.address, bus_type=BusType.SYSTEM)
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                await bus.connect()  # cleans up after itself when it fails
+        except TimeoutError:
+            raise SystemdUnavailable("no answer from the bus in time") from None
+        try:
+            async with asyncio.timeout(self._call_timeout):
+                bus.add_message_handler(self._on_message)
+                for rule in MATCH_RULES:
+                    await self._send(bus, add_match_message(rule))
+                await self._send(bus, manager_call("Subscribe"))
+        except BaseException as exc:
+            await _close(bus)
+            if isinstance(exc, TimeoutError):
+                raise SystemdUnavailable("no answer from systemd in time") from None
+            raise
+        return bus
+
+    # ---- calls
+
+    async def _send(self, bus: MessageBus, message: Message, unit: str = "") -> Message:
+        """Send one call on `bus` and return its reply; errors translated (see the docstring)."""
+        member = message.member or "?"
+        try:
+            reply = await bus.call(message)
+        except (OSError, EOFError, DBusFastError) as exc:
+            raise SystemdUnavailable(f"{member}: {exc or type(exc).__name__}") from None
+        if reply is None:
+            raise SystemdUnavailable(f"{member}: the connection to systemd closed")
+        if reply.message_type is MessageType.ERROR:
+            raise UnitRefused(member, unit, reply.error_name or "", _error_text(reply))
+        return reply
+
+    async def _call(
+        self, message: Message, unit: str = "", *, within: float | None = None
+    ) -> Message:
+        bus = self._bus
+        if bus is None or not bus.connected:
+            raise SystemdUnavailable(f"{message.member}: not connected to systemd")
+        deadline = within if within is not None else self._call_timeout
+        async with self._semaphore:
+            try:
+                async with asyncio.timeout(deadline):
+                    return await self._send(bus, message, unit)
+            except TimeoutError:
+                raise SystemdUnavailable(
+                    f"{message.member}: no answer from systemd within {deadline}s"
+                ) from None
+
+    async def _job_call(self, message: Message, unit: str) -> Job:
+        self._jobs.call_started()
+        try:
+            reply = await self._call(message, unit)
+            path = reply.body[0]
+        except BaseException:
+            self._jobs.call_failed()
+            raise
+        return self._jobs.queued(unit, path)
+
+    # ---- the port
+
+    @property
+    def units_directory(self) -> Path:
+        return self._files.directory
+
+    async def list_unit_files(self) -> dict[str, str]:
+        return self._files.list()
+
+    async def write_unit_file(self, name: str, text: str) -> None:
+        self._files.write(name, text)
+        self._hub.notify(name)
+
+    async def remove_unit_file(self, name: str) -> None:
+        self._files.remove(name)
+        for path in [p for p, n in self._paths.items() if n == name]:
+            del self._paths[path]
+        self._hub.notify(name)
+
+    async def link_unit(self, name: str) -> None:
+        await self._call(link_message(self._files.path_for(name)), name)
+
+    async def unlink_unit(self, name: str) -> None:
+        self._files.path_for(name)
+        await self._call(disable_message(name), name)
+
+    async def reload(self) -> None:
+        await self._call(manager_call("Reload"), within=self._reload_timeout)
+
+    async def start_unit(self, name: str) -> Job:
+        self._files.path_for(name)
+        return await self._job_call(start_message(name), name)
+
+    async def stop_unit(self, name: str) -> Job:
+        self._files.path_for(name)
+        try:
+            return await self._job_call(stop_message(name), name)
+        except UnitRefused as exc:
+            if exc.error_name == NO_SUCH_UNIT:  # not loaded: nothing to stop
+                return Job.finished(name, JOB_DONE)
+            raise
+
+    async def reset_failed(self, name: str) -> None:
+        self._files.path_for(name)
+        try:
+            await self._call(reset_failed_message(name), name)
+        except UnitRefused as exc:
+            if exc.error_name != NO_SUCH_UNIT:
+                raise
+
+    async def unit_states(self, names: Collection[str]) -> dict[str, UnitStatus]:
+        wanted = list(dict.fromkeys(names))
+        chunks = [wanted[i : i + LIST_CHUNK] for i in range(0, len(wanted), LIST_CHUNK)]
+        replies = await asyncio.gather(*(self._call(list_units_message(c)) for c in chunks))
+        states: dict[str, UnitStatus] = {}
+        asked = set(wanted)
+        for reply in replies:
+            for name, _desc, load, active, sub, _following, path, *_job in reply.body[0]:
+                if name in asked:
+                    states[name] = UnitStatus(name, load, active, sub)
+                    self._paths[path] = name
+        return {name: states.get(name, UnitStatus(name)) for name in wanted}
+
+    def subscribe(self) -> ChangeFeed:
+        return self._hub.subscribe()
+
+    # ---- signals
+
+    def _on_message(self, message: Message) -> None:
+        """Turn systemd's signals into job results and change notifications; never raises."""
+        if message.message_type is not MessageType.SIGNAL:
+            return
+        try:
+            self._on_signal(message)
+        except (ValueError, TypeError, IndexError) as exc:
+            log.debug("ignoring a malformed signal", member=message.member, error=str(exc))
+
+    def _on_signal(self, message: Message) -> None:
+        member = message.member
+        if message.interface == MANAGER_INTERFACE and message.path == MANAGER_PATH:
+            if member == "JobRemoved":
+                _id, job, unit, result = message.body
+                if self._jobs.removed(job, result) is not None and result != JOB_DONE:
+                    log.warning("systemd job did not succeed", unit=unit, job=job, result=result)
+                self._hub.notify(unit)
+            elif member in ("UnitNew", "UnitRemoved"):
+                self._hub.notify(message.body[0])
+            elif member == "Reloading" and not message.body[0]:
+                self._hub.notify_all()
+        elif message.interface == PROPERTIES_INTERFACE and member == "PropertiesChanged":
+            name = self._paths.get(message.path or "")
+            if name is not None:
+                self._hub.notify(name)

@@ -1,0 +1,260 @@
+"""The agent on a real etcd with the fake systemd: it runs what is scheduled here, unloads what is
+not, re-adopts after a restart, rides out an etcd outage, and refuses what it must."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import structlog
+
+from agent.agent import Agent
+from agent.systemd.fake import FakeSystemd, FakeUnitManager
+from devtools.etcd_server import EtcdServer
+from fleetd.core.model import Machine
+from fleetd.registry.client import EtcdClient
+from fleetd.registry.keys import Keys
+from tests.agent.helpers import (
+    MACHINE,
+    OTHER,
+    background,
+    schedule,
+    service,
+    states,
+    unschedule,
+)
+from tests.engine.cluster import wait_until
+
+HERE = Machine(MACHINE, {"role": "web"}, "10.0.0.5")
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    client: EtcdClient, keys: Keys, manager: FakeUnitManager, *, ttl: int = 10
+) -> AsyncIterator[Agent]:
+    agent = Agent(client, keys, manager, HERE, ttl=ttl, reconcile_interval=0.2)
+    async with background(agent.run()):
+        yield agent
+
+
+async def wait_states(
+    client: EtcdClient, keys: Keys, expected: dict[str, tuple[str, str]], what: str
+) -> None:
+    async def match() -> bool:
+        return await states(client, keys) == expected
+
+    await wait_until(match, what)
+
+
+async def passes_go_by(agent: Agent, count: int = 3) -> None:
+    """Wait until the agent has run `count` more reconcile passes."""
+    target = agent.loop.passes + count
+
+    async def done() -> bool:
+        return agent.loop.passes >= target
+
+    await wait_until(done, f"{count} more agent passes")
+
+
+async def release(client: EtcdClient, agent: Agent) -> None:
+    await client.lease_revoke((await agent.heart.wait_lease()).id)
+
+
+async def test_runs_what_is_scheduled_and_unloads_what_is_not(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
+) -> None:
+    web = await schedule(etcd, keys, "web.service")
+    await schedule(etcd, keys, "db.service", service(description="db"), desired="loaded")
+    await schedule(etcd, keys, "elsewhere.service", machine=OTHER)
+    async with running_agent(etcd, keys, manager) as agent:
+        await wait_states(
+            etcd,
+            keys,
+            {"web.service": ("active", "running"), "db.service": ("inactive", "dead")},
+            "web running and db loaded",
+        )
+        kv = await etcd.get(keys.machine(MACHINE))
+        assert kv is not None
+        assert b'"primaryIP":"10.0.0.5"' in kv.value
+        assert b'"role":"web"' in kv.value
+        text = (units_dir / "web.service").read_text()
+        assert text == web.unit_file.serialize()
+        assert hashlib.sha1(text.encode()).hexdigest() == web.hash
+        assert set(systemd.links) == {"web.service", "db.service"}
+        assert systemd.starts == {"web.service": 1}
+        assert not (units_dir / "elsewhere.service").exists()
+
+        await schedule(etcd, keys, "db.service", service(description="db"))  # now launched
+        await wait_states(
+            etcd,
+            keys,
+            {"web.service": ("active", "running"), "db.service": ("active", "running")},
+            "db started",
+        )
+        await unschedule(etcd, keys, "web.service")
+        await wait_states(etcd, keys, {"db.service": ("active", "running")}, "web unloaded")
+        assert systemd.stops["web.service"] == 1
+        assert "web.service" not in systemd.links
+        assert not (units_dir / "web.service").exists()
+        await release(etcd, agent)
+
+
+async def test_a_changed_unit_file_replaces_the_running_unit(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
+) -> None:
+    await schedule(etcd, keys, "web.service")
+    async with running_agent(etcd, keys, manager) as agent:
+        await wait_states(etcd, keys, {"web.service": ("active", "running")}, "web running")
+        new = await schedule(etcd, keys, "web.service", service(description="v2"))
+
+        async def replaced() -> bool:
+            return (await manager.list_unit_files()).get("web.service") == new.hash
+
+        await wait_until(replaced, "the new unit file")
+        await wait_states(etcd, keys, {"web.service": ("active", "running")}, "web running again")
+        assert (systemd.stops["web.service"], systemd.starts["web.service"]) == (1, 2)
+        await release(etcd, agent)
+
+
+async def test_a_restarted_agent_restarts_nothing_and_the_machine_never_leaves(
+    etcd: EtcdClient, keys: Keys, units_dir: Path
+) -> None:
+    systemd = FakeSystemd()  # outlives both agents, as systemd outlives fleetd
+    await schedule(etcd, keys, "web.service")
+    await schedule(etcd, keys, "job.service", service("/bin/true") + "Type=oneshot\n")
+    first = FakeUnitManager(units_dir, systemd)
+    async with running_agent(etcd, keys, first) as agent:
+        await wait_states(
+            etcd,
+            keys,
+            {"web.service": ("active", "running"), "job.service": ("inactive", "dead")},
+            "web running and the oneshot finished",
+        )
+        lease = (await agent.heart.wait_lease()).id
+    first.close()
+    machine = await etcd.get(keys.machine(MACHINE))
+    state = await etcd.get(keys.state(MACHINE, "web.service"))
+    assert machine is not None
+    assert state is not None
+
+    second = FakeUnitManager(units_dir, systemd)
+    async with running_agent(etcd, keys, second) as agent:
+        assert (await agent.heart.wait_lease()).id == lease  # re-attached
+        await passes_go_by(agent)
+        assert systemd.starts == {"web.service": 1, "job.service": 1}
+        assert systemd.stops == {}
+        again = await etcd.get(keys.machine(MACHINE))
+        assert again is not None
+        assert again.create_revision == machine.create_revision  # never deleted
+        assert await etcd.get(keys.state(MACHINE, "web.service")) == state  # not even rewritten
+        await release(etcd, agent)
+    second.close()
+
+
+async def test_an_etcd_outage_stops_nothing_and_afterwards_only_moved_units_stop(
+    private_etcd: EtcdServer, key_prefix: str, units_dir: Path
+) -> None:
+    keys = Keys(key_prefix)
+    systemd = FakeSystemd()
+    manager = FakeUnitManager(units_dir, systemd)
+    client = await EtcdClient.connect([private_etcd.endpoint], timeout=1.0)
+    try:
+        await schedule(client, keys, "web.service")
+        await schedule(client, keys, "db.service")
+        async with running_agent(client, keys, manager) as agent:
+            await wait_states(
+                client,
+                keys,
+                {"web.service": ("active", "running"), "db.service": ("active", "running")},
+                "both running",
+            )
+            private_etcd.kill()
+            await passes_go_by(agent, 5)  # passes from the last schedule seen, etcd away
+            assert systemd.stops == {}
+            assert {u.active_state for u in systemd.units.values()} == {"active"}
+
+            private_etcd.start()
+            # Meanwhile the engine moved db elsewhere (written on a fresh connection: the
+            # agent's own channel reconnects on its own schedule).
+            engine = await EtcdClient.connect([private_etcd.endpoint])
+            try:
+                await unschedule(engine, keys, "db.service")
+                await schedule(engine, keys, "db.service", machine=OTHER)
+            finally:
+                await engine.close()
+
+            async def db_gone() -> bool:
+                return "db.service" not in await manager.list_unit_files()
+
+            await wait_until(db_gone, "db to be unloaded here")
+            assert systemd.stops == {"db.service": 1}
+            assert systemd.starts == {"web.service": 1, "db.service": 1}
+            assert systemd.status("web.service").active_state == "active"
+            await wait_states(
+                client, keys, {"web.service": ("active", "running")}, "db's state gone"
+            )
+            await release(client, agent)
+    finally:
+        manager.close()
+        await client.close()
+
+
+async def test_a_failing_unit_is_failed_and_not_retried(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    await schedule(etcd, keys, "broken.service", service("/bin/false"))
+    async with running_agent(etcd, keys, manager) as agent:
+        await wait_states(etcd, keys, {"broken.service": ("failed", "failed")}, "broken failed")
+        await passes_go_by(agent, 5)
+        assert systemd.starts == {"broken.service": 1}
+        await release(etcd, agent)
+
+
+async def test_a_unit_name_that_would_escape_is_refused(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
+) -> None:
+    record = await schedule(etcd, keys, "web.service")
+    await etcd.put(
+        keys.placement(MACHINE, "../evil.service"),
+        f'{{"hash":"{record.hash}","desiredState":"launched"}}'.encode(),
+    )
+    await etcd.put(
+        keys.placement(MACHINE, "sub/dir.service"),
+        f'{{"hash":"{record.hash}","desiredState":"launched"}}'.encode(),
+    )
+    with structlog.testing.capture_logs() as logs:
+        async with running_agent(etcd, keys, manager) as agent:
+            await wait_states(etcd, keys, {"web.service": ("active", "running")}, "web running")
+            await passes_go_by(agent)
+            await release(etcd, agent)
+    refused = sorted(e["key"] for e in logs if e["event"] == "refusing a schedule entry")
+    assert refused == [
+        keys.placement(MACHINE, "../evil.service"),
+        keys.placement(MACHINE, "sub/dir.service"),
+    ]
+    assert sorted(p.name for p in units_dir.parent.rglob("*.service")) == ["web.service"]
+    assert {name for _, name in systemd.calls} <= {"web.service", ""}
+
+
+async def test_acts_only_on_a_schedule_it_has_read(
+    private_etcd: EtcdServer, key_prefix: str, units_dir: Path
+) -> None:
+    # Units left from before, etcd unreachable from the start: the agent must not take the
+    # missing schedule for an empty one.
+    systemd = FakeSystemd()
+    manager = FakeUnitManager(units_dir, systemd)
+    manager.seed("web.service", service())
+    client = await EtcdClient.connect([private_etcd.endpoint], timeout=1.0)
+    private_etcd.kill()
+    try:
+        agent = Agent(client, Keys(key_prefix), manager, HERE, reconcile_interval=0.05)
+        async with background(agent.run()):
+            await passes_go_by(agent, 5)
+            assert agent.schedule is None
+            assert systemd.calls == []
+            assert (units_dir / "web.service").exists()
+    finally:
+        manager.close()
+        await client.close()

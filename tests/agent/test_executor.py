@@ -1,0 +1,189 @@
+"""The executor: tasks in order, each logged with its reason, the first failure stops the rest;
+refused starts are recorded, failed units are not retried, unloads wait for the stop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import pytest
+import structlog
+
+from agent.executor import UnitDidNotStop, apply_agent_tasks, read_local_units
+from agent.intents import LaunchIntents
+from agent.systemd.fake import FakeSystemd, FakeUnitManager
+from agent.systemd.port import Job, SystemdUnavailable, UnitRefused
+from fleetd.core.agent_plan import (
+    AgentTask,
+    LinkUnit,
+    LocalUnit,
+    ReloadSystemd,
+    StartUnit,
+    StopUnit,
+    UnloadUnit,
+    WriteUnit,
+    plan_agent,
+)
+from fleetd.core.model import Placement
+from fleetd.core.states import JobState
+
+RUNS = "[Service]\nExecStart=/bin/sleep infinity\n"
+FAILS = "[Service]\nExecStart=/bin/false\n"
+BAD = "[Unit]\nDescription=no ExecStart\n"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def install(name: str, text: str, reason: str = "test") -> list[WriteUnit | LinkUnit]:
+    return [WriteUnit(name, sha(text), text, reason), LinkUnit(name, reason)]
+
+
+async def test_tasks_run_in_order_and_each_is_logged_with_its_reason(
+    manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
+) -> None:
+    intents = LaunchIntents(None)
+    tasks = [
+        *install("a.service", RUNS, "scheduled on this machine"),
+        ReloadSystemd("1 unit loaded or unloaded"),
+        StartUnit("a.service", sha(RUNS), "desired launched"),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        await apply_agent_tasks(manager, tasks, intents)
+    assert [(e["task"], e["unit"], e["reason"]) for e in logs if e["event"] == "agent task"] == [
+        ("write", "a.service", "scheduled on this machine"),
+        ("link", "a.service", "scheduled on this machine"),
+        ("reload", None, "1 unit loaded or unloaded"),
+        ("start", "a.service", "desired launched"),
+    ]
+    assert systemd.calls == [("link", "a.service"), ("reload", ""), ("start", "a.service")]
+    assert intents.launched("a.service", sha(RUNS)) is True
+    assert await read_local_units(manager, intents) == {
+        "a.service": LocalUnit("a.service", sha(RUNS), "loaded", "active", "running", True)
+    }
+
+
+async def test_the_first_failure_stops_the_rest(
+    manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    manager.refuse[("link", "b.service")] = UnitRefused("LinkUnitFiles", "b.service", "x.Y", "no")
+    tasks = [
+        *install("a.service", RUNS),
+        *install("b.service", RUNS),
+        *install("c.service", RUNS),
+        ReloadSystemd("3 units"),
+        StartUnit("a.service", sha(RUNS), "go"),
+    ]
+    with structlog.testing.capture_logs() as logs, pytest.raises(UnitRefused):
+        await apply_agent_tasks(manager, tasks, LaunchIntents(None))
+    assert systemd.calls == [("link", "a.service")]
+    assert set(await manager.list_unit_files()) == {"a.service", "b.service"}  # c not written
+    failed = [e for e in logs if e["event"].startswith("agent task failed")]
+    assert [(e["task"], e["unit"]) for e in failed] == [("link", "b.service")]
+    manager.unavailable = True
+    with pytest.raises(SystemdUnavailable):
+        await apply_agent_tasks(manager, [ReloadSystemd("again")], LaunchIntents(None))
+
+
+async def test_a_refused_start_is_recorded_and_does_not_block_the_others(
+    manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    intents = LaunchIntents(None)
+    tasks = [
+        *install("a.service", BAD),
+        *install("b.service", RUNS),
+        ReloadSystemd("2 units"),
+        StartUnit("a.service", sha(BAD), "go"),
+        StartUnit("b.service", sha(RUNS), "go"),
+    ]
+    with structlog.testing.capture_logs() as logs:
+        await apply_agent_tasks(manager, tasks, intents)
+    refused = next(e for e in logs if e["event"].startswith("systemd refused to start"))
+    assert refused["unit"] == "a.service"
+    assert refused["error_name"] == "org.freedesktop.systemd1.BadUnitSetting"
+    assert systemd.status("b.service").active_state == "active"
+    current = await read_local_units(manager, intents)
+    assert current["a.service"].load_state == "bad-setting"
+    desired = {
+        "a.service": Placement("a.service", "m", sha(BAD), JobState.LAUNCHED),
+        "b.service": Placement("b.service", "m", sha(RUNS), JobState.LAUNCHED),
+    }
+    assert plan_agent(desired, current, {}) == []  # not retried until the file changes
+
+
+async def test_a_failing_execstart_ends_failed_and_is_not_started_again(
+    manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    intents = LaunchIntents(None)
+    desired = {"f.service": Placement("f.service", "m", sha(FAILS), JobState.LAUNCHED)}
+    files = {sha(FAILS): FAILS}
+    for _ in range(3):
+        tasks = plan_agent(desired, await read_local_units(manager, intents), files)
+        await apply_agent_tasks(manager, tasks, intents)
+    assert systemd.status("f.service").active_state == "failed"
+    assert systemd.starts["f.service"] == 1
+
+
+async def test_stop_keeps_the_unit_loaded(manager: FakeUnitManager, systemd: FakeSystemd) -> None:
+    intents = LaunchIntents(None)
+    manager.seed("a.service", RUNS)
+    intents.record("a.service", sha(RUNS), launched=True)
+    await apply_agent_tasks(manager, [StopUnit("a.service", sha(RUNS), "desired loaded")], intents)
+    assert systemd.status("a.service").active_state == "inactive"
+    assert "a.service" in systemd.links
+    assert intents.launched("a.service", sha(RUNS)) is False
+
+
+async def test_unload_stops_then_unlinks_resets_and_removes(
+    manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
+) -> None:
+    intents = LaunchIntents(None)
+    manager.seed("a.service", RUNS, active="failed", sub="failed")
+    manager.seed("b.service", RUNS)
+    tasks: list[AgentTask] = [
+        UnloadUnit("a.service", "gone"),
+        UnloadUnit("b.service", "gone"),
+        ReloadSystemd("x"),
+    ]
+    await apply_agent_tasks(manager, tasks, intents)
+    assert systemd.calls == [
+        ("stop", "a.service"),
+        ("unlink", "a.service"),
+        ("reset-failed", "a.service"),
+        ("stop", "b.service"),
+        ("unlink", "b.service"),
+        ("reset-failed", "b.service"),
+        ("reload", ""),
+    ]
+    assert await manager.list_unit_files() == {}
+    assert systemd.units == {}
+
+
+class StubbornManager(FakeUnitManager):
+    """A systemd whose stop jobs do not stop the unit (canceled), or never finish."""
+
+    def __init__(self, units_dir: Path, *, never: bool) -> None:
+        super().__init__(units_dir)
+        self.never = never
+
+    async def stop_unit(self, name: str) -> Job:
+        if self.never:
+            return Job(name, "/job/1", asyncio.get_running_loop().create_future())
+        return Job.finished(name, "canceled")
+
+
+@pytest.mark.parametrize("never", [False, True])
+async def test_unload_keeps_the_file_of_a_unit_that_did_not_stop(
+    units_dir: Path, never: bool
+) -> None:
+    manager = StubbornManager(units_dir, never=never)
+    manager.seed("a.service", RUNS)
+    with pytest.raises(UnitDidNotStop):
+        await apply_agent_tasks(
+            manager, [UnloadUnit("a.service", "gone")], LaunchIntents(None), stop_timeout=0.05
+        )
+    assert set(await manager.list_unit_files()) == {"a.service"}
+    assert "a.service" in manager.systemd.links
+    manager.close()

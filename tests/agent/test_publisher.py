@@ -1,0 +1,122 @@
+"""The state publisher on a real etcd with the fake systemd: states follow systemd's changes, on
+the heart's lease, coalesced, removed with their unit, and not rewritten after a restart."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from agent.heart import Heart
+from agent.publisher import StatePublisher
+from agent.systemd.fake import FakeSystemd, FakeUnitManager
+from fleetd.core.model import Machine
+from fleetd.registry.client import EtcdClient
+from fleetd.registry.codec import decode_state
+from fleetd.registry.keys import Keys
+from tests.agent.helpers import MACHINE, background, service, states
+from tests.engine.cluster import wait_until
+
+
+@contextlib.asynccontextmanager
+async def publishing(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, *, ttl: int = 10
+) -> AsyncIterator[tuple[Heart, StatePublisher]]:
+    heart = Heart(etcd, keys, Machine(MACHINE), ttl=ttl)
+    publisher = StatePublisher(etcd, keys, MACHINE, manager, heart, clock=lambda: 1000.0)
+    async with background(heart.run()), background(publisher.run()):
+        yield heart, publisher
+
+
+async def wait_states(etcd: EtcdClient, keys: Keys, expected: dict[str, tuple[str, str]]) -> None:
+    async def match() -> bool:
+        return await states(etcd, keys) == expected
+
+    await wait_until(match, f"published states {expected}")
+
+
+async def test_states_follow_systemd(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    manager.seed("web.service", service())
+    async with publishing(etcd, keys, manager) as (heart, _):
+        await wait_states(etcd, keys, {"web.service": ("active", "running")})
+        kv = await etcd.get(keys.state(MACHINE, "web.service"))
+        assert kv is not None
+        assert kv.lease == (await heart.wait_lease()).id
+        record = decode_state(kv.key, kv.value)
+        assert (record.load_state, record.since) == ("loaded", 1000.0)
+        assert record.hash == (await manager.list_unit_files())["web.service"]
+
+        systemd.crash("web.service")
+        await wait_states(etcd, keys, {"web.service": ("failed", "failed")})
+
+        await manager.write_unit_file("db.service", service())  # written, not yet linked
+        await wait_states(
+            etcd, keys, {"web.service": ("failed", "failed"), "db.service": ("inactive", "dead")}
+        )
+        await manager.remove_unit_file("web.service")
+        await wait_states(etcd, keys, {"db.service": ("inactive", "dead")})
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_a_burst_of_changes_to_a_unit_is_one_write(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    manager.seed("web.service", service())
+    async with publishing(etcd, keys, manager) as (heart, publisher):
+        await wait_states(etcd, keys, {"web.service": ("active", "running")})
+        writes = publisher.writes
+        systemd.stop("web.service")  # deactivating, inactive
+        systemd.start("web.service")  # activating, active
+        for _ in range(20):
+            systemd.touch("web.service")
+        systemd.crash("web.service")  # failed
+        await wait_states(etcd, keys, {"web.service": ("failed", "failed")})
+        passes = publisher.loop.passes
+        systemd.touch("web.service")  # a signal without a change: read, not written
+
+        async def another_pass() -> bool:
+            return publisher.loop.passes > passes
+
+        await wait_until(another_pass, "the publisher to look again")
+        assert publisher.writes == writes + 1
+        assert manager.unit_state_calls[-1] == frozenset({"web.service"})  # only the dirty unit
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_a_restarted_publisher_rewrites_nothing(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager
+) -> None:
+    manager.seed("web.service", service())
+    manager.seed("db.service", service())
+    async with publishing(etcd, keys, manager):
+        await wait_states(
+            etcd, keys, {"web.service": ("active", "running"), "db.service": ("active", "running")}
+        )
+    before = await etcd.get(keys.state(MACHINE, "web.service"))
+    async with publishing(etcd, keys, manager) as (heart, second):
+
+        async def looked() -> bool:
+            return second.loop.passes >= 1
+
+        await wait_until(looked, "the restarted publisher's first pass")
+        assert second.writes == 0
+        assert await etcd.get(keys.state(MACHINE, "web.service")) == before
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_a_new_lease_gets_every_state_again(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager
+) -> None:
+    manager.seed("web.service", service())
+    async with publishing(etcd, keys, manager, ttl=2) as (heart, _):
+        await wait_states(etcd, keys, {"web.service": ("active", "running")})
+        old = (await heart.wait_lease()).id
+        await etcd.lease_revoke(old)  # the machine record and the state go with it
+
+        async def republished() -> bool:
+            kv = await etcd.get(keys.state(MACHINE, "web.service"))
+            return kv is not None and kv.lease not in (0, old)
+
+        await wait_until(republished, "the state to be written on the new lease")
+        await etcd.lease_revoke((await heart.wait_lease()).id)
