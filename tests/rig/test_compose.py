@@ -1,0 +1,116 @@
+"""docker-compose.yml, run by Compose v1 (Debian's docker-compose, the one this machine has):
+etcd and three nodes come up healthy with their own machine ids, fleetctl on the host reaches
+node1's API through the socket directory, and `down` leaves nothing behind.
+
+The test runs its own Compose project (a unique name, the API socket in a temporary directory),
+so a rig a developer has up is left alone; an override file adds the tests' labels to every
+container, the network and the volume, for `.ci/run` to clean up after a killed run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.rig.nodes import COMPOSE_FILE, LABELS, TEST_TIMEOUT, compose_services, wait_for
+
+pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
+
+NODES = ("node1", "node2", "node3")
+FLEETCTL = Path(sys.executable).parent / "fleetctl"
+
+
+def docker(*args: str) -> list[str]:
+    """Lines of a docker CLI command's output; it must succeed."""
+    done = subprocess.run(["docker", *args], capture_output=True, text=True, check=True)
+    return done.stdout.split()
+
+
+def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
+    node_image: str, tmp_path: Path
+) -> None:
+    compose = shutil.which("docker-compose")
+    assert compose, "docker-compose (Compose v1) is missing: scripts/bootstrap installs it"
+    services = compose_services()
+    project = f"pyfleet-test-{uuid.uuid4().hex[:8]}"
+    api_dir = tmp_path / "api"
+    override = tmp_path / "labels.yml"  # JSON is YAML
+    override.write_text(
+        json.dumps(
+            {
+                "services": {name: {"labels": LABELS} for name in services},
+                "networks": {"default": {"labels": LABELS}},
+                "volumes": {"etcd-data": {"labels": LABELS}},
+            }
+        )
+    )
+    env = {**os.environ, "PYFLEET_IMAGE": node_image, "PYFLEET_RIG_API_DIR": str(api_dir)}
+    base = [
+        compose,
+        "--project-name",
+        project,
+        "--file",
+        str(COMPOSE_FILE),
+        "--file",
+        str(override),
+    ]
+
+    def compose_run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*base, *args], env=env, capture_output=True, text=True, check=False)
+
+    def fleetctl(*args: str) -> subprocess.CompletedProcess[str]:
+        endpoint = f"unix://{api_dir}/fleet.sock"
+        command = [str(FLEETCTL), "--endpoint", endpoint, *args]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    def all_healthy() -> tuple[bool, str]:
+        ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
+        if not ids:
+            return False, "no containers"
+        template = "{{.Name}} {{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{end}}"
+        lines = subprocess.run(
+            ["docker", "inspect", "-f", template, *ids], capture_output=True, text=True, check=False
+        ).stdout.splitlines()
+        healthy = [line for line in lines if line.endswith(" running healthy")]
+        return len(ids) == 4 and len(healthy) == 4, "\n".join(lines)
+
+    try:
+        up = compose_run("up", "-d")
+        assert up.returncode == 0, up.stderr
+        wait_for(all_healthy, "etcd and three nodes healthy")
+
+        expected_ids = {name: services[name]["environment"]["container_uuid"] for name in NODES}
+        machine_ids = {
+            name: compose_run("exec", "-T", name, "cat", "/etc/machine-id").stdout.strip()
+            for name in NODES
+        }
+        assert machine_ids == expected_ids
+        assert len(set(machine_ids.values())) == 3
+
+        # fleetctl on the host, through node1's socket in the bind-mounted directory.
+        def api_answers() -> tuple[bool, str]:
+            done = fleetctl("list-machines")
+            return done.returncode == 0, done.stdout + done.stderr
+
+        wait_for(api_answers, "fleetctl list-machines from the host answering")
+        # Machines register through the agent; those listed are the rig's, with its metadata.
+        listed = fleetctl("list-machines", "--no-legend", "--full", "--fields", "machine,metadata")
+        metadata = {name: services[name]["environment"]["FLEET_METADATA"] for name in NODES}
+        expected = {expected_ids[name]: metadata[name] for name in NODES}
+        for line in listed.stdout.splitlines():
+            machine, _, machine_metadata = line.partition("\t")
+            assert expected.get(machine) == machine_metadata, listed.stdout
+    finally:
+        down = compose_run("down", "--volumes", "--remove-orphans", "--timeout", "20")
+    assert down.returncode == 0, down.stderr
+    label = f"label=com.docker.compose.project={project}"
+    assert docker("ps", "-aq", "--filter", label) == []
+    assert docker("network", "ls", "-q", "--filter", label) == []
+    assert docker("volume", "ls", "-q", "--filter", label) == []

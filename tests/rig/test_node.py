@@ -1,0 +1,65 @@
+"""The node image: systemd as PID 1, fleet.service enabled with fleetd running, the container's
+FLEET_* options reaching fleetd, and a machine id of each node's own."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+
+from fleetd import __version__
+from tests.rig.nodes import NODE1_ID, TEST_TIMEOUT, fleetd_journal, node_container, run_in, wait_for
+
+pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
+
+
+def test_systemd_is_pid_1_and_the_system_is_running(node1: DockerContainer) -> None:
+    assert run_in(node1, ["cat", "/proc/1/comm"]) == (0, "systemd")
+
+    def booted() -> tuple[bool, str]:
+        _, state = run_in(node1, ["systemctl", "is-system-running"])
+        _, failed = run_in(node1, ["systemctl", "--failed", "--no-legend", "--plain"])
+        return state in ("running", "degraded"), f"{state}\nfailed units:\n{failed}"
+
+    wait_for(booted, "systemd in node1 has booted")
+
+
+def test_fleet_service_is_enabled_and_fleetd_is_active(node1: DockerContainer) -> None:
+    assert run_in(node1, ["systemctl", "is-enabled", "fleet.service"]) == (0, "enabled")
+
+    def active() -> tuple[bool, str]:
+        _, state = run_in(node1, ["systemctl", "is-active", "fleet.service"])
+        return state == "active", f"{state}\n{fleetd_journal(node1)}"
+
+    wait_for(active, "fleet.service active in node1")
+    _, command = run_in(node1, ["systemctl", "show", "-p", "ExecStart", "--value", "fleet"])
+    assert "/opt/pyfleet/bin/fleetd" in command
+    restarts = run_in(node1, ["systemctl", "show", "-p", "NRestarts", "--value", "fleet"])
+    assert restarts == (0, "0"), fleetd_journal(node1)
+
+
+def test_fleetd_version_runs_inside_the_node(node1: DockerContainer) -> None:
+    assert run_in(node1, ["fleetd", "--version"]) == (0, f"fleetd version {__version__}")
+    assert run_in(node1, ["/opt/pyfleet/bin/fleetctl", "--version"])[0] == 0
+
+
+def test_fleetd_gets_the_fleet_variables_the_container_was_given(node1: DockerContainer) -> None:
+    _, pid = run_in(node1, ["systemctl", "show", "-p", "MainPID", "--value", "fleet.service"])
+    _, environ = run_in(node1, ["sh", "-c", f"tr '\\0' '\\n' < /proc/{pid}/environ"])
+    assert "FLEET_METADATA=role=web" in environ.splitlines()
+    _, conf = run_in(node1, ["cat", "/etc/fleet/fleet.conf"])
+    assert "etcd_servers=http://etcd:2379" in conf.splitlines()
+
+
+def test_each_node_has_a_machine_id_of_its_own(
+    node1: DockerContainer, node_image: str, rig_network: Network
+) -> None:
+    assert run_in(node1, ["cat", "/etc/machine-id"]) == (0, NODE1_ID)
+    with node_container(node_image, rig_network, "node-random-id") as other:
+        _, other_id = run_in(other, ["cat", "/etc/machine-id"])
+        assert re.fullmatch(r"[0-9a-f]{32}", other_id)
+        assert other_id != NODE1_ID
+        # D-Bus reads the same id: its copy is a link, never a file baked into the image.
+        assert run_in(other, ["cat", "/var/lib/dbus/machine-id"]) == (0, other_id)
