@@ -22,6 +22,7 @@ import typer
 
 from fleetctl.client import FleetctlError
 from fleetctl.models import Unit
+from fleetctl.output import go_list
 from fleetctl.session import Session
 from fleetctl.units import resolve_units
 from fleetctl.wait import wait_for_unit_states
@@ -164,3 +165,31 @@ def wait_units(
 def no_units_given(session: Session) -> int:
     session.out.note("No units given")
     return 0
+
+
+def retarget_units(
+    session: Session,
+    units: Sequence[Unit],
+    state: JobState,
+    *,
+    verb: str,
+    done: str,
+    attempts: int,
+) -> int:
+    """Set `state` on registry `units`, trigger the global ones, wait for the rest, and end
+    with `Successfully <done> units [a b].` (or `Failed to <verb> ...`) on stderr."""
+    out = session.out
+    waiting = []
+    for unit in units:
+        session.client.set_unit_target_state(unit.name, state)
+        if unit.is_global:
+            out.say(f"Triggered global unit {unit.name} {verb}")
+            out.unit(unit.name, triggered=verb, **{"global": True})
+        else:
+            waiting.append(unit.name)
+    code = wait_units(session, waiting, verb, state, attempts)
+    if code == 0:
+        out.note(f"Successfully {done} units {go_list(waiting)}.")
+    else:
+        out.note(f"Failed to {verb} units {go_list(waiting)}.")
+    return code

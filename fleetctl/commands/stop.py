@@ -18,11 +18,10 @@ from fleetctl.commands.common import (
     UnitsArgument,
     block_attempts,
     no_units_given,
+    retarget_units,
     unit_names,
-    wait_units,
 )
 from fleetctl.models import Unit
-from fleetctl.output import go_list
 from fleetctl.session import Session
 from fleetd.core.states import JobState
 
@@ -59,18 +58,10 @@ def stop(
         for unit in found:
             if not unit.is_global and unit.current_state == JobState.LOADED:
                 out.debug(f"Unit({unit.name}) already {JobState.LOADED}, skipping.")
-                continue
-            session.client.set_unit_target_state(unit.name, JobState.LOADED)
-            if unit.is_global:
-                out.say(f"Triggered global unit {unit.name} stop")
-                out.unit(unit.name, triggered="stop", **{"global": True})
             else:
-                stopping.append(unit.name)
-        code = wait_units(session, stopping, "stop", JobState.LOADED, attempts)
-        if code == 0:
-            out.note(f"Successfully stopped units {go_list(stopping)}.")
-        else:
-            out.note(f"Failed to stop units {go_list(stopping)}.")
-        return code
+                stopping.append(unit)
+        return retarget_units(
+            session, stopping, JobState.LOADED, verb="stop", done="stopped", attempts=attempts
+        )
 
     session.run(body)

@@ -16,10 +16,9 @@ from fleetctl.commands.common import (
     UnitsArgument,
     block_attempts,
     no_units_given,
-    wait_units,
+    retarget_units,
 )
 from fleetctl.commands.stop import find_units
-from fleetctl.output import go_list
 from fleetctl.session import Session
 from fleetd.core.states import JobState
 
@@ -46,18 +45,15 @@ def unload(
         for unit in found:
             if not unit.is_global and unit.current_state == JobState.INACTIVE:
                 out.debug(f"Target state of Unit({unit.name}) already inactive, skipping.")
-                continue
-            session.client.set_unit_target_state(unit.name, JobState.INACTIVE)
-            if unit.is_global:
-                out.say(f"Triggered global unit {unit.name} unload")
-                out.unit(unit.name, triggered="unload", **{"global": True})
             else:
-                unloading.append(unit.name)
-        code = wait_units(session, unloading, "unload", JobState.INACTIVE, attempts)
-        if code == 0:
-            out.note(f"Successfully unloaded units {go_list(unloading)}.")
-        else:
-            out.note(f"Failed to unload units {go_list(unloading)}.")
-        return code
+                unloading.append(unit)
+        return retarget_units(
+            session,
+            unloading,
+            JobState.INACTIVE,
+            verb="unload",
+            done="unloaded",
+            attempts=attempts,
+        )
 
     session.run(body)
