@@ -139,6 +139,27 @@ def observe_unit(name: str, unit: Unit | None, wanted: str) -> Observation:
     return NOT_YET
 
 
+REFUSED_LOAD_STATES = frozenset({"bad-setting", "error", "masked", "not-found"})
+
+
+def _refused_by_systemd(client: FleetClient, unit: Unit, wanted: str) -> Observation | None:
+    """A placed, loaded unit that systemd will never start (its file was refused or masked):
+    nothing would end the wait for `launched`, so say why instead."""
+    if wanted != JobState.LAUNCHED or unit.observed_state != JobState.LOADED:
+        return None
+    try:
+        states = client.unit_states(unit_name=unit.name)
+    except FleetctlError:
+        return None
+    for state in states:
+        if state.load_state in REFUSED_LOAD_STATES:
+            return Observation(
+                fatal=f"unit {unit.name} cannot be started: systemd reports load state "
+                f"{state.load_state} on {state.machine_id[:8]}"
+            )
+    return None
+
+
 def wait_for_unit_states(
     client: FleetClient,
     names: Sequence[str],
@@ -155,7 +176,11 @@ def wait_for_unit_states(
         except FleetctlError:
             return {}  # a failed poll is a poll without news; the window decides
         latest.update({name: unit for name, unit in units.items() if unit is not None})
-        return {name: observe_unit(name, unit, wanted) for name, unit in units.items()}
+        seen = {name: observe_unit(name, unit, wanted) for name, unit in units.items()}
+        for name, unit in units.items():
+            if unit is not None and seen[name] is NOT_YET:
+                seen[name] = _refused_by_systemd(client, unit, wanted) or NOT_YET
+        return seen
 
     return wait_for(
         names,

@@ -38,6 +38,10 @@ from fleetd.runtime.supervise import run_components
 
 log = structlog.get_logger(__name__)
 
+# after an engine comes to lead, machines get this long (at least agent_ttl) to re-register
+# before their units are moved: an etcd outage expires every lease at once
+MIN_DEPARTURE_GRACE = 5.0
+
 _MACHINE_ID = re.compile(r"[0-9a-f]{32}")
 
 
@@ -125,7 +129,11 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
         components: dict[str, Callable[[], Awaitable[None]]] = {}
         if not config.disable_engine:
             engine = Engine(
-                client, keys, machine_id, reconcile_interval=config.engine_reconcile_interval
+                client,
+                keys,
+                machine_id,
+                reconcile_interval=config.engine_reconcile_interval,
+                departure_grace=max(config.agent_ttl, MIN_DEPARTURE_GRACE),
             )
             components["engine"] = engine.run
         if config.listen:

@@ -12,10 +12,11 @@ signatures are systemd's own (`org.freedesktop.systemd1(5)`), so nothing is intr
     ListUnitsByNames(as names) -> a(ssssssouso)                  states (and object paths) at once
     Subscribe()                                                  or systemd sends no signals
 
-Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`,
-`UnitNew`/`UnitRemoved(s name, o path)` and `Reloading(b active)` on the manager, and
-`PropertiesChanged` on unit objects, whose paths come from systemd's own answers (never
-computed here). Each becomes a change notification for the unit it names.
+Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`
+and `Reloading(b active)` on the manager, and `PropertiesChanged` on unit objects, whose paths
+come from systemd's own answers (never computed here). Each becomes a change notification for
+the unit it names. `UnitNew`/`UnitRemoved` are ignored: merely reading an idle unit's state
+makes systemd load it and collect it again, so treating them as changes loops.
 
 Invariants:
 * At most `max_in_flight` (32) calls are in flight: below dbus-daemon's limit of 128 pending
@@ -457,8 +458,9 @@ class DbusUnitManager:
                 if self._jobs.removed(job, result) is not None and result != JOB_DONE:
                     log.warning("systemd job did not succeed", unit=unit, job=job, result=result)
                 self._hub.notify(unit)
-            elif member in ("UnitNew", "UnitRemoved"):
-                self._hub.notify(message.body[0])
+            # UnitNew/UnitRemoved are deliberately not changes: reading an idle unit's state
+            # loads it (UnitNew) and systemd's GC drops it again (UnitRemoved); reacting to them
+            # made every read trigger the next, a busy loop on any unit at rest
             elif member == "Reloading" and not message.body[0]:
                 self._hub.notify_all()
         elif message.interface == PROPERTIES_INTERFACE and member == "PropertiesChanged":

@@ -4,7 +4,8 @@
 and returns only the differences from the schedule it has, so planning again after the tasks are
 applied returns nothing. The order of work:
 
-1. drop placements on machines that went away, of destroyed units and of inactive units;
+1. drop placements on machines that went away (unless asked to hold them, below), of destroyed
+   units and of inactive units;
 2. place global units on every machine whose metadata they match (an alphabetically earlier
    global unit wins a conflict between two of them);
 3. keep each existing placement that still fits, in `MachineOf` order then by name (so of two
@@ -96,8 +97,11 @@ def placement_order(units: Mapping[str, Unit]) -> tuple[dict[str, int], dict[str
 class _Planner:
     """One planning pass: the board being built and the reason for each change."""
 
-    def __init__(self, snapshot: ClusterSnapshot) -> None:
+    def __init__(self, snapshot: ClusterSnapshot, *, hold_departed: bool = False) -> None:
         self.snapshot = snapshot
+        self.hold_departed = hold_departed
+        self.held: set[tuple[str, str]] = set()  # (machine, unit) kept while its machine is away
+        self.held_units: set[str] = set()
         self.units = snapshot.units
         self.board = Board(snapshot.machines)
         self.depths, self.cycles = placement_order(self.units)
@@ -126,6 +130,11 @@ class _Planner:
             for name in sorted(self.snapshot.schedule[machine]):
                 unit = self.units.get(name)
                 if machine not in self.snapshot.machines:
+                    if self.hold_departed and unit is not None and self._wanted(unit):
+                        self.held.add((machine, name))
+                        if not unit.requirements.is_global:
+                            self.held_units.add(name)
+                        continue
                     self.why_gone[machine, name] = f"machine {machine} went away"
                 elif unit is None:
                     self.why_gone[machine, name] = "unit destroyed"
@@ -196,6 +205,8 @@ class _Planner:
         for name, unit in self.units.items():
             if unit.requirements.is_global or not self._wanted(unit):
                 continue
+            if name in self.held_units:
+                continue  # placed on a machine that is away for now: not placed twice
             if name not in self.cycles and not self.board.machines_of(name):
                 heapq.heappush(self.pending, self._order(name))
         while self.pending:
@@ -219,7 +230,7 @@ class _Planner:
         """Reasons for every wanted unit left unplaced, from the final board."""
         for name in sorted(self.units):
             unit = self.units[name]
-            if not self._wanted(unit) or self.board.machines_of(name):
+            if not self._wanted(unit) or self.board.machines_of(name) or name in self.held_units:
                 continue
             if name in self.cycles and not unit.requirements.is_global:
                 self.unplaceable[name] = (self.cycles[name],)
@@ -233,7 +244,7 @@ class _Planner:
         for machine in sorted(current):
             wanted = self.board.units_on.get(machine, {})
             for name in sorted(current[machine]):
-                if name not in wanted:
+                if name not in wanted and (machine, name) not in self.held:
                     reason = self.why_gone.get((machine, name), "no longer scheduled here")
                     removals.append(Unschedule(name, machine, reason))
         for machine in sorted(self.board.units_on):
@@ -269,6 +280,11 @@ class _Planner:
         return tasks
 
 
-def plan_engine(snapshot: ClusterSnapshot) -> list[EngineTask]:
-    """The schedule writes that bring `snapshot` to the placements its units ask for."""
-    return _Planner(snapshot).run()
+def plan_engine(snapshot: ClusterSnapshot, *, hold_departed: bool = False) -> list[EngineTask]:
+    """The schedule writes that bring `snapshot` to the placements its units ask for.
+
+    With `hold_departed`, placements on machines that are not in the snapshot are kept as they
+    are and their units are not placed elsewhere: the engine asks for this right after it comes
+    to lead, when machines that vanished during an etcd outage are still re-registering.
+    """
+    return _Planner(snapshot, hold_departed=hold_departed).run()

@@ -5,7 +5,8 @@ unit's requirements or raises `InvalidUnit`, whose message names the unit and th
 (the API, the tests, the demo) write to etcd only after it returns, so bad input never leaves a
 trace. What it refuses:
 
-* a name fleet would refuse (`unit name must contain "."`, ...);
+* a name fleet would refuse (`unit name must contain "."`, ...), or one the agent could not
+  write as a plain file in its units directory (a leading dot);
 * a unit file with no options, or one whose serialized form does not parse back (a line of 2048
   bytes or more, fleet's own round-trip check) or cannot be hashed (lone surrogates);
 * a template (`foo@.service`) asked to be loaded or launched (fleet checked this only on update);
@@ -16,6 +17,7 @@ trace. What it refuses:
 
 from __future__ import annotations
 
+from fleetd.core.agent_plan import unit_file_name_problem
 from fleetd.core.names import UnitNameError, go_quote, parse_unit_name
 from fleetd.core.requirements import (
     Requirements,
@@ -45,6 +47,9 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
         info = parse_unit_name(name)
     except UnitNameError as exc:
         raise InvalidUnit(f"invalid unit name {go_quote(name)}: {exc}") from None
+    problem = unit_file_name_problem(name)
+    if problem is not None:  # the agent could never write it under its units directory
+        raise InvalidUnit(problem)
     if not unit.options:
         raise InvalidUnit(f"unit {name}: the unit file has no options")
     try:

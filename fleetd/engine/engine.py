@@ -5,7 +5,10 @@ leader reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans wit
 `plan_engine`, and writes the tasks through `apply_engine_tasks`. Passes run on every view change
 (coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL. A tick
 finds nothing to do without planning when the view has not changed since a plan that had nothing
-to do (the planner is pure, so the same view gives the same empty plan).
+to do (the planner is pure, so the same view gives the same empty plan). For `departure_grace`
+seconds after a term that began because of an etcd outage (this engine's lease died of missed
+keep-alives, or etcd failed its calls), placements on machines that vanished are held, not moved:
+the outage expired every machine's lease at once, and their agents are re-registering.
 
 Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting and
 campaigns again. Before planning, a pass waits until the view has seen the engine's own previous
@@ -46,12 +49,15 @@ class Engine:
         *,
         reconcile_interval: float = 2.0,
         ttl: int | None = None,
+        departure_grace: float = 0.0,
     ) -> None:
         self._client = client
         self._keys = keys
         self.machine_id = machine_id
         self.reconcile_interval = reconcile_interval
         self.ttl = ttl if ttl is not None else leader_ttl(reconcile_interval)
+        self.departure_grace = departure_grace
+        self._hold_until = 0.0
         self.view = ClusterView(client, keys, on_change=self._on_change)
         self.election = Election(client, keys, machine_id, ttl=self.ttl)
         self.term: Term | None = None
@@ -60,7 +66,7 @@ class Engine:
         self._deposed = asyncio.Event()
         self.leading = asyncio.Event()  # set while this engine leads
         self._written: dict[str, int] = {}
-        self._settled_generation = -1
+        self._settled: tuple[int, bool] | None = None
 
     @property
     def is_leader(self) -> bool:
@@ -78,6 +84,8 @@ class Engine:
             log.info("engine leading", machine=self.machine_id, term=term.revision)
             try:
                 await self._lead(term)
+                if term.lease.lost_reason not in ("", "revoked"):
+                    self.election.outage_seen = True
             finally:
                 self.leading.clear()
                 self.term = None
@@ -89,9 +97,22 @@ class Engine:
         """Reconcile while `term` lasts; return when it ends."""
         self._deposed.clear()
         self._written = {}
-        self._settled_generation = -1
+        self._settled = None
         self.term = term
         self.leading.set()
+        running_loop = asyncio.get_running_loop()
+        self._hold_until = 0.0
+        if self.election.outage_seen and self.departure_grace > 0:
+            # etcd was away: it expired every machine's lease along with ours; their agents are
+            # re-registering, so their units are not moved for `departure_grace` seconds
+            self.election.outage_seen = False
+            self._hold_until = running_loop.time() + self.departure_grace
+            running_loop.call_later(self.departure_grace, self._on_change)
+            log.info(
+                "holding departed machines' units after an etcd outage",
+                seconds=self.departure_grace,
+            )
+
         loop = ReconcileLoop("engine", lambda: self._pass(term), interval=self.reconcile_interval)
         self._loop = loop
         reconciling = asyncio.create_task(loop.run(), name="engine:reconcile")
@@ -112,12 +133,13 @@ class Engine:
         async with asyncio.timeout(self.ttl):
             await self.view.wait_ready()
             await self.view.wait_for(self._written)
-            generation = self.view.generation
-            if generation == self._settled_generation:
+            hold = asyncio.get_running_loop().time() < self._hold_until
+            settled = (self.view.generation, hold)
+            if settled == self._settled:
                 return  # nothing changed since a plan that had nothing to do
-            tasks = plan_engine(self.view.snapshot())
+            tasks = plan_engine(self.view.snapshot(), hold_departed=hold)
             if not tasks:
-                self._settled_generation = generation
+                self._settled = settled
                 return
             try:
                 written = await apply_engine_tasks(self._client, self._keys, term.fence(), tasks)

@@ -48,6 +48,9 @@ class Election:
         self._machine_id = machine_id
         self._ttl = ttl
         self.leader: str | None = None  # the machine id of the leader last seen
+        # set when a lease of ours died of missed keep-alives or etcd failed us: an outage, which
+        # also expired the machines' leases; the next term then holds their placements a while
+        self.outage_seen = False
 
     async def campaign(self) -> Term:
         """Block until this fleetd holds the leader key; transient etcd errors are retried."""
@@ -61,10 +64,13 @@ class Election:
                 if term is not None:
                     return term
             except EtcdError as exc:
+                self.outage_seen = True
                 delay = backoff.next_delay()
                 log.warning("engine election: etcd error, retrying", error=str(exc), retry_in=delay)
                 await asyncio.sleep(delay)
             if lease is not None:
+                if lease.lost_reason not in ("", "revoked"):
+                    self.outage_seen = True
                 await lease.revoke()
 
     async def _try_lead(self, lease: Lease) -> Term | None:

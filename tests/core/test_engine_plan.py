@@ -388,3 +388,22 @@ def test_replaced_target_with_nowhere_to_go_takes_its_followers_along() -> None:
     assert after.unplaceable["u6.service"] == (
         "MachineOf peer u3.service is not placed on any machine",
     )
+
+
+def test_placements_on_departed_machines_are_held_when_asked() -> None:
+    # right after an engine comes to lead: machines that vanished in an etcd outage re-register
+    units = [unit("a.service"), unit("g.service", "Global=true"), unit("new.service")]
+    snapshot = cluster([M2], units, schedule={"a.service": "m1", "g.service": ["m1", "m2"]})
+    held = plan_engine(snapshot, hold_departed=True)
+    assert held == [
+        Schedule(
+            "new.service",
+            "m2",
+            units[2].hash,
+            JobState.LAUNCHED,
+            "placed on the least-loaded machine that can run it",
+        )
+    ]
+    moved = plan_engine(snapshot)
+    assert Unschedule("a.service", "m1", "machine m1 went away") in moved
+    assert Unschedule("g.service", "m1", "machine m1 went away") in moved

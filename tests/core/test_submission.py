@@ -27,6 +27,7 @@ def test_a_good_unit_passes_with_its_requirements() -> None:
         ("", parse_unit(GOOD), JobState.LAUNCHED, "unit name cannot be empty"),
         ("a.bogus", parse_unit(GOOD), JobState.LAUNCHED, r'invalid unit type: "bogus"'),
         ("x" * 300 + ".service", parse_unit(GOOD), JobState.LAUNCHED, "maximum length"),
+        (".evil.service", parse_unit(GOOD), JobState.LAUNCHED, "starts with a dot"),
         ("a.service", UnitFile(()), JobState.LAUNCHED, "the unit file has no options"),
         (
             "a.service",
