@@ -193,3 +193,28 @@ def retarget_units(
     else:
         out.note(f"Failed to {verb} units {go_list(waiting)}.")
     return code
+
+
+def create_and_retarget(
+    session: Session,
+    units: list[str],
+    command: Command,
+    state: JobState,
+    *,
+    replace: bool,
+    attempts: int,
+) -> list[Unit] | None:
+    """`load`/`start`'s first half: create missing units, then set `state` on them.
+
+    Returns the units whose desired state was set, or None after printing fleet's error."""
+    try:
+        names = create_units(session, units, command, replace, attempts)
+    except FleetctlError as exc:
+        session.out.error(f"Error creating units: {exc}")
+        return None
+    try:
+        return set_target_states(session, names, state)
+    except FleetctlError as exc:
+        doing = {Command.LOAD: "loading", Command.START: "starting"}.get(command, str(command))
+        session.out.error(f"Error {doing} units: {exc}")
+        return None

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.client import FleetctlError
 from fleetctl.commands.common import (
     BlockAttemptsOption,
     NoBlockOption,
     ReplaceOption,
     UnitsArgument,
     block_attempts,
-    create_units,
+    create_and_retarget,
     no_units_given,
-    set_target_states,
     wait_triggered,
 )
 from fleetctl.session import Session
@@ -40,15 +38,10 @@ def load(
     def body() -> int:
         if not units:
             return no_units_given(session)
-        try:
-            names = create_units(session, units, Command.LOAD, replace, attempts)
-        except FleetctlError as exc:
-            session.out.error(f"Error creating units: {exc}")
-            return 1
-        try:
-            triggered = set_target_states(session, names, JobState.LOADED)
-        except FleetctlError as exc:
-            session.out.error(f"Error loading units: {exc}")
+        triggered = create_and_retarget(
+            session, units, Command.LOAD, JobState.LOADED, replace=replace, attempts=attempts
+        )
+        if triggered is None:
             return 1
         return wait_triggered(session, triggered, "load", JobState.LOADED, attempts)
 

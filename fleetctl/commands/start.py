@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import typer
 
-from fleetctl.client import FleetctlError
 from fleetctl.commands.common import (
     NO_BLOCK,
     BlockAttemptsOption,
@@ -25,9 +24,8 @@ from fleetctl.commands.common import (
     ReplaceOption,
     UnitsArgument,
     block_attempts,
-    create_units,
+    create_and_retarget,
     no_units_given,
-    set_target_states,
     wait_triggered,
 )
 from fleetctl.session import Session
@@ -50,15 +48,10 @@ def start(
     def body() -> int:
         if not units:
             return no_units_given(session)
-        try:
-            names = create_units(session, units, Command.START, replace, attempts)
-        except FleetctlError as exc:
-            session.out.error(f"Error creating units: {exc}")
-            return 1
-        try:
-            triggered = set_target_states(session, names, JobState.LAUNCHED)
-        except FleetctlError as exc:
-            session.out.error(f"Error starting units: {exc}")
+        triggered = create_and_retarget(
+            session, units, Command.START, JobState.LAUNCHED, replace=replace, attempts=attempts
+        )
+        if triggered is None:
             return 1
         if wait_triggered(session, triggered, "start", JobState.LAUNCHED, attempts):
             return 1
