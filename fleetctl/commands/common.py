@@ -218,3 +218,12 @@ def create_and_retarget(
         doing = {Command.LOAD: "loading", Command.START: "starting"}.get(command, str(command))
         session.out.error(f"Error {doing} units: {exc}")
         return None
+
+
+def registry_units(session: Session, args: list[str]) -> list[Unit]:
+    """The registry's units among `args`, sorted by name as fleet's list order has them; when
+    there are none, stderr says `Units not found in registry` (the caller then exits 0)."""
+    found = [unit for name in unit_names(args) if (unit := session.client.unit(name)) is not None]
+    if not found:
+        session.out.note("Units not found in registry")
+    return sorted(found, key=lambda unit: unit.name)

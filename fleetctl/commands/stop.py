@@ -18,18 +18,11 @@ from fleetctl.commands.common import (
     UnitsArgument,
     block_attempts,
     no_units_given,
+    registry_units,
     retarget_units,
-    unit_names,
 )
-from fleetctl.models import Unit
 from fleetctl.session import Session
 from fleetd.core.states import JobState
-
-
-def find_units(session: Session, args: list[str]) -> list[Unit]:
-    """The registry's units among `args`, sorted by name as fleet's list order has them."""
-    found = [unit for name in unit_names(args) if (unit := session.client.unit(name)) is not None]
-    return sorted(found, key=lambda unit: unit.name)
 
 
 def stop(
@@ -46,9 +39,8 @@ def stop(
         out = session.out
         if not units:
             return no_units_given(session)
-        found = find_units(session, units)
+        found = registry_units(session, units)
         if not found:
-            out.note("Units not found in registry")
             return 0
         for unit in found:
             if not unit.is_global and unit.current_state == JobState.INACTIVE:

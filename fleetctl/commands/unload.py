@@ -16,9 +16,9 @@ from fleetctl.commands.common import (
     UnitsArgument,
     block_attempts,
     no_units_given,
+    registry_units,
     retarget_units,
 )
-from fleetctl.commands.stop import find_units
 from fleetctl.session import Session
 from fleetd.core.states import JobState
 
@@ -37,9 +37,8 @@ def unload(
         out = session.out
         if not units:
             return no_units_given(session)
-        found = find_units(session, units)
+        found = registry_units(session, units)
         if not found:
-            out.note("Units not found in registry")
             return 0
         unloading = []
         for unit in found:
