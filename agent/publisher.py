@@ -41,11 +41,12 @@ SAFETY_INTERVAL = 60.0
 
 def _same(a: UnitStateRecord, b: UnitStateRecord) -> bool:
     """Equal apart from `since`."""
-    return (a.load_state, a.active_state, a.sub_state, a.hash) == (
+    return (a.load_state, a.active_state, a.sub_state, a.hash, a.load_error) == (
         b.load_state,
         b.active_state,
         b.sub_state,
         b.hash,
+        b.load_error,
     )
 
 
@@ -169,7 +170,12 @@ class StatePublisher:
                 continue
             status = states[name]
             record = UnitStateRecord(
-                status.load_state, status.active_state, status.sub_state, files[name], now
+                status.load_state,
+                status.active_state,
+                status.sub_state,
+                files[name],
+                now,
+                status.load_error,
             )
             old = self._published.get(name)
             if old is not None and _same(old, record):

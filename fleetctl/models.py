@@ -126,6 +126,7 @@ class UnitState:
     load_state: str = ""
     active_state: str = ""
     sub_state: str = ""
+    load_error: str = ""
 
     @classmethod
     def from_json(cls, data: object) -> UnitState:
@@ -137,6 +138,7 @@ class UnitState:
             load_state=_text(state, "systemdLoadState"),
             active_state=_text(state, "systemdActiveState"),
             sub_state=_text(state, "systemdSubState"),
+            load_error=_text(state, "systemdLoadError"),
         )
 
     def to_json(self) -> dict[str, str]:
@@ -147,6 +149,7 @@ class UnitState:
             "systemdActiveState": self.active_state,
             "systemdLoadState": self.load_state,
             "systemdSubState": self.sub_state,
+            "systemdLoadError": self.load_error,
         }
         return {key: value for key, value in data.items() if value}
 

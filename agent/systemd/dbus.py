@@ -10,6 +10,7 @@ signatures are systemd's own (`org.freedesktop.systemd1(5)`), so nothing is intr
     StartUnit(s name, s mode) -> o job, StopUnit(...) -> o job   mode: "replace"
     ResetFailedUnit(s name)
     ListUnitsByNames(as names) -> a(ssssssouso)                  states (and object paths) at once
+    Get("org.freedesktop.systemd1.Unit", "LoadError") -> v (ss)  only for a refused unit
     Subscribe()                                                  or systemd sends no signals
 
 Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`
@@ -36,7 +37,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -45,6 +47,7 @@ from dbus_fast import BusType, DBusFastError, Message, MessageType
 from dbus_fast.aio import MessageBus
 
 from agent.systemd.files import UnitFileStore
+from agent.systemd.journal import last_error
 from agent.systemd.port import (
     DEFAULT_UNITS_DIRECTORY,
     JOB_DISCONNECTED,
@@ -64,6 +67,8 @@ SYSTEMD: Final = "org.freedesktop.systemd1"
 MANAGER_PATH: Final = "/org/freedesktop/systemd1"
 MANAGER_INTERFACE: Final = "org.freedesktop.systemd1.Manager"
 UNIT_PATH_NAMESPACE: Final = "/org/freedesktop/systemd1/unit"
+UNIT_INTERFACE: Final = "org.freedesktop.systemd1.Unit"
+REFUSED_LOAD_STATES: Final = frozenset({"bad-setting", "error"})
 PROPERTIES_INTERFACE: Final = "org.freedesktop.DBus.Properties"
 NO_SUCH_UNIT: Final = "org.freedesktop.systemd1.NoSuchUnit"
 
@@ -127,6 +132,29 @@ def reset_failed_message(name: str) -> Message:
 
 def list_units_message(names: Sequence[str]) -> Message:
     return manager_call("ListUnitsByNames", "as", [list(names)])
+
+
+def load_error_message(path: str) -> Message:
+    """`Get(Unit, "LoadError")` on a unit object: `(ss)`, the error's name and message."""
+    return Message(
+        destination=SYSTEMD,
+        path=path,
+        interface=PROPERTIES_INTERFACE,
+        member="Get",
+        signature="ss",
+        body=[UNIT_INTERFACE, "LoadError"],
+    )
+
+
+def load_error_text(reply: Message, detail: str = "") -> str:
+    """systemd's reason from a `LoadError` reply, as `systemctl status` shows it after
+    "Reason:", followed by the journal's `detail` line when there is one:
+    `Unit x.service has a bad unit file setting: x.service:2: Neither a valid ...`."""
+    name, message = reply.body[0].value
+    reason = str(message or name)
+    if detail:
+        return f"{reason.rstrip('.')}: {detail}" if reason else detail
+    return reason
 
 
 # -------------------------------------------------------------------- jobs
@@ -228,6 +256,7 @@ class DbusUnitManager:
     """systemd over the system bus; run `run()` to keep the connection, then use the port.
 
     The bus is `bus_address`, else `$DBUS_SYSTEM_BUS_ADDRESS`, else the system bus's socket.
+    `journal(unit)` gives the journal's line on a unit systemd refused (`journal.last_error`).
     """
 
     def __init__(
@@ -239,8 +268,10 @@ class DbusUnitManager:
         call_timeout: float = 60.0,
         reload_timeout: float = 300.0,
         backoff: Backoff | None = None,
+        journal: Callable[[str], Awaitable[str]] = last_error,
     ) -> None:
         self._files = UnitFileStore(units_directory)
+        self._journal = journal
         self.address = (
             bus_address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_ADDRESS
         )
@@ -429,12 +460,26 @@ class DbusUnitManager:
         replies = await asyncio.gather(*(self._call(list_units_message(c)) for c in chunks))
         states: dict[str, UnitStatus] = {}
         asked = set(wanted)
+        refused: dict[str, str] = {}
         for reply in replies:
             for name, _desc, load, active, sub, _following, path, *_job in reply.body[0]:
                 if name in asked:
                     states[name] = UnitStatus(name, load, active, sub)
                     self._paths[path] = name
+                    if load in REFUSED_LOAD_STATES:
+                        refused[name] = path
+        errors = await asyncio.gather(*map(self._load_error, refused, refused.values()))
+        for name, error in zip(refused, errors, strict=True):
+            states[name] = replace(states[name], load_error=error)
         return {name: states.get(name, UnitStatus(name)) for name in wanted}
+
+    async def _load_error(self, name: str, path: str) -> str:
+        """systemd's reason for refusing to load `name` (rare: only asked for refused units)."""
+        try:
+            reply = await self._call(load_error_message(path), name)
+        except UnitRefused as exc:  # the unit went away meanwhile
+            return exc.message
+        return load_error_text(reply, await self._journal(name))
 
     def subscribe(self) -> ChangeFeed:
         return self._hub.subscribe()

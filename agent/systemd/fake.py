@@ -56,8 +56,16 @@ class FakeUnit:
     sub_state: str = "dead"
     text: str = ""
 
+    @property
+    def load_error(self) -> tuple[str, str]:
+        """systemd's `LoadError` (error name, message): set only for a refused file."""
+        if self.load_state == "bad-setting":
+            return BAD_UNIT_SETTING, f"Unit {self.name} has a bad unit file setting."
+        return "", ""
+
     def status(self) -> UnitStatus:
-        return UnitStatus(self.name, self.load_state, self.active_state, self.sub_state)
+        _, message = self.load_error
+        return UnitStatus(self.name, self.load_state, self.active_state, self.sub_state, message)
 
 
 def _service_values(text: str, name: str) -> list[str]:

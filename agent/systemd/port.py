@@ -37,12 +37,14 @@ JOB_DISCONNECTED = "disconnected"  # the bus went away before systemd said how t
 
 @dataclass(frozen=True, slots=True)
 class UnitStatus:
-    """systemd's three states of one unit (`not-found`/`inactive`/`dead` when it has none)."""
+    """systemd's three states of one unit (`not-found`/`inactive`/`dead` when it has none), and
+    why systemd refused to load it (its `LoadError`, empty for a unit that loaded)."""
 
     name: str
     load_state: str = "not-found"
     active_state: str = "inactive"
     sub_state: str = "dead"
+    load_error: str = ""
 
 
 class SystemdError(Exception):
@@ -213,7 +215,8 @@ class UnitManager(Protocol):
         ...
 
     async def unit_states(self, names: Collection[str]) -> dict[str, UnitStatus]:
-        """systemd's states of `names`, read together (one call, not one per unit)."""
+        """systemd's states of `names`, read together (one call, not one per unit); a unit
+        systemd refused to load (`bad-setting`, `error`) also carries systemd's reason."""
         ...
 
     def subscribe(self) -> ChangeFeed:

@@ -2,10 +2,10 @@
 
 fleet ran `systemctl status -l UNIT` over SSH on the unit's machine. pyfleet has no SSH, so it
 prints a status block built from the API instead: the unit and its description, systemd's load
-and active (sub) states as the machine's agent reports them (`GET /state`), the machine, the
-cluster states (current and desired), the loaded file's hash, and the engine's reasons when the
-unit cannot be placed. A global unit gets one block per machine that reports it. Blocks are
-separated by a blank line, as fleet's were.
+state (with systemd's reason when it refused the file) and active (sub) states as the machine's
+agent reports them (`GET /state`), the machine, the cluster states (current and desired), the
+loaded file's hash, and the engine's reasons when the unit cannot be placed. A global unit gets
+one block per machine that reports it. Blocks are separated by a blank line, as fleet's were.
 
 fleet's messages and exit codes stay: `Unit X does not exist.` and `Unit X does not appear to be
 loaded.` (stderr, exit 1; an unplaceable unit's block, with its reasons, is printed first). The
@@ -34,6 +34,14 @@ def _line(label: str, value: str) -> str:
     return f"{label:>{LABEL_WIDTH}}: {value}"
 
 
+def _loaded(state: UnitState | None) -> str:
+    """`bad-setting (Unit x.service has a bad unit file setting.)`: the reason, when systemd
+    refused the file."""
+    if state is None or not state.load_state:
+        return "-"
+    return f"{state.load_state} ({state.load_error})" if state.load_error else state.load_state
+
+
 def _active(state: UnitState | None) -> str:
     if state is None or not state.active_state:
         return "-"
@@ -46,7 +54,7 @@ def render_block(session: Session, unit: Unit, state: UnitState | None) -> str:
     machine_id = state.machine_id if state is not None else unit.machine_id
     lines = [
         title,
-        _line("Loaded", (state.load_state if state else "") or "-"),
+        _line("Loaded", _loaded(state)),
         _line("Active", _active(state)),
         _line("Machine", session.legend(machine_id, full=True) if machine_id else "-"),
         _line("State", f"{unit.current_state or '-'} (desired: {unit.desired_state or '-'})"),

@@ -96,6 +96,7 @@ def state_json(unit: str, machine_id: str, state: UnitStateRecord) -> dict[str, 
             ("systemdActiveState", state.active_state),
             ("systemdLoadState", state.load_state),
             ("systemdSubState", state.sub_state),
+            ("systemdLoadError", state.load_error),
         )
     )
 
@@ -345,6 +346,7 @@ class UnitState(_Wire):
     systemdActiveState: str | None = None
     systemdLoadState: str | None = None
     systemdSubState: str | None = None
+    systemdLoadError: str | None = None
 
 
 class UnitStatePage(_Wire):

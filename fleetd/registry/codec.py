@@ -153,7 +153,8 @@ class UnitStateRecord:
     """systemd's view of a unit on one machine, as that machine's agent publishes it.
 
     The three states are systemd's strings (`loaded`, `active`, `running`, ...), `hash` is the
-    hash of the unit file the agent loaded, `since` the Unix time (seconds) it entered this state.
+    hash of the unit file the agent loaded, `since` the Unix time (seconds) it entered this state,
+    and `load_error` systemd's reason for refusing to load the file (empty when it loaded).
     """
 
     load_state: str
@@ -161,18 +162,20 @@ class UnitStateRecord:
     sub_state: str
     hash: str
     since: float = 0.0
+    load_error: str = ""
 
 
 def encode_state(record: UnitStateRecord) -> bytes:
-    return _dump(
-        {
-            "loadState": record.load_state,
-            "activeState": record.active_state,
-            "subState": record.sub_state,
-            "hash": record.hash,
-            "since": record.since,
-        }
-    )
+    fields: dict[str, Any] = {
+        "loadState": record.load_state,
+        "activeState": record.active_state,
+        "subState": record.sub_state,
+        "hash": record.hash,
+        "since": record.since,
+    }
+    if record.load_error:
+        fields["loadError"] = record.load_error
+    return _dump(fields)
 
 
 def decode_state(key: str, raw: bytes) -> UnitStateRecord:
@@ -186,6 +189,7 @@ def decode_state(key: str, raw: bytes) -> UnitStateRecord:
         _str(key, obj, "subState"),
         _str(key, obj, "hash"),
         float(since),
+        _str(key, obj, "loadError", default=""),
     )
 
 

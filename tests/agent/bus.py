@@ -38,6 +38,7 @@ Changes = Annotated[list[list[str]], DBusSignature("a(sss)")]
 UnitInfos = Annotated[list[list[Any]], DBusSignature("a(ssssssouso)")]
 JobRemovedArgs = Annotated[tuple[int, str, str, str], DBusSignature("uoss")]
 UnitArgs = Annotated[tuple[str, str], DBusSignature("so")]
+LoadErrorValue = Annotated[list[str], DBusSignature("(ss)")]
 
 
 def unit_path(name: str) -> str:
@@ -125,6 +126,11 @@ class MockUnit(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def LoadState(self) -> DBusStr:
         return self._model.status(self.unit).load_state
+
+    @dbus_property(access=PropertyAccess.READ)
+    def LoadError(self) -> LoadErrorValue:
+        unit = self._model.units.get(self.unit)
+        return list(unit.load_error) if unit is not None else ["", ""]
 
 
 class MockManager(ServiceInterface):

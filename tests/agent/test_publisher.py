@@ -59,6 +59,22 @@ async def test_states_follow_systemd(
         await etcd.lease_revoke((await heart.wait_lease()).id)
 
 
+async def test_a_refused_unit_is_published_with_systemds_reason(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager
+) -> None:
+    manager.seed(
+        "noexec.service", "[Unit]\nDescription=no ExecStart\n", active="inactive", sub="dead"
+    )
+    async with publishing(etcd, keys, manager) as (heart, _):
+        await wait_states(etcd, keys, {"noexec.service": ("inactive", "dead")})
+        kv = await etcd.get(keys.state(MACHINE, "noexec.service"))
+        assert kv is not None
+        record = decode_state(kv.key, kv.value)
+        assert record.load_state == "bad-setting"
+        assert record.load_error.startswith("Unit noexec.service has a bad unit file setting.")
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
 async def test_a_burst_of_changes_to_a_unit_is_one_write(
     etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
 ) -> None:

@@ -88,6 +88,8 @@ def test_state_and_machine_json() -> None:
         "systemdLoadState",
         "systemdSubState",
     ]
+    refused = UnitStateRecord("bad-setting", "inactive", "dead", HELLO_HASH, 1.0, "bad setting")
+    assert state_json("x.service", M1, refused)["systemdLoadError"] == "bad setting"
     machine = Machine(M1, {"z": "1", "az": "us-west-1b"}, "172.17.8.103")
     assert go_json(machine_json(machine)) == (
         b'{"id":"'

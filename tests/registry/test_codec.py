@@ -485,6 +485,13 @@ def test_state_round_trip_and_field_names() -> None:
     }
 
 
+def test_state_load_error_is_kept_and_left_out_when_empty() -> None:
+    refused = UnitStateRecord("bad-setting", "inactive", "dead", HASH, 1.0, "Unit x has a bad")
+    assert decode_state(KEY, encode_state(refused)) == refused
+    assert json.loads(encode_state(refused))["loadError"] == "Unit x has a bad"
+    assert "loadError" not in json.loads(encode_state(UnitStateRecord("a", "b", "c", HASH)))
+
+
 def test_state_since_defaults_to_zero_and_takes_integers() -> None:
     obj = {"loadState": "loaded", "activeState": "inactive", "subState": "dead", "hash": HASH}
     assert decode_state("k", dumps(obj)).since == 0.0

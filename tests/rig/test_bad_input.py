@@ -3,9 +3,10 @@ unit names that cannot be files of the units directory.
 
 * A failing unit is `failed` in `fleetctl list-units` and started once: the agent's later passes
   leave it alone (same invocation, same start time, no restart).
-* A unit file systemd rejects is reported with systemd's verdict (`bad-setting`), the agent logs
-  systemd's error, a blocking `fleetctl start` of it fails with that verdict instead of waiting
-  forever, and the unit does not keep the agent and systemd busy.
+* A unit file systemd rejects is reported with systemd's verdict (`bad-setting`) and reason (its
+  `LoadError` and the journal's line on what is wrong) in `fleetctl status` and the API; the
+  agent logs systemd's error, a blocking `fleetctl start` of it fails with that verdict instead
+  of waiting forever, and the unit does not keep the agent and systemd busy.
 * A name that would escape `/run/fleet/units/` (or hide among the agent's own dot files) is
   refused by the API, and nothing is stored or written anywhere.
 
@@ -17,13 +18,15 @@ from __future__ import annotations
 import pytest
 
 from tests.rig.cluster import NODE_NAMES, QUIET_CALLS, QUIET_WINDOW, Cluster, service
-from tests.rig.nodes import TEST_TIMEOUT, run_in
+from tests.rig.nodes import TEST_TIMEOUT, run_in, wait_for
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 
 REJECTED_START_WITHIN = 15.0
 """Seconds a blocking `fleetctl start` may take to give up on a unit systemd rejects: a few of
 its 2 s attempt windows."""
+REASON_WITHIN = 15.0
+"""Seconds for the journal's line on a refused unit to reach its published state."""
 ONCE = ("InvocationID", "ExecMainStartTimestampMonotonic", "NRestarts", "ActiveState")
 """What shows whether systemd started a unit again: a new invocation, a new start time, a
 restart, another state."""
@@ -76,6 +79,10 @@ def rejected(cluster: Cluster) -> str:
     return node3
 
 
+def _seen(status: str) -> tuple[bool, str]:
+    return "relative/path" in status, status
+
+
 def test_a_unit_file_systemd_rejects_is_reported_with_systemds_verdict(cluster: Cluster) -> None:
     node3 = rejected(cluster)
 
@@ -87,8 +94,18 @@ def test_a_unit_file_systemd_rejects_is_reported_with_systemds_verdict(cluster: 
         "dead",
     )
     assert cluster.systemd("node3", "rejected.service")["LoadState"] == "bad-setting"
-    status = cluster.fleetctl("status", "rejected.service", check=False)
-    assert "Loaded: bad-setting" in status.stdout, status.stdout
+    # systemd's reason, as `systemctl status` gives it, with the journal's line that says what
+    # is wrong: in `fleetctl status` and in the API's state.
+    status = wait_for(
+        lambda: _seen(cluster.fleetctl("status", "rejected.service", check=False).stdout),
+        "systemd's reason in fleetctl status",
+        within=REASON_WITHIN,
+    )
+    assert "Loaded: bad-setting (Unit rejected.service has a bad unit file setting: " in status
+    (state,) = [s for s in cluster.states() if s["name"] == "rejected.service"]
+    assert state["systemdLoadError"].endswith(
+        "Neither a valid executable name nor an absolute path: relative/path"
+    ), state
     refusals = [e for e in cluster.fleetd_log("node3", "rejected.service") if e.get("error_name")]
     assert [e["error_name"] for e in refusals] == ["org.freedesktop.systemd1.BadUnitSetting"]
     assert "bad unit file setting" in refusals[0]["error"]

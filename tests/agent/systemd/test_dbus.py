@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -152,12 +152,24 @@ async def test_disconnection_resolves_waiting_jobs() -> None:
 # ---- against a mock systemd on a private bus
 
 
+async def no_journal(unit: str) -> str:
+    return ""
+
+
 @contextlib.asynccontextmanager
 async def connected(
-    units_dir: Path, address: str, *, max_in_flight: int = 32
+    units_dir: Path,
+    address: str,
+    *,
+    max_in_flight: int = 32,
+    journal: Callable[[str], Awaitable[str]] = no_journal,
 ) -> AsyncIterator[DbusUnitManager]:
     adapter = DbusUnitManager(
-        units_dir, bus_address=address, backoff=fast_backoff(), max_in_flight=max_in_flight
+        units_dir,
+        bus_address=address,
+        backoff=fast_backoff(),
+        max_in_flight=max_in_flight,
+        journal=journal,
     )
     task = asyncio.create_task(adapter.run())
     try:
@@ -219,6 +231,30 @@ async def test_a_job_whose_signal_follows_the_reply(
         async with asyncio.timeout(5):
             assert await job.result() == "failed"
         assert (await adapter.unit_states(["bad.service"]))["bad.service"].active_state == "failed"
+
+
+async def test_a_refused_unit_carries_systemds_load_error(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    asked: list[str] = []
+
+    async def journal(unit: str) -> str:
+        asked.append(unit)
+        return f"{unit}: Service has no ExecStart=, ExecStop=, or SuccessAction=. Refusing."
+
+    async with connected(units_dir, bus_daemon.address, journal=journal) as adapter:
+        await adapter.write_unit_file("noexec.service", "[Unit]\nDescription=no ExecStart\n")
+        await adapter.link_unit("noexec.service")
+        await adapter.write_unit_file("web.service", RUNS)
+        await adapter.link_unit("web.service")
+        states = await adapter.unit_states(["noexec.service", "web.service"])
+        assert states["noexec.service"].load_state == "bad-setting"
+        assert states["noexec.service"].load_error == (
+            "Unit noexec.service has a bad unit file setting: noexec.service: Service has no"
+            " ExecStart=, ExecStop=, or SuccessAction=. Refusing."
+        )
+        assert states["web.service"].load_error == ""
+        assert asked == ["noexec.service"]  # the journal is read for refused units only
 
 
 async def test_errors_are_systemds_own(

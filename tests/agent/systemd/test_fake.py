@@ -54,6 +54,9 @@ def test_refusals_and_no_restart(tmp_path: Path) -> None:
         systemd.start("bad.service")
     assert refused.value.error_name == BAD_UNIT_SETTING
     assert systemd.status("bad.service").load_state == "bad-setting"
+    assert systemd.status("bad.service").load_error == (
+        "Unit bad.service has a bad unit file setting."
+    )
     linked(systemd, tmp_path, "web.service", RUNS)
     systemd.start("web.service")
     systemd.start("web.service")

@@ -57,6 +57,18 @@ def test_a_failed_unit(run: Run, fleet: FakeFleet) -> None:
     assert "     Active: failed (failed)\n" in result.out
 
 
+def test_a_unit_systemd_refused_shows_systemds_reason(run: Run, fleet: FakeFleet) -> None:
+    fleet.systemd["hello.service"] = ("bad-setting", "inactive", "dead")
+    fleet.add_unit("hello.service", HELLO, desired="launched")
+    for state in fleet.states.values():
+        state["systemdLoadError"] = "Unit hello.service has a bad unit file setting."
+    result = run("status", "hello")
+    assert result.code == 3
+    assert (
+        "     Loaded: bad-setting (Unit hello.service has a bad unit file setting.)\n" in result.out
+    )
+
+
 def test_a_missing_unit(run: Run, fleet: FakeFleet) -> None:
     fleet.add_unit("hello.service", HELLO, desired="launched")
     assert run("status", "nope", "hello") == Result(1, "", "Unit nope.service does not exist.\n")
