@@ -37,6 +37,7 @@ from agent.heart import Heart
 from agent.intents import INTENTS_FILE, LaunchIntents
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
+from agent.systemd.files import SYSTEM_DROPINS, default_container_program
 from agent.systemd.port import ChangeFeed, UnitManager
 from fleetd import __version__
 from fleetd.core.agent_plan import LocalUnit, plan_agent, unit_file_name_problem
@@ -246,7 +247,12 @@ async def run_agent_on_systemd(
     The machine registers only once systemd answers: a host whose systemd cannot be reached
     should not attract units. A lost bus later is reconnected without stopping the agent.
     """
-    manager = DbusUnitManager(units_directory, bus_address=bus_address)
+    manager = DbusUnitManager(
+        units_directory,
+        bus_address=bus_address,
+        dropins=SYSTEM_DROPINS,
+        container_program=default_container_program(),
+    )
     async with asyncio.TaskGroup() as group:
         group.create_task(manager.run(), name="agent:dbus")
         await manager.wait_connected()

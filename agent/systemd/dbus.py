@@ -257,6 +257,7 @@ class DbusUnitManager:
 
     The bus is `bus_address`, else `$DBUS_SYSTEM_BUS_ADDRESS`, else the system bus's socket.
     `journal(unit)` gives the journal's line on a unit systemd refused (`journal.last_error`).
+    Container units get their drop-in under `dropins` (see `files.UnitFileStore`).
     """
 
     def __init__(
@@ -269,8 +270,12 @@ class DbusUnitManager:
         reload_timeout: float = 300.0,
         backoff: Backoff | None = None,
         journal: Callable[[str], Awaitable[str]] = last_error,
+        dropins: Path | None = None,
+        container_program: str = "fleet-pod",
     ) -> None:
-        self._files = UnitFileStore(units_directory)
+        self._files = UnitFileStore(
+            units_directory, dropins=dropins, container_program=container_program
+        )
         self._journal = journal
         self.address = (
             bus_address or os.environ.get("DBUS_SYSTEM_BUS_ADDRESS") or SYSTEM_BUS_ADDRESS

@@ -101,6 +101,7 @@ class FakeSystemd:
 
     def __init__(self) -> None:
         self.links: dict[str, Path] = {}
+        self.dropins: Path | None = None  # read `<name>.d/*.conf` here, as systemd would
         self.units: dict[str, FakeUnit] = {}
         self.starts: Counter[str] = Counter()
         self.stops: Counter[str] = Counter()
@@ -128,6 +129,9 @@ class FakeSystemd:
         path = self.links.get(unit.name)
         if path is not None and path.is_file():
             unit.text = path.read_text()
+            if self.dropins is not None:
+                for dropin in sorted((self.dropins / f"{unit.name}.d").glob("*.conf")):
+                    unit.text += "\n" + dropin.read_text()
             unit.load_state = _load_state(unit.name, unit.text)
         else:
             unit.text = ""
@@ -226,9 +230,19 @@ class FakeSystemd:
 class FakeUnitManager:
     """The `UnitManager` port over a `FakeSystemd` and a real units directory."""
 
-    def __init__(self, units_directory: Path, systemd: FakeSystemd | None = None) -> None:
-        self._files = UnitFileStore(units_directory)
+    def __init__(
+        self,
+        units_directory: Path,
+        systemd: FakeSystemd | None = None,
+        *,
+        dropins: Path | None = None,
+        container_program: str = "fleet-pod",
+    ) -> None:
+        self._files = UnitFileStore(
+            units_directory, dropins=dropins, container_program=container_program
+        )
         self.systemd = systemd if systemd is not None else FakeSystemd()
+        self.systemd.dropins = dropins
         self.unavailable = False  # True: every call raises SystemdUnavailable
         self.refuse: dict[tuple[str, str], UnitRefused] = {}  # (method, unit) -> error to raise
         self.unit_state_calls: list[frozenset[str]] = []

@@ -9,26 +9,74 @@ Invariants:
   systemd never reads half a file and a crash leaves the old file or the new one.
 * `list` returns only regular files whose names are valid unit names, each with the SHA-1 of its
   bytes; temporary files and the agent's own records (names starting with `.`) are not units.
+* A unit with an `[X-Container]` section (`fleetd.core.container`) also gets a drop-in,
+  `<dropins>/<name>.d/50-fleet-container.conf`, whose `ExecStart=` runs `fleet-pod run ...`:
+  the unit file stays byte for byte what was submitted, so its hash does too. Writing a unit
+  without the section, or removing the unit, removes the drop-in. Without a `dropins` directory
+  (or when the section cannot be read; submission refuses such units) no drop-in is written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from agent.systemd.port import UnsafeUnitName
 from fleetd.core.agent_plan import unit_file_name_problem
+from fleetd.core.container import ContainerError, container_dropin, parse_container
+from fleetd.core.unitfile import UnitFileError, parse_unit
 
 FILE_MODE = 0o644
+CONTAINER_DROPIN = "50-fleet-container.conf"
+SYSTEM_DROPINS = Path("/run/systemd/system")
+"""Where systemd looks for runtime drop-ins (`<name>.d/*.conf`) of every unit."""
+
+
+def default_container_program() -> str:
+    """The `fleet-pod` installed beside the running Python (fleetd's virtual environment), else
+    the one on PATH, else the bare name (systemd searches its own PATH)."""
+    beside = Path(sys.executable).parent / "fleet-pod"
+    if beside.is_file():
+        return str(beside)
+    return shutil.which("fleet-pod") or "fleet-pod"
+
+
+def _atomic_write(directory: Path, name: str, text: str) -> Path:
+    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(text.encode("utf-8"))
+        os.chmod(temporary, FILE_MODE)
+        os.replace(temporary, directory / name)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return directory / name
+
+
+def _container_dropin(text: str, program: str) -> str | None:
+    try:
+        spec = parse_container(parse_unit(text))
+    except (UnitFileError, ContainerError):
+        return None
+    return container_dropin(spec, program) if spec is not None else None
 
 
 class UnitFileStore:
-    """Unit files in one directory, by unit name."""
+    """Unit files in one directory, by unit name, and the drop-ins of container units."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self, directory: Path, *, dropins: Path | None = None, container_program: str = "fleet-pod"
+    ) -> None:
         self.directory = Path(directory)
+        self.dropins = dropins
+        self.container_program = container_program
 
     def path_for(self, name: str) -> Path:
         """The file of unit `name`; raises `UnsafeUnitName` for a name that could escape."""
@@ -37,22 +85,33 @@ class UnitFileStore:
             raise UnsafeUnitName(problem)
         return self.directory / name
 
+    def dropin_path(self, name: str) -> Path | None:
+        """Where the container drop-in of unit `name` goes (None: no drop-ins here)."""
+        self.path_for(name)
+        return None if self.dropins is None else self.dropins / f"{name}.d" / CONTAINER_DROPIN
+
     def write(self, name: str, text: str) -> Path:
         path = self.path_for(name)
-        self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(fd, "wb") as file:
-                file.write(text.encode("utf-8"))
-            os.chmod(temporary, FILE_MODE)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return path
+        dropin = self.dropin_path(name)
+        if dropin is not None:
+            expanded = _container_dropin(text, self.container_program)
+            if expanded is None:
+                self._remove_dropin(dropin)
+            else:
+                _atomic_write(dropin.parent, dropin.name, expanded)
+        return _atomic_write(self.directory, path.name, text)
 
     def remove(self, name: str) -> None:
         self.path_for(name).unlink(missing_ok=True)
+        dropin = self.dropin_path(name)
+        if dropin is not None:
+            self._remove_dropin(dropin)
+
+    @staticmethod
+    def _remove_dropin(dropin: Path) -> None:
+        dropin.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # absent, or holds drop-ins that are not ours
+            dropin.parent.rmdir()
 
     def list(self) -> dict[str, str]:
         """Unit name -> SHA-1 hex of the file's bytes, for every unit file in the directory."""

@@ -12,12 +12,14 @@ trace. What it refuses:
 * a template (`foo@.service`) asked to be loaded or launched (fleet checked this only on update);
 * an `[X-Fleet]` key fleet does not know (fleetctl only warned; pyfleet refuses, since a typo such
   as `MachineMetdata=` would otherwise silently place the unit anywhere);
-* contradictory requirements, with fleet's messages (`MachineID cannot be used with Conflicts`).
+* contradictory requirements, with fleet's messages (`MachineID cannot be used with Conflicts`);
+* an `[X-Container]` section the agent could not turn into `fleet-pod run` (`core.container`).
 """
 
 from __future__ import annotations
 
 from fleetd.core.agent_plan import unit_file_name_problem
+from fleetd.core.container import ContainerError, parse_container
 from fleetd.core.names import UnitNameError, go_quote, parse_unit_name
 from fleetd.core.requirements import (
     Requirements,
@@ -68,6 +70,7 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
         raise InvalidUnit(f"unit {name}: unrecognized requirement in [X-Fleet] section: {keys}")
     try:
         validate_requirements(requirements)
-    except RequirementsError as exc:
+        parse_container(unit)
+    except (RequirementsError, ContainerError) as exc:
         raise InvalidUnit(f"unit {name}: {exc}") from None
     return requirements

@@ -67,6 +67,12 @@ def test_a_good_unit_passes_with_its_requirements() -> None:
             JobState.LAUNCHED,
             'unresolvable requirements: peer "b.service" matches conflict "b.\\*"',
         ),
+        (
+            "a.service",
+            parse_unit("[X-Container]\nExec=/bin/true\n"),
+            JobState.LAUNCHED,
+            r"unit a.service: \[X-Container\] needs Image=",
+        ),
     ],
 )
 def test_bad_units_are_refused_with_the_problem_named(

@@ -101,3 +101,18 @@ async def test_manager_notifies_and_fails_on_demand(tmp_path: Path) -> None:
         with pytest.raises(SystemdUnavailable):
             await manager.unit_states(["a.service"])
     manager.close()
+
+
+async def test_a_container_unit_runs_from_its_dropin(tmp_path: Path) -> None:
+    manager = FakeUnitManager(tmp_path / "units", dropins=tmp_path / "system")
+    await manager.write_unit_file("c.service", "[X-Container]\nImage=example.com/hello\n")
+    await manager.link_unit("c.service")
+    await manager.reload()
+    job = await manager.start_unit("c.service")
+    assert await job.result() == "done"
+    assert (await manager.unit_states(["c.service"]))["c.service"].active_state == "active"
+    without = FakeUnitManager(tmp_path / "plain")  # no drop-ins: systemd finds no ExecStart
+    await without.write_unit_file("c.service", "[X-Container]\nImage=example.com/hello\n")
+    await without.link_unit("c.service")
+    await without.reload()
+    assert (await without.unit_states(["c.service"]))["c.service"].load_state == "bad-setting"

@@ -33,6 +33,31 @@ def test_write_list_remove(tmp_path: Path) -> None:
     assert store.list() == {}
 
 
+CONTAINER = "[Unit]\nDescription=c\n\n[X-Container]\nImage=example.com/hello\nMemory=64M\n"
+
+
+def test_a_container_unit_gets_a_dropin_and_keeps_its_hash(tmp_path: Path) -> None:
+    dropins = tmp_path / "system"
+    store = UnitFileStore(tmp_path / "units", dropins=dropins, container_program="/bin/fleet-pod")
+    store.write("c.service", CONTAINER)
+    assert store.list() == {"c.service": hashlib.sha1(CONTAINER.encode()).hexdigest()}
+    dropin = dropins / "c.service.d" / "50-fleet-container.conf"
+    text = dropin.read_text()
+    assert 'ExecStart="/bin/fleet-pod" "run" "--memory" "64M" "example.com/hello"' in text
+    assert "MemoryMax=64000000" in text
+    store.write("c.service", TEXT)  # no longer a container: the drop-in goes
+    assert not dropin.parent.exists()
+    store.write("c.service", CONTAINER)
+    store.remove("c.service")
+    assert tree(dropins) == set()
+
+
+def test_no_dropins_directory_no_dropins(tmp_path: Path) -> None:
+    store = UnitFileStore(tmp_path / "units")
+    store.write("c.service", CONTAINER)
+    assert tree(tmp_path) == {"units", "units/c.service"}
+
+
 def test_only_unit_files_are_listed(tmp_path: Path) -> None:
     store = UnitFileStore(tmp_path)
     store.write("a.service", TEXT)

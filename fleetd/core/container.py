@@ -1,0 +1,255 @@
+"""A unit's `[X-Container]` section: the container it runs, and the `ExecStart=` that runs it.
+
+A unit may say which container it runs instead of writing `ExecStart=fleet-pod run ...` by hand:
+
+    [X-Container]
+    Image=https://images.example.com/hello-1.0.aci
+    Exec=/bin/sh -c "echo hello; exec sleep infinity"
+    Environment=GREETING=hello "NAME=the world"
+    Volume=data,kind=host,source=/srv/data,target=/data,readOnly=true
+    Memory=64M
+    CPU=500m
+
+`parse_container` reads and checks the section (submission refuses a bad one, naming the key);
+`container_dropin` turns it into the text of a systemd drop-in that the agent writes beside the
+unit, so the unit file itself, and so its hash, stays exactly what was submitted.
+
+Keys (each may appear once unless said otherwise):
+* `Image=` (required): a path, `file://` or `https://` URL, or an image in the node's store
+  (`name`, `name:version` or `sha512-...`); the image must be signed by a trusted key.
+* `Exec=`: the app's command line (shell-like quoting), replacing the image's `exec`.
+* `Environment=` (repeatable): `NAME=value` assignments, quoted as systemd's `Environment=`.
+* `Volume=` (repeatable): `NAME,kind=host,source=PATH[,target=PATH][,readOnly=true|false]` or
+  `NAME,kind=empty[,target=PATH]`: fleet-pod's `--volume`, plus `target=` for its `--mount`.
+* `Memory=` (`256M`, `1Gi`, bytes) and `CPU=` (`500m`, `1.5`): limits of the whole container,
+  set on the unit (`MemoryMax=`, `CPUQuota=`) and recorded in the pod.
+* `Net=` (`default`, `host`, `none`) and `Stage1=` (`nspawn`, `fly`): fleet-pod's flags.
+
+Invariants: pure (standard library only); the drop-in quotes every argument for systemd's own
+command-line syntax (`"`, `\\`, `%` and `$` escaped), so no value is expanded or split by systemd.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+
+from fleetd.core.unitfile import UnitFile
+
+SECTION = "X-Container"
+KEYS = frozenset({"Image", "Exec", "Environment", "Volume", "Memory", "CPU", "Net", "Stage1"})
+REPEATABLE = frozenset({"Environment", "Volume"})
+NETS = ("default", "host", "none")
+STAGE1S = ("nspawn", "fly")
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_VOLUME_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+_MEMORY = re.compile(r"^([0-9]+)([KMGTPE]i?)?$")
+_CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$")
+_UNITS = {
+    **{s: 1000**n for n, s in enumerate("KMGTPE", 1)},
+    **{s + "i": 1024**n for n, s in enumerate("KMGTPE", 1)},
+}
+_BOOL = ("true", "false")
+
+
+class ContainerError(ValueError):
+    """An `[X-Container]` section that cannot run; the message names the key and the problem."""
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerVolume:
+    """One `Volume=`: fleet-pod's `--volume` value and, with a target, its `--mount`."""
+
+    name: str
+    spec: str
+    target: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """What the `[X-Container]` section asks for."""
+
+    image: str
+    exec: tuple[str, ...] = ()
+    environment: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[ContainerVolume, ...] = ()
+    memory: str | None = None
+    cpu: str | None = None
+    net: str | None = None
+    stage1: str | None = None
+
+
+def _split(key: str, value: str) -> list[str]:
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ContainerError(f"[X-Container] {key}={value}: {exc}") from None
+
+
+def _environment(values: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        for word in _split("Environment", value):
+            name, equals, setting = word.partition("=")
+            if not equals or not _ENV_NAME.match(name):
+                raise ContainerError(
+                    f"[X-Container] Environment: {word!r} is not a NAME=value assignment"
+                )
+            pairs.append((name, setting))
+    return tuple(pairs)
+
+
+def _volume(value: str) -> ContainerVolume:
+    name, _, rest = value.partition(",")
+    if not _VOLUME_NAME.match(name):
+        raise ContainerError(
+            f"[X-Container] Volume={value}: {name!r} is not a volume name"
+            " (lowercase letters, digits and single dashes)"
+        )
+    fields: dict[str, str] = {}
+    for part in rest.split(",") if rest else []:
+        key, equals, setting = part.partition("=")
+        if not equals or key not in ("kind", "source", "target", "readOnly", "recursive"):
+            raise ContainerError(f"[X-Container] Volume={value}: unknown part {part!r}")
+        if key in fields:
+            raise ContainerError(f"[X-Container] Volume={value}: {key} given twice")
+        fields[key] = setting
+    kind = fields.get("kind")
+    if kind not in ("host", "empty"):
+        raise ContainerError(f"[X-Container] Volume={value}: kind must be host or empty")
+    for key in ("source", "target"):
+        path = fields.get(key)
+        if path is not None and not path.startswith("/"):
+            raise ContainerError(f"[X-Container] Volume={value}: {key} must be an absolute path")
+    if kind == "host" and "source" not in fields:
+        raise ContainerError(f"[X-Container] Volume={value}: a host volume needs source=")
+    for key in ("readOnly", "recursive"):
+        if key in fields and fields[key] not in _BOOL:
+            raise ContainerError(f"[X-Container] Volume={value}: {key} must be true or false")
+    target = fields.pop("target", None)
+    spec = ",".join([name, *(f"{key}={fields[key]}" for key in fields)])
+    return ContainerVolume(name, spec, target)
+
+
+def _single(unit: UnitFile, key: str) -> str | None:
+    values = unit.values(SECTION, key)
+    if len(values) > 1:
+        raise ContainerError(f"[X-Container] {key}= is given {len(values)} times; give it once")
+    return values[0].strip() if values else None
+
+
+def _choice(value: str | None, key: str, allowed: tuple[str, ...]) -> str | None:
+    if value is not None and value not in allowed:
+        raise ContainerError(f"[X-Container] {key}={value}: must be one of {', '.join(allowed)}")
+    return value
+
+
+def parse_container(unit: UnitFile) -> ContainerSpec | None:
+    """The unit's container, or None when it has no `[X-Container]` section."""
+    if SECTION not in unit.sections():
+        return None
+    unknown = sorted({o.name for o in unit.options if o.section == SECTION} - KEYS)
+    if unknown:
+        raise ContainerError(
+            f"[X-Container] unknown key {', '.join(unknown)}= (known: {', '.join(sorted(KEYS))})"
+        )
+    image = _single(unit, "Image")
+    if not image:
+        raise ContainerError("[X-Container] needs Image=: the image the container runs")
+    if any(c.isspace() for c in image):
+        raise ContainerError(f"[X-Container] Image={image}: an image reference has no spaces")
+    command = _single(unit, "Exec")
+    memory = _single(unit, "Memory")
+    if memory is not None and memory_bytes(memory) is None:
+        raise ContainerError(f"[X-Container] Memory={memory}: not a size such as 256M or 1Gi")
+    cpu = _single(unit, "CPU")
+    if cpu is not None and cpu_millis(cpu) is None:
+        raise ContainerError(f"[X-Container] CPU={cpu}: not a CPU amount such as 500m or 1.5")
+    exec_ = tuple(_split("Exec", command)) if command else ()
+    if command is not None and not exec_:
+        raise ContainerError("[X-Container] Exec= is empty")
+    volumes = tuple(_volume(v.strip()) for v in unit.values(SECTION, "Volume"))
+    names = [volume.name for volume in volumes]
+    if len(set(names)) != len(names):
+        raise ContainerError("[X-Container] Volume: a volume name is used twice")
+    return ContainerSpec(
+        image=image,
+        exec=exec_,
+        environment=_environment(unit.values(SECTION, "Environment")),
+        volumes=volumes,
+        memory=memory,
+        cpu=cpu,
+        net=_choice(_single(unit, "Net"), "Net", NETS),
+        stage1=_choice(_single(unit, "Stage1"), "Stage1", STAGE1S),
+    )
+
+
+def memory_bytes(text: str) -> int | None:
+    """An appc (Kubernetes-style) size in bytes: `256M` = 256*10^6, `1Gi` = 2^30; None when
+    `text` is not one, or is zero."""
+    match = _MEMORY.match(text.strip())
+    if match is None:
+        return None
+    value = int(match.group(1)) * _UNITS.get(match.group(2) or "", 1)
+    return value or None
+
+
+def cpu_millis(text: str) -> int | None:
+    """A CPU amount in millicores: `500m` = 500, `1.5` = 1500; None when `text` is not one, or
+    is zero."""
+    text = text.strip()
+    if not _CPU.match(text):
+        return None
+    value = int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
+    return value or None
+
+
+def systemd_quote(word: str) -> str:
+    """`word` as one argument of a systemd command line, taken literally."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    escaped = escaped.replace("$", "$$").replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def fleet_pod_argv(spec: ContainerSpec, program: str) -> list[str]:
+    """`fleet-pod run ... IMAGE [-- EXEC...]` for `spec`."""
+    argv = [program, "run"]
+    for flag, value in (
+        ("--net", spec.net),
+        ("--stage1", spec.stage1),
+        ("--memory", spec.memory),
+        ("--cpu", spec.cpu),
+    ):
+        if value is not None:
+            argv += [flag, value]
+    for name, value in spec.environment:
+        argv += ["--set-env", f"{name}={value}"]
+    for volume in spec.volumes:
+        argv += ["--volume", volume.spec]
+        if volume.target is not None:
+            argv += ["--mount", f"volume={volume.name},target={volume.target}"]
+    argv.append(spec.image)
+    if spec.exec:
+        argv += ["--exec", spec.exec[0], "--", *spec.exec[1:]]
+    return argv
+
+
+def container_dropin(spec: ContainerSpec, program: str) -> str:
+    """The drop-in that runs `spec` as the unit's main process, with its limits on the unit."""
+    lines = [
+        "# Written by fleetd's agent from the unit's [X-Container] section.",
+        "[Service]",
+        "ExecStart=",
+        "ExecStart=" + " ".join(systemd_quote(word) for word in fleet_pod_argv(spec, program)),
+        "KillMode=mixed",
+        "Delegate=yes",
+    ]
+    memory = memory_bytes(spec.memory) if spec.memory is not None else None
+    if memory is not None:
+        lines.append(f"MemoryMax={memory}")
+    millis = cpu_millis(spec.cpu) if spec.cpu is not None else None
+    if millis is not None:
+        lines.append(f"CPUQuota={millis / 10:g}%")
+    return "\n".join(lines) + "\n"

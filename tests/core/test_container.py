@@ -1,0 +1,142 @@
+"""`[X-Container]`: what a unit's container section asks for, its refusals, and the drop-in."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from fleetd.core.container import (
+    ContainerError,
+    ContainerSpec,
+    ContainerVolume,
+    container_dropin,
+    cpu_millis,
+    fleet_pod_argv,
+    memory_bytes,
+    parse_container,
+    systemd_quote,
+)
+from fleetd.core.unitfile import parse_unit
+
+PROGRAM = "/opt/pyfleet/bin/fleet-pod"
+
+
+def section(lines: str) -> ContainerSpec | None:
+    return parse_container(parse_unit("[Unit]\nDescription=c\n\n[X-Container]\n" + lines))
+
+
+def test_a_unit_without_the_section_runs_no_container() -> None:
+    assert parse_container(parse_unit("[Service]\nExecStart=/bin/true\n")) is None
+
+
+def test_every_key() -> None:
+    spec = section(
+        "Image=https://images.example.com/hello-1.0.aci\n"
+        'Exec=/bin/sh -c "echo hello; exec sleep 1000"\n'
+        'Environment=GREETING=hello "NAME=the world"\n'
+        "Environment=EMPTY=\n"
+        "Volume=data,kind=host,source=/srv/data,target=/data,readOnly=true\n"
+        "Volume=scratch,kind=empty\n"
+        "Memory=64M\nCPU=500m\nNet=host\nStage1=fly\n"
+    )
+    assert spec == ContainerSpec(
+        image="https://images.example.com/hello-1.0.aci",
+        exec=("/bin/sh", "-c", "echo hello; exec sleep 1000"),
+        environment=(("GREETING", "hello"), ("NAME", "the world"), ("EMPTY", "")),
+        volumes=(
+            ContainerVolume("data", "data,kind=host,source=/srv/data,readOnly=true", "/data"),
+            ContainerVolume("scratch", "scratch,kind=empty", None),
+        ),
+        memory="64M",
+        cpu="500m",
+        net="host",
+        stage1="fly",
+    )
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ("Exec=/bin/true\n", r"needs Image="),
+        ("Image=a b\n", r"Image=a b: an image reference has no spaces"),
+        ("Image=x\nImage=y\n", r"Image= is given 2 times"),
+        ("Image=x\nImag=y\n", r"unknown key Imag="),
+        ("Image=x\nExec=\n", r"Exec= is empty"),
+        ('Image=x\nExec=/bin/sh -c "unclosed\n', r"Exec=.*No closing quotation"),
+        ("Image=x\nEnvironment=1BAD=x\n", r"'1BAD=x' is not a NAME=value"),
+        ("Image=x\nEnvironment=NOEQUALS\n", r"'NOEQUALS' is not a NAME=value"),
+        ("Image=x\nVolume=Data,kind=host,source=/d\n", r"'Data' is not a volume name"),
+        ("Image=x\nVolume=d,kind=nfs,source=/d\n", r"kind must be host or empty"),
+        ("Image=x\nVolume=d,kind=host\n", r"a host volume needs source="),
+        ("Image=x\nVolume=d,kind=host,source=rel\n", r"source must be an absolute path"),
+        ("Image=x\nVolume=d,kind=empty,target=rel\n", r"target must be an absolute path"),
+        ("Image=x\nVolume=d,kind=empty,colour=red\n", r"unknown part 'colour=red'"),
+        ("Image=x\nVolume=d,kind=empty,kind=host\n", r"kind given twice"),
+        ("Image=x\nVolume=d,kind=empty,readOnly=maybe\n", r"readOnly must be true or false"),
+        ("Image=x\nVolume=d,kind=empty\nVolume=d,kind=empty\n", r"a volume name is used twice"),
+        ("Image=x\nMemory=lots\n", r"Memory=lots: not a size"),
+        ("Image=x\nMemory=0\n", r"Memory=0: not a size"),
+        ("Image=x\nCPU=fast\n", r"CPU=fast: not a CPU amount"),
+        ("Image=x\nNet=bridge\n", r"Net=bridge: must be one of default, host, none"),
+        ("Image=x\nStage1=kvm\n", r"Stage1=kvm: must be one of nspawn, fly"),
+    ],
+)
+def test_refusals_name_the_key(lines: str, message: str) -> None:
+    with pytest.raises(ContainerError, match=message):
+        section(lines)
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("256", 256), ("64M", 64_000_000), ("1Gi", 2**30), ("512Ki", 512 * 1024), ("2G", 2 * 10**9)],
+)
+def test_memory_sizes(text: str, size: int) -> None:
+    assert memory_bytes(text) == size
+
+
+@pytest.mark.parametrize(("text", "millis"), [("500m", 500), ("2", 2000), ("1.5", 1500)])
+def test_cpu_amounts(text: str, millis: int) -> None:
+    assert cpu_millis(text) == millis
+
+
+@pytest.mark.parametrize("word", ["plain", "two words", 'a"quote', "back\\slash", "%h", "$HOME"])
+def test_quoting_keeps_every_word_literal(word: str) -> None:
+    quoted = systemd_quote(word)
+    # systemd unescapes %% and $$ first; what is left is a double-quoted C-style string.
+    unexpanded = quoted.replace("%%", "%").replace("$$", "$")
+    assert shlex.split(unexpanded) == [word]
+
+
+def test_the_argv_and_the_dropin() -> None:
+    spec = section(
+        "Image=example.com/hello:1.0\nExec=/bin/echo hi there\nEnvironment=A=1\n"
+        "Volume=data,kind=host,source=/srv/data,target=/data\nMemory=64Mi\nCPU=250m\n"
+    )
+    assert spec is not None
+    assert fleet_pod_argv(spec, PROGRAM) == [
+        PROGRAM,
+        "run",
+        "--memory",
+        "64Mi",
+        "--cpu",
+        "250m",
+        "--set-env",
+        "A=1",
+        "--volume",
+        "data,kind=host,source=/srv/data",
+        "--mount",
+        "volume=data,target=/data",
+        "example.com/hello:1.0",
+        "--exec",
+        "/bin/echo",
+        "--",
+        "hi",
+        "there",
+    ]
+    dropin = parse_unit(container_dropin(spec, PROGRAM))
+    assert dropin.values("Service", "ExecStart")[0] == ""  # resets the unit's own
+    assert shlex.split(dropin.values("Service", "ExecStart")[1]) == fleet_pod_argv(spec, PROGRAM)
+    assert dropin.values("Service", "MemoryMax") == [str(64 * 2**20)]
+    assert dropin.values("Service", "CPUQuota") == ["25%"]
+    assert dropin.values("Service", "KillMode") == ["mixed"]
