@@ -62,7 +62,8 @@ RUN /opt/pyfleet/bin/pip install --no-index --no-cache-dir --disable-pip-version
         --no-deps /tmp/wheelhouse/*.whl \
     && /opt/pyfleet/bin/pip check \
     && rm -rf /tmp/wheelhouse \
-    && ln -sf /opt/pyfleet/bin/fleetd /opt/pyfleet/bin/fleetctl /usr/local/bin/ \
+    && ln -sf /opt/pyfleet/bin/fleetd /opt/pyfleet/bin/fleetctl /opt/pyfleet/bin/fleet-pod \
+        /usr/local/bin/ \
     && mkdir -p /etc/systemd/system/fleet.service.d \
     && /opt/pyfleet/bin/python -c 'from fleetd.config import OPTIONS; print("[Service]"); \
 print("PassEnvironment=" + " ".join("FLEET_" + name.upper() for name in OPTIONS))' \

@@ -1,7 +1,7 @@
 """Where fleet-pod keeps its state, and which safety checks the caller switched off.
 
 Invariants:
-* The data directory (images, rendered trees, pods) defaults to `/var/lib/pyfleet/pods` and
+* The data directory (images, rendered trees, pods) defaults to `/var/lib/pyfleet` and
   the config directory (trusted keys) to `/etc/pyfleet`; `FLEET_POD_DATA_DIR` and
   `FLEET_POD_CONFIG_DIR`, or the CLI's `--dir` and `--config`, move them (tests, unprivileged use).
 * `--insecure-options` keeps rkt's vocabulary: a comma list of `none`, `image` (accept unsigned
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from agent.pod.errors import PodError
 
-DEFAULT_DATA_DIR = Path("/var/lib/pyfleet/pods")
+DEFAULT_DATA_DIR = Path("/var/lib/pyfleet")
 DEFAULT_CONFIG_DIR = Path("/etc/pyfleet")
 DATA_DIR_ENV = "FLEET_POD_DATA_DIR"
 CONFIG_DIR_ENV = "FLEET_POD_CONFIG_DIR"

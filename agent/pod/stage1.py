@@ -196,6 +196,9 @@ def app_environment(spec: PodSpec) -> dict[str, str]:
     return environment
 
 
+KILL_SIGNAL = "SIGRTMIN+3"
+
+
 def nspawn_command(
     pod_dir: Path,
     manifest: Mapping[str, Any],
@@ -239,7 +242,10 @@ def nspawn_command(
         option = "--bind-ro" if bind.read_only else "--bind"
         suffix = "" if volume.recursive else ":norbind"
         argv.append(f"{option}={_escape_bind(source)}:{_escape_bind(bind.target)}{suffix}")
-    argv += ["--kill-signal=SIGTERM", "--", *spec.exec]
+    # nspawn sends its kill signal to the container's PID 1, the stub init of --as-pid2, which
+    # halts on SIGRTMIN+3 (systemd's halt signal) by sending SIGTERM to the app and then exits
+    # 0; it ignores a plain SIGTERM, so a unit stop would time out and end `failed`.
+    argv += [f"--kill-signal={KILL_SIGNAL}", "--", *spec.exec]
     return argv
 
 

@@ -243,8 +243,12 @@ def container_dropin(spec: ContainerSpec, program: str) -> str:
         "[Service]",
         "ExecStart=",
         "ExecStart=" + " ".join(systemd_quote(word) for word in fleet_pod_argv(spec, program)),
+        # rkt's advice for a container under a unit: SIGTERM to the main process only (it
+        # halts the container), cgroup delegation for nspawn, and the pod marked exited (with
+        # its exit status) as soon as the unit stops.
         "KillMode=mixed",
         "Delegate=yes",
+        "ExecStopPost=-" + " ".join(systemd_quote(word) for word in (program, "gc", "--mark-only")),
     ]
     memory = memory_bytes(spec.memory) if spec.memory is not None else None
     if memory is not None:

@@ -140,3 +140,4 @@ def test_the_argv_and_the_dropin() -> None:
     assert dropin.values("Service", "MemoryMax") == [str(64 * 2**20)]
     assert dropin.values("Service", "CPUQuota") == ["25%"]
     assert dropin.values("Service", "KillMode") == ["mixed"]
+    assert dropin.values("Service", "ExecStopPost") == [f'-"{PROGRAM}" "gc" "--mark-only"']

@@ -136,7 +136,7 @@ def test_the_nspawn_command_line() -> None:
         "--bind=/var/log/app\\:1:/logs:norbind",
         "--bind=/srv/data:/data",
         f"--bind-ro={POD}/volumes/state:/var/state",
-        "--kill-signal=SIGTERM",
+        "--kill-signal=SIGRTMIN+3",
         "--",
         "/bin/web",
         "-v",

@@ -1,0 +1,253 @@
+"""rkt-style containers on real systemd: a signed image made here, run by `fleetctl start`.
+
+The test builds a small image on the host (a static busybox taken from node1 as its rootfs),
+signs it with a key made for the test, copies the image, its signature and the public key into
+every node, and trusts the key there for the image's name prefix only. Then:
+
+* A unit with an `[X-Container]` section runs on the node it is pinned to: the agent's drop-in
+  makes `fleet-pod run` the unit's command, `fleet-pod` fetches (verifying the signature against
+  the node's trust store), and stage1 (systemd-nspawn) becomes the unit's main process. The app
+  runs in its own root (its `/` is not the node's), its output is in the unit's journal under the
+  app's name, and the unit's memory limit is on its cgroup.
+* Killing the agent (fleetd, SIGKILL) and restarting fleetd leave the container running (same
+  main PID, same app PID).
+* `fleetctl stop` stops the container; the pod is exited, `fleet-pod gc` keeps it within the
+  grace period and removes it after.
+* On a node, `fleet-pod fetch` refuses an unsigned image and one signed by a key the node does not
+  trust (or trusts only for another prefix), naming the cause, and adds nothing to the store.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from testcontainers.core.container import DockerContainer
+
+from agent.pod.image import build_image
+from agent.pod.keys import generate_key_pair, load_private_key
+from agent.pod.signature import sign_image
+from tests.rig.cluster import NODE_NAMES, Cluster
+from tests.rig.nodes import TEST_TIMEOUT, run_in
+
+pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
+
+IMAGES = "/srv/images"
+NAME = "example.com/hello"
+MEMORY = 64_000_000
+APP_COMMAND = "echo hello from $(hostname) with / holding: $(ls /); exec sleep 100000"
+BUSYBOX_APPLETS = ("sh", "echo", "ls", "sleep", "hostname", "cat")
+
+
+@dataclass(frozen=True)
+class Images:
+    """What the nodes hold under `IMAGES`: the signed image, its public key, and two images
+    that must be refused."""
+
+    signed: str
+    unsigned: str
+    untrusted: str
+    other_prefix: str
+
+
+def busybox_from(node: DockerContainer) -> bytes:
+    """The node's static busybox (Debian's busybox-static)."""
+    stream, _ = node.get_wrapped_container().get_archive("/bin/busybox")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+        member = archive.extractfile("busybox")
+        assert member is not None
+        return member.read()
+
+
+def rootfs(directory: Path, busybox: bytes) -> Path:
+    for sub in ("bin", "etc", "tmp"):
+        (directory / sub).mkdir(parents=True)
+    (directory / "bin" / "busybox").write_bytes(busybox)
+    (directory / "bin" / "busybox").chmod(0o755)
+    for applet in BUSYBOX_APPLETS:
+        (directory / "bin" / applet).symlink_to("busybox")
+    return directory
+
+
+def put_files(node: DockerContainer, files: dict[str, Path]) -> None:
+    """Copy host files into the node's `IMAGES` directory under the given names."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, path in files.items():
+            archive.add(path, arcname=name)
+    assert run_in(node, ["mkdir", "-p", IMAGES])[0] == 0
+    assert node.get_wrapped_container().put_archive(IMAGES, buffer.getvalue())
+
+
+@pytest.fixture(scope="module")
+def images(shared_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Images:
+    work = tmp_path_factory.mktemp("images")
+    tree = rootfs(work / "rootfs", busybox_from(shared_cluster.nodes["node1"]))
+    generate_key_pair(work / "signer.key", work / "signer.pub")
+    generate_key_pair(work / "stranger.key", work / "stranger.pub")
+    signer = load_private_key(work / "signer.key")
+    stranger = load_private_key(work / "stranger.key")
+
+    def image(file: str, name: str, key: object | None) -> Path:
+        path = work / file
+        build_image(tree, path, name=name, version="1.0", exec_=["/bin/sh", "-c", APP_COMMAND])
+        if key is not None:
+            sign_image(path, key)  # type: ignore[arg-type]
+        return path
+
+    files = {"signer.pub": work / "signer.pub"}
+    for file, name, key in (
+        ("hello-1.0.aci", NAME, signer),
+        ("unsigned-1.0.aci", NAME, None),
+        ("untrusted-1.0.aci", NAME, stranger),
+        ("other-1.0.aci", "example.com/other", signer),
+    ):
+        path = image(file, name, key)
+        files[file] = path
+        if key is not None:
+            files[file + ".sig"] = Path(f"{path}.sig")
+    for node in NODE_NAMES:
+        container = shared_cluster.nodes[node]
+        put_files(container, files)
+        trusted = run_in(
+            container, ["fleet-pod", "trust", "--prefix", NAME, f"{IMAGES}/signer.pub"]
+        )
+        assert trusted[0] == 0, trusted
+    return Images(
+        signed=f"{IMAGES}/hello-1.0.aci",
+        unsigned=f"{IMAGES}/unsigned-1.0.aci",
+        untrusted=f"{IMAGES}/untrusted-1.0.aci",
+        other_prefix=f"{IMAGES}/other-1.0.aci",
+    )
+
+
+def container_unit(image: str, machine: str) -> str:
+    return (
+        "[Unit]\nDescription=Hello from a container\n\n"
+        f"[X-Container]\nImage={image}\nExec=/bin/sh -c '{APP_COMMAND}'\nMemory={MEMORY}\n\n"
+        f"[X-Fleet]\nMachineID={machine}\n"
+    )
+
+
+def app_pid(cluster: Cluster, node: str) -> str:
+    """The PID (in the node) of the container's app, the `sleep 100000` it execs."""
+    code, output = run_in(cluster.nodes[node], ["pgrep", "-f", "^sleep 100000"])
+    assert code == 0, output
+    assert len(output.split()) == 1, output
+    return output
+
+
+def memory_limit(cluster: Cluster, node: str, control_group: str) -> int:
+    """The memory limit on the unit's cgroup (cgroup v1's memory controller, or v2's)."""
+    script = (
+        'if [ -e /sys/fs/cgroup/cgroup.controllers ]; then cat "/sys/fs/cgroup$1/memory.max";'
+        ' else cat "/sys/fs/cgroup/memory$1/memory.limit_in_bytes"; fi'
+    )
+    code, output = run_in(cluster.nodes[node], ["sh", "-c", script, "sh", control_group])
+    assert code == 0, output
+    return int(output)
+
+
+def pods(cluster: Cluster, node: str) -> list[tuple[str, str]]:
+    """`fleet-pod list` on `node`: (uuid, state) of every pod."""
+    code, output = run_in(cluster.nodes[node], ["fleet-pod", "list", "--full", "--no-legend"])
+    assert code == 0, output
+    return [(line.split()[0], line.split()[4]) for line in output.splitlines() if line.strip()]
+
+
+def test_a_container_unit_runs_in_its_own_root_and_outlives_fleetd(
+    cluster: Cluster, images: Images
+) -> None:
+    node2 = cluster.machines["node2"]
+    cluster.write_unit("hello-container.service", container_unit(images.signed, node2))
+    cluster.fleetctl("start", "hello-container.service")
+    assert cluster.wait_active_on("hello-container.service", 1) == {"node2"}
+    node = cluster.nodes["node2"]
+
+    # The container is the unit's main process (stage1, systemd-nspawn), in its own root.
+    shown = cluster.systemd("node2", "hello-container.service")
+    code, main = run_in(node, ["cat", f"/proc/{shown['MainPID']}/comm"])
+    assert (code, main) == (0, "systemd-nspawn"), main
+    app = app_pid(cluster, "node2")
+    code, inside = run_in(node, ["ls", f"/proc/{app}/root/"])
+    assert code == 0, inside
+    assert "bin" in inside.split(), inside
+    assert "opt" not in inside.split(), inside
+    roots = run_in(node, ["stat", "-L", "-c", "%d:%i", "/", f"/proc/{app}/root/"])[1].split()
+    assert roots[0] != roots[1], roots
+    assert run_in(node, ["test", "-x", f"/proc/{app}/root/opt/pyfleet/bin/fleetd"])[0] != 0
+
+    # Its output is in the unit's journal, under the app's name; the pod is running.
+    def greeted() -> tuple[bool, str]:
+        _, log = run_in(
+            node, ["journalctl", "-u", "hello-container.service", "-t", "hello", "-o", "cat"]
+        )
+        return "hello from fleet-" in log, log
+
+    log = cluster.wait(greeted, "the app's output in the unit's journal")
+    assert re.search(r"with / holding: bin dev etc", log), log
+    [(uuid, state)] = pods(cluster, "node2")
+    assert state == "running"
+
+    # The memory limit is on the unit's cgroup, which holds the whole container.
+    properties = run_in(
+        node,
+        ["systemctl", "show", "-p", "MemoryMax", "-p", "ControlGroup", "hello-container.service"],
+    )[1]
+    values = dict(line.split("=", 1) for line in properties.splitlines())
+    assert values["MemoryMax"] == str(MEMORY)
+    assert memory_limit(cluster, "node2", values["ControlGroup"]) == MEMORY
+
+    # Killing the agent, then restarting fleetd, leaves the container as it was.
+    before = (shown["MainPID"], shown["InvocationID"], app)
+    old_fleetd = cluster.systemd("node2", "fleet.service")["MainPID"]
+    assert run_in(node, ["systemctl", "kill", "-s", "KILL", "fleet.service"])[0] == 0
+
+    def fleetd_back(previous: str) -> tuple[bool, str]:
+        seen = cluster.systemd("node2", "fleet.service")
+        return seen["ActiveState"] == "active" and seen["MainPID"] != previous, f"{seen}"
+
+    cluster.wait(lambda: fleetd_back(old_fleetd), "fleetd restarted after SIGKILL")
+    restarted = cluster.systemd("node2", "fleet.service")["MainPID"]
+    assert run_in(node, ["systemctl", "restart", "fleet.service"])[0] == 0
+    cluster.wait(lambda: fleetd_back(restarted), "fleetd restarted")
+    again = cluster.systemd("node2", "hello-container.service")
+    assert (again["MainPID"], again["InvocationID"], app_pid(cluster, "node2")) == before
+    assert pods(cluster, "node2") == [(uuid, "running")]
+
+    # Stopping the unit stops the container; the pod is exited, gc removes it after the grace.
+    cluster.fleetctl("stop", "hello-container.service")
+    assert cluster.is_active("node2", "hello-container.service") == "inactive"
+    assert run_in(node, ["pgrep", "-f", "^sleep 100000"])[0] == 1  # no app left
+    [(stopped, state)] = pods(cluster, "node2")
+    assert (stopped, state) in {(uuid, "exited"), (uuid, "exited-garbage")}
+    assert run_in(node, ["fleet-pod", "gc", "--grace-period", "1h"])[0] == 0
+    assert pods(cluster, "node2") == [(uuid, "exited-garbage")]  # within the grace period
+    assert run_in(node, ["fleet-pod", "gc", "--grace-period", "0s"])[0] == 0
+    assert pods(cluster, "node2") == []
+
+
+@pytest.mark.parametrize(
+    ("image", "cause"),
+    [
+        ("unsigned", r"no signature"),
+        ("untrusted", r"not trusted for 'example.com/hello'"),
+        ("other_prefix", r"not trusted for 'example.com/other'"),
+    ],
+)
+def test_a_node_refuses_images_it_cannot_trust(
+    cluster: Cluster, images: Images, image: str, cause: str
+) -> None:
+    node = cluster.nodes["node3"]
+    store = "/var/lib/pyfleet-refusals"
+    code, output = run_in(node, ["fleet-pod", "--dir", store, "fetch", getattr(images, image)])
+    assert code == 254, output
+    assert re.search(cause, output), output
+    listed = run_in(node, ["fleet-pod", "--dir", store, "image", "list"])[1]
+    assert listed.splitlines()[1:] == [], listed  # the header only: nothing was added
+    _, blobs = run_in(node, ["sh", "-c", f"ls -A {store}/images/blobs {store}/images/trees"])
+    assert "sha512-" not in blobs, blobs
