@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent.pod.errors import PodError
 from agent.pod.manifest import AC_NAME, App, parse_cpu, parse_memory
+from fleetd.core.container import MIN_MEMORY
 
 if TYPE_CHECKING:
     from agent.pod.store import ImageRecord
@@ -206,13 +207,18 @@ def parse_mount(text: str) -> Mount:
 
 
 def parse_memory_flag(text: str) -> int:
-    """`--memory 256M` in bytes (> 0)."""
+    """`--memory 256M` in bytes, at least `MIN_MEMORY`: under a unit, stage0 itself runs
+    within the limit (it is set on the unit before the image is fetched)."""
     try:
         value = parse_memory(text)
     except PodError as error:
         raise _flag_error("--memory", text, str(error)) from None
     if value <= 0:
         raise _flag_error("--memory", text, "must be more than 0")
+    if value < MIN_MEMORY:
+        raise _flag_error(
+            "--memory", text, "below the minimum of 64M (fleet-pod runs within the limit)"
+        )
     return value
 
 

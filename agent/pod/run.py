@@ -46,6 +46,7 @@ from agent.pod.podmanifest import RunOptions, Stage1, build_pod_manifest, defaul
 from agent.pod.pods import Pod, PodStore, process_start_time
 from agent.pod.store import ImageRecord, ImageStore
 from agent.pod.trust import TrustStore
+from fleetd.core.container import MIN_MEMORY
 
 CLONE_NEWNS = 0x00020000
 MNT_DETACH = 2
@@ -239,9 +240,15 @@ def run(
     signature: Path | None = None,
     host: Host | None = None,
 ) -> NoReturn:
-    """`fleet-pod run`: prepare, then become the container."""
+    """`fleet-pod run`: prepare, then become the container.
+
+    Under a service unit the flags' limits go on the unit before anything else, while this
+    process is still small: the kernel refuses (cgroup v1) or reclaims hard (v2) a limit below
+    what the cgroup already uses, and fetching an image is the biggest thing stage0 does."""
+    host = host or Host()
+    _apply_limits(host, _service_unit(host), stage1.limits_properties(options))
     pods, pod = _create(settings, image_ref, options, warn, signature)
-    launch(settings, pods, pod, host or Host())
+    launch(settings, pods, pod, host)
 
 
 def run_prepared(settings: PodSettings, uuid: str, *, host: Host | None = None) -> NoReturn:
@@ -365,6 +372,13 @@ def run_fly(steps: Sequence[stage1.FlyStep], rootfs: Path, host: Host) -> NoRetu
     raise PodError("fly plan has no exec step")
 
 
+def _service_unit(host: Host) -> str | None:
+    try:
+        return stage1.own_service_unit(host.read_cgroup())
+    except OSError:
+        return None
+
+
 def _apply_limits(host: Host, service: str | None, properties: list[str]) -> None:
     if service and properties:
         command = stage1.set_property_command(service, properties)
@@ -398,13 +412,16 @@ def _launch(settings: PodSettings, pods: PodStore, pod: Pod, host: Host) -> NoRe
     manifest = json.loads(pod.read("pod") or "{}")
     spec = stage1.pod_spec(manifest)
     properties = stage1.limits_properties(spec)
-    try:
-        service = stage1.own_service_unit(host.read_cgroup())
-    except OSError:
-        service = None
+    service = _service_unit(host)
     fly = spec.stage1 is Stage1.FLY
     if fly and properties and not service:
         raise PodError("fly applies resource limits only inside a service unit (use systemd-run)")
+    if spec.memory is not None and spec.memory < MIN_MEMORY:
+        raise PodError(
+            f"memory limit {spec.memory} bytes (from the image) is below the minimum of 64M:"
+            " fleet-pod runs within the limit; give --memory"
+        )
+    _apply_limits(host, service, properties)  # again: the image may declare limits too
     images = ImageStore(settings.paths.images_dir)
     tree = images.render(spec.image_id)
     with contextlib.suppress(StoreError):
@@ -414,7 +431,6 @@ def _launch(settings: PodSettings, pods: PodStore, pod: Pod, host: Host) -> NoRe
     if fly and not namespaced:
         raise PodError("the fly stage1 needs a private mount namespace (run as root)")
     pod.write("rootfs-kind", make_rootfs(pod.path, tree, host, namespaced=namespaced))
-    _apply_limits(host, service, properties)
     unit = service or (stage1.scope_unit_name(pod.uuid) if properties else None)
     if unit:
         pod.write("unit", unit)

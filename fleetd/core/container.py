@@ -21,12 +21,19 @@ Keys (each may appear once unless said otherwise):
 * `Environment=` (repeatable): `NAME=value` assignments, quoted as systemd's `Environment=`.
 * `Volume=` (repeatable): `NAME,kind=host,source=PATH[,target=PATH][,readOnly=true|false]` or
   `NAME,kind=empty[,target=PATH]`: fleet-pod's `--volume`, plus `target=` for its `--mount`.
-* `Memory=` (`256M`, `1Gi`, bytes) and `CPU=` (`500m`, `1.5`): limits of the whole container,
-  set on the unit (`MemoryMax=`, `CPUQuota=`) and recorded in the pod.
+* `Memory=` (`256M`, `1Gi`, bytes; at least `MIN_MEMORY`) and `CPU=` (`500m`, `1.5`): limits
+  of the whole unit, set from its start (`MemoryMax=`, `CPUQuota=` in the drop-in) and recorded
+  in the pod. They bound stage0 too, which is Python: below 64 MB fleet-pod itself would be
+  killed while it fetches and prepares, so a smaller `Memory=` is refused.
 * `Net=` (`default`, `host`, `none`) and `Stage1=` (`nspawn`, `fly`): fleet-pod's flags.
 
+Values are unit-file values: systemd's specifiers (`%i`, `%H`, `%n`, ...) expand as in any other
+line of the unit (`Image=/srv/images/%i.aci` in a template, `Environment=NODE=%H`); write `%%`
+for a literal `%`. Nothing else is expanded: `$VAR` and `$(...)` reach the container as written.
+
 Invariants: pure (standard library only); the drop-in quotes every argument for systemd's own
-command-line syntax (`"`, `\\`, `%` and `$` escaped), so no value is expanded or split by systemd.
+command-line syntax (`"`, `\\` and `$` escaped), so systemd splits and expands nothing but the
+specifiers.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ _UNITS = {
     **{s + "i": 1024**n for n, s in enumerate("KMGTPE", 1)},
 }
 _BOOL = ("true", "false")
+MIN_MEMORY = 64_000_000
+"""The smallest memory limit for a container (bytes): fleet-pod's stage0 runs within it and
+needs about 55 MB at its peak (measured on the rig: `fleet-pod prepare`, maximum RSS)."""
 
 
 class ContainerError(ValueError):
@@ -162,8 +172,15 @@ def parse_container(unit: UnitFile) -> ContainerSpec | None:
         raise ContainerError(f"[X-Container] Image={image}: an image reference has no spaces")
     command = _single(unit, "Exec")
     memory = _single(unit, "Memory")
-    if memory is not None and memory_bytes(memory) is None:
-        raise ContainerError(f"[X-Container] Memory={memory}: not a size such as 256M or 1Gi")
+    if memory is not None:
+        size = memory_bytes(memory)
+        if size is None:
+            raise ContainerError(f"[X-Container] Memory={memory}: not a size such as 256M or 1Gi")
+        if size < MIN_MEMORY:
+            raise ContainerError(
+                f"[X-Container] Memory={memory}: below the minimum of 64M"
+                " (fleet-pod itself runs within the limit while it prepares the container)"
+            )
     cpu = _single(unit, "CPU")
     if cpu is not None and cpu_millis(cpu) is None:
         raise ContainerError(f"[X-Container] CPU={cpu}: not a CPU amount such as 500m or 1.5")
@@ -207,8 +224,8 @@ def cpu_millis(text: str) -> int | None:
 
 
 def systemd_quote(word: str) -> str:
-    """`word` as one argument of a systemd command line, taken literally."""
-    escaped = word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    """`word` as one argument of a systemd command line: taken literally but for specifiers."""
+    escaped = word.replace("\\", "\\\\").replace('"', '\\"')
     escaped = escaped.replace("$", "$$").replace("\n", "\\n")
     return f'"{escaped}"'
 

@@ -77,6 +77,7 @@ def test_every_key() -> None:
         ("Image=x\nVolume=d,kind=empty\nVolume=d,kind=empty\n", r"a volume name is used twice"),
         ("Image=x\nMemory=lots\n", r"Memory=lots: not a size"),
         ("Image=x\nMemory=0\n", r"Memory=0: not a size"),
+        ("Image=x\nMemory=32M\n", r"Memory=32M: below the minimum of 64M"),
         ("Image=x\nCPU=fast\n", r"CPU=fast: not a CPU amount"),
         ("Image=x\nNet=bridge\n", r"Net=bridge: must be one of default, host, none"),
         ("Image=x\nStage1=kvm\n", r"Stage1=kvm: must be one of nspawn, fly"),
@@ -100,12 +101,16 @@ def test_cpu_amounts(text: str, millis: int) -> None:
     assert cpu_millis(text) == millis
 
 
-@pytest.mark.parametrize("word", ["plain", "two words", 'a"quote', "back\\slash", "%h", "$HOME"])
+@pytest.mark.parametrize("word", ["plain", "two words", 'a"quote', "back\\slash", "$HOME", "$(x)"])
 def test_quoting_keeps_every_word_literal(word: str) -> None:
     quoted = systemd_quote(word)
-    # systemd unescapes %% and $$ first; what is left is a double-quoted C-style string.
-    unexpanded = quoted.replace("%%", "%").replace("$$", "$")
-    assert shlex.split(unexpanded) == [word]
+    # systemd unescapes $$ first; what is left is a double-quoted C-style string.
+    assert shlex.split(quoted.replace("$$", "$")) == [word]
+
+
+def test_specifiers_are_left_for_systemd() -> None:
+    assert systemd_quote("/srv/images/%i.aci") == '"/srv/images/%i.aci"'
+    assert systemd_quote("100%%") == '"100%%"'
 
 
 def test_the_argv_and_the_dropin() -> None:

@@ -13,6 +13,8 @@ every node, and trusts the key there for the image's name prefix only. Then:
   main PID, same app PID).
 * `fleetctl stop` stops the container; the pod is exited, `fleet-pod gc` keeps it within the
   grace period and removes it after.
+* The `fly` stage1 (`Stage1=fly`): no nspawn, the app itself is the unit's main process,
+  chrooted into the pod's root.
 * On a node, `fleet-pod fetch` refuses an unsigned image and one signed by a key the node does not
   trust (or trusts only for another prefix), naming the cause, and adds nothing to the store.
 """
@@ -125,20 +127,23 @@ def images(shared_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     )
 
 
-def container_unit(image: str, machine: str) -> str:
+def container_unit(image: str, machine: str, extra: str = "") -> str:
     return (
         "[Unit]\nDescription=Hello from a container\n\n"
-        f"[X-Container]\nImage={image}\nExec=/bin/sh -c '{APP_COMMAND}'\nMemory={MEMORY}\n\n"
-        f"[X-Fleet]\nMachineID={machine}\n"
+        f"[X-Container]\nImage={image}\nExec=/bin/sh -c '{APP_COMMAND}'\nMemory={MEMORY}\n"
+        f"{extra}\n[X-Fleet]\nMachineID={machine}\n"
     )
 
 
 def app_pid(cluster: Cluster, node: str) -> str:
-    """The PID (in the node) of the container's app, the `sleep 100000` it execs."""
-    code, output = run_in(cluster.nodes[node], ["pgrep", "-f", "^sleep 100000"])
-    assert code == 0, output
-    assert len(output.split()) == 1, output
-    return output
+    """The PID (in the node) of the container's app, the `sleep 100000` it execs, once it runs:
+    the unit is active as soon as stage0 starts, and stage0 fetches the image first."""
+
+    def running() -> tuple[bool, str]:
+        code, output = run_in(cluster.nodes[node], ["pgrep", "-f", "^sleep 100000"])
+        return code == 0 and len(output.split()) == 1, output
+
+    return cluster.wait(running, f"the container's app running on {node}")
 
 
 def memory_limit(cluster: Cluster, node: str, control_group: str) -> int:
@@ -169,10 +174,10 @@ def test_a_container_unit_runs_in_its_own_root_and_outlives_fleetd(
     node = cluster.nodes["node2"]
 
     # The container is the unit's main process (stage1, systemd-nspawn), in its own root.
+    app = app_pid(cluster, "node2")
     shown = cluster.systemd("node2", "hello-container.service")
     code, main = run_in(node, ["cat", f"/proc/{shown['MainPID']}/comm"])
     assert (code, main) == (0, "systemd-nspawn"), main
-    app = app_pid(cluster, "node2")
     code, inside = run_in(node, ["ls", f"/proc/{app}/root/"])
     assert code == 0, inside
     assert "bin" in inside.split(), inside
@@ -229,6 +234,29 @@ def test_a_container_unit_runs_in_its_own_root_and_outlives_fleetd(
     assert pods(cluster, "node2") == [(uuid, "exited-garbage")]  # within the grace period
     assert run_in(node, ["fleet-pod", "gc", "--grace-period", "0s"])[0] == 0
     assert pods(cluster, "node2") == []
+
+
+def test_the_fly_stage1_runs_the_app_itself_in_its_own_root(
+    cluster: Cluster, images: Images
+) -> None:
+    node3 = cluster.machines["node3"]
+    cluster.write_unit("fly.service", container_unit(images.signed, node3, "Stage1=fly\n"))
+    cluster.fleetctl("start", "fly.service")
+    assert cluster.wait_active_on("fly.service", 1) == {"node3"}
+    node = cluster.nodes["node3"]
+    app = app_pid(cluster, "node3")
+    # No nspawn: the app is the unit's main process, chrooted into the pod's root.
+    assert cluster.systemd("node3", "fly.service")["MainPID"] == app
+    _, inside = run_in(node, ["ls", f"/proc/{app}/root/"])
+    assert "bin" in inside.split(), inside
+    assert "opt" not in inside.split(), inside
+    [(uuid, state)] = pods(cluster, "node3")
+    assert state == "running"
+    cluster.fleetctl("stop", "fly.service")
+    assert cluster.is_active("node3", "fly.service") == "inactive"
+    [(stopped, state)] = pods(cluster, "node3")
+    assert (stopped, state) in {(uuid, "exited"), (uuid, "exited-garbage")}
+    assert run_in(node, ["fleet-pod", "gc", "--grace-period", "0s"])[0] == 0
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,7 @@ APP = App(
         ({"mounts": ["volume=data,target=/a,ro=1"]}, "unknown option 'ro'"),
         ({"memory": "lots"}, "invalid --memory 'lots': memory quantity 'lots'"),
         ({"memory": "0"}, "invalid --memory '0': must be more than 0"),
+        ({"memory": "32M"}, "invalid --memory '32M': below the minimum of 64M"),
         ({"cpu": "fast"}, "invalid --cpu 'fast'"),
         ({"cpu": "0m"}, "invalid --cpu '0m': must be more than 0"),
         ({"net": "bridge"}, "invalid --net 'bridge': expected host, none or default"),

@@ -220,15 +220,17 @@ def test_in_a_service_unit_without_limits_nothing_is_set(
     assert only_pod(settings).unit == "web.service"
 
 
-def test_limits_that_cannot_be_set_stop_the_run(
+def test_limits_go_on_the_unit_first_and_stop_the_run_when_they_cannot(
     settings: PodSettings, tmp_path: Path, image_file: Path
 ) -> None:
     host = FakeHost(
         tmp_path, settings.paths.pods_dir, cgroup="0::/system.slice/a.service", command_status=1
     )
     with pytest.raises(PodError, match=r"cannot set resource limits on a\.service"):
-        stage0.run(settings, str(image_file), run_options(memory="1M"), warn=print, host=host)
-    assert only_pod(settings).state is PodState.ABORTED_PREPARE
+        stage0.run(settings, str(image_file), run_options(memory="64M"), warn=print, host=host)
+    # Before anything else: no image fetched, no pod made.
+    assert PodStore(settings.paths.pods_dir).list() == []
+    assert ImageStore(settings.paths.images_dir).list() == []
 
 
 def test_outside_a_service_unit_limits_come_with_a_scope(
