@@ -34,11 +34,12 @@ from typing import Annotated
 import typer
 
 from agent.pod.config import PodPaths, PodSettings
-from agent.pod.errors import ImageError, PodError
+from agent.pod.errors import ImageError, PodError, StoreError
 from agent.pod.fetch import fetch
 from agent.pod.image import build_image
 from agent.pod.keys import generate_key_pair, load_private_key
 from agent.pod.manifest import MountPoint
+from agent.pod.pods import PodState, PodStore
 from agent.pod.signature import sign_image
 from agent.pod.store import ImageRecord, ImageStore
 from agent.pod.trust import TrustedKey, TrustStore
@@ -196,12 +197,25 @@ def _print_table(rows: Sequence[Sequence[str]]) -> None:
 
 @image_app.command("rm")
 def rm_command(ctx: typer.Context, refs: Annotated[list[str], typer.Argument()]) -> None:
-    """Remove images (by id, id prefix, name or name:version) and their rendered trees."""
-    store = store_of(settings_of(ctx))
+    """Remove images (by id, id prefix, name or name:version) and their rendered trees; an
+    image a running pod uses is kept (its tree is the pod's root, or the root's lower layer)."""
+    settings = settings_of(ctx)
+    store = store_of(settings)
     failed = False
     for ref in refs:
         try:
-            typer.echo(f"removed {store.remove(ref).id}")
+            record = store.resolve(ref)
+            users = [
+                pod.uuid
+                for pod in PodStore(settings.paths.pods_dir).list()
+                if pod.image_id == record.id and pod.state is PodState.RUNNING
+            ]
+            if users:
+                raise StoreError(
+                    f"image {record.name} {record.id[:39]} is used by running pod"
+                    f" {', '.join(users)}; stop it first"
+                )
+            typer.echo(f"removed {store.remove(record.id).id}")
         except PodError as error:
             typer.echo(f"fleet-pod: {error}", err=True)
             failed = True

@@ -1,7 +1,8 @@
 """What fleet-pod refuses or fails at, as exceptions whose message names the cause.
 
-The CLI prints the message and exits 254 (rkt's code for any stage0 error); a refusal never
-leaves anything behind in the store, the trust store or the pods directory.
+The CLI prints the message and exits 254 (rkt's code for any stage0 error). A refused image or
+key leaves nothing behind in the store or the trust store; a pod whose launch fails after it was
+made is left `aborted-prepare` (or `exited`) for `fleet-pod gc` or `rm`.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ import json
 import platform
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from agent.pod.errors import ImageError, PodError
+from fleetd.core import quantity
 
 AC_IDENTIFIER = re.compile(r"^[a-z0-9]+([-._~/][a-z0-9]+)*$")
 AC_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
@@ -342,41 +342,20 @@ def _check_isolator_value(name: str, value: Any) -> None:
                 raise ImageError(f"isolator {name!r} {key}: {error}") from None
 
 
-_MEMORY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)([kKMGTPE]i?)?$")
-_DECIMAL = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-
-
 def parse_memory(text: str) -> int:
-    """An appc memory quantity in bytes: `256M` (10^6), `2Gi` (2^30), `512Ki`, `1048576`."""
-    match = _MEMORY.match(text.strip())
-    if match is None:
-        raise PodError(
-            f"memory quantity {text!r} is not a number with an optional K/M/G/T "
-            "(powers of 1000) or Ki/Mi/Gi/Ti (powers of 1024) suffix"
-        )
-    number, suffix = match.groups()
-    factor = 1 if suffix is None else (_BINARY.get(suffix) or _DECIMAL.get(suffix))
-    if factor is None:
-        raise PodError(f"memory quantity {text!r} has an unknown suffix {suffix!r}")
-    return int(Decimal(number) * factor)
-
-
-_CPU = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(m?)$")
+    """An appc memory quantity in bytes (`fleetd.core.quantity`): `256M`, `2Gi`, `1048576`."""
+    try:
+        return quantity.parse_memory(text)
+    except quantity.QuantityError as error:
+        raise PodError(str(error)) from None
 
 
 def parse_cpu(text: str) -> int:
-    """An appc CPU quantity in millicores: `500m` -> 500, `2` -> 2000, `1.5` -> 1500."""
-    match = _CPU.match(text.strip())
-    if match is None:
-        raise PodError(
-            f"CPU quantity {text!r} is not a number of cores (`1.5`) or millicores (`500m`)"
-        )
-    number, milli = match.groups()
-    value = Decimal(number) * (1 if milli else 1000)
-    if value != value.to_integral_value():
-        raise PodError(f"CPU quantity {text!r} is finer than one millicore")
-    return int(value)
+    """An appc CPU quantity in millicores (`fleetd.core.quantity`): `500m`, `2`, `1.5`."""
+    try:
+        return quantity.parse_cpu(text)
+    except quantity.QuantityError as error:
+        raise PodError(str(error)) from None
 
 
 def host_arch() -> str:

@@ -36,6 +36,7 @@ from agent.pod.podmanifest import (
     Stage1,
     Volume,
 )
+from fleetd.core.quantity import cpu_quota
 
 NSPAWN = "systemd-nspawn"
 NSPAWN_ENV = {
@@ -346,8 +347,7 @@ def limits_properties(options: Limits) -> list[str]:
     if options.memory is not None:
         properties.append(f"MemoryMax={options.memory}")
     if options.cpu is not None:
-        whole, tenth = divmod(options.cpu, 10)
-        properties.append(f"CPUQuota={whole}%" if tenth == 0 else f"CPUQuota={whole}.{tenth}%")
+        properties.append(f"CPUQuota={cpu_quota(options.cpu)}")
     if options.tasks_max is not None:
         properties.append(f"TasksMax={options.tasks_max}")
     return properties

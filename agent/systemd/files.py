@@ -14,6 +14,9 @@ Invariants:
   the unit file stays byte for byte what was submitted, so its hash does too. Writing a unit
   without the section, or removing the unit, removes the drop-in. Without a `dropins` directory
   (or when the section cannot be read; submission refuses such units) no drop-in is written.
+* fleet-pod sets a container's limits with `systemctl set-property --runtime`, which leaves
+  drop-ins in `system.control/<name>.d/` that outrank every other; writing or removing the unit
+  removes those (`LIMIT_DROPINS`), so a unit resubmitted without `Memory=` has no limit left.
 """
 
 from __future__ import annotations
@@ -35,6 +38,9 @@ FILE_MODE = 0o644
 CONTAINER_DROPIN = "50-fleet-container.conf"
 SYSTEM_DROPINS = Path("/run/systemd/system")
 """Where systemd looks for runtime drop-ins (`<name>.d/*.conf`) of every unit."""
+LIMIT_DROPINS = ("50-MemoryMax.conf", "50-CPUQuota.conf", "50-TasksMax.conf")
+"""What `systemctl set-property --runtime` writes for fleet-pod's limits, beside `dropins` in
+`system.control/<name>.d/`."""
 
 
 def default_container_program() -> str:
@@ -93,6 +99,7 @@ class UnitFileStore:
     def write(self, name: str, text: str) -> Path:
         path = self.path_for(name)
         dropin = self.dropin_path(name)
+        self._remove_limits(name)
         if dropin is not None:
             expanded = _container_dropin(text, self.container_program)
             if expanded is None:
@@ -106,6 +113,14 @@ class UnitFileStore:
         dropin = self.dropin_path(name)
         if dropin is not None:
             self._remove_dropin(dropin)
+        self._remove_limits(name)
+
+    def _remove_limits(self, name: str) -> None:
+        if self.dropins is None:
+            return
+        control = self.dropins.parent / "system.control" / f"{name}.d"
+        for limit in LIMIT_DROPINS:
+            self._remove_dropin(control / limit)
 
     @staticmethod
     def _remove_dropin(dropin: Path) -> None:

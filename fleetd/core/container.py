@@ -19,8 +19,9 @@ Keys (each may appear once unless said otherwise):
   (`name`, `name:version` or `sha512-...`); the image must be signed by a trusted key.
 * `Exec=`: the app's command line (shell-like quoting), replacing the image's `exec`.
 * `Environment=` (repeatable): `NAME=value` assignments, quoted as systemd's `Environment=`.
-* `Volume=` (repeatable): `NAME,kind=host,source=PATH[,target=PATH][,readOnly=true|false]` or
-  `NAME,kind=empty[,target=PATH]`: fleet-pod's `--volume`, plus `target=` for its `--mount`.
+* `Volume=` (repeatable): `NAME,kind=host,source=PATH[,readOnly=B][,recursive=B][,target=PATH]`
+  or `NAME,kind=empty[,readOnly=B][,mode=0755][,uid=N][,gid=N][,target=PATH]`: fleet-pod's
+  `--volume`, plus `target=` for its `--mount`.
 * `Memory=` (`256M`, `1Gi`, bytes; at least `MIN_MEMORY`) and `CPU=` (`500m`, `1.5`): limits
   of the whole unit, set from its start (`MemoryMax=`, `CPUQuota=` in the drop-in) and recorded
   in the pod. They bound stage0 too, which is Python: below 64 MB fleet-pod itself would be
@@ -40,8 +41,10 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from fleetd.core.quantity import QuantityError, cpu_quota, parse_cpu, parse_memory
 from fleetd.core.unitfile import UnitFile
 
 SECTION = "X-Container"
@@ -52,13 +55,12 @@ STAGE1S = ("nspawn", "fly")
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VOLUME_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
-_MEMORY = re.compile(r"^([0-9]+)([KMGTPE]i?)?$")
-_CPU = re.compile(r"^([0-9]+m|[0-9]+(\.[0-9]{1,3})?)$")
-_UNITS = {
-    **{s: 1000**n for n, s in enumerate("KMGTPE", 1)},
-    **{s + "i": 1024**n for n, s in enumerate("KMGTPE", 1)},
-}
 _BOOL = ("true", "false")
+_MODE = re.compile(r"^0?[0-7]{3}$")
+_VOLUME_KEYS = {
+    "host": frozenset({"source", "readOnly", "recursive", "target"}),
+    "empty": frozenset({"readOnly", "mode", "uid", "gid", "target"}),
+}
 MIN_MEMORY = 64_000_000
 """The smallest memory limit for a container (bytes): fleet-pod's stage0 runs within it and
 needs about 55 MB at its peak (measured on the rig: `fleet-pod prepare`, maximum RSS)."""
@@ -121,14 +123,24 @@ def _volume(value: str) -> ContainerVolume:
     fields: dict[str, str] = {}
     for part in rest.split(",") if rest else []:
         key, equals, setting = part.partition("=")
-        if not equals or key not in ("kind", "source", "target", "readOnly", "recursive"):
+        if not equals:
             raise ContainerError(f"[X-Container] Volume={value}: unknown part {part!r}")
         if key in fields:
             raise ContainerError(f"[X-Container] Volume={value}: {key} given twice")
         fields[key] = setting
-    kind = fields.get("kind")
-    if kind not in ("host", "empty"):
+    kind = fields.pop("kind", None)
+    if kind not in _VOLUME_KEYS:
         raise ContainerError(f"[X-Container] Volume={value}: kind must be host or empty")
+    unknown = sorted(set(fields) - _VOLUME_KEYS[kind])
+    if unknown:
+        raise ContainerError(
+            f"[X-Container] Volume={value}: unknown part {unknown[0]!r} for kind={kind}"
+        )
+    if not _MODE.match(fields.get("mode", "0755")):
+        raise ContainerError(f"[X-Container] Volume={value}: mode must be octal, like 0755")
+    for key in ("uid", "gid"):
+        if not fields.get(key, "0").isdigit():
+            raise ContainerError(f"[X-Container] Volume={value}: {key} must be a number")
     for key in ("source", "target"):
         path = fields.get(key)
         if path is not None and not path.startswith("/"):
@@ -139,7 +151,9 @@ def _volume(value: str) -> ContainerVolume:
         if key in fields and fields[key] not in _BOOL:
             raise ContainerError(f"[X-Container] Volume={value}: {key} must be true or false")
     target = fields.pop("target", None)
-    spec = ",".join([name, *(f"{key}={fields[key]}" for key in fields)])
+    if target is not None and target.rstrip("/") == "":
+        raise ContainerError(f"[X-Container] Volume={value}: target cannot be /")
+    spec = ",".join([name, f"kind={kind}", *(f"{key}={fields[key]}" for key in fields)])
     return ContainerVolume(name, spec, target)
 
 
@@ -173,7 +187,7 @@ def parse_container(unit: UnitFile) -> ContainerSpec | None:
     command = _single(unit, "Exec")
     memory = _single(unit, "Memory")
     if memory is not None:
-        size = memory_bytes(memory)
+        size = _quantity(parse_memory, memory)
         if size is None:
             raise ContainerError(f"[X-Container] Memory={memory}: not a size such as 256M or 1Gi")
         if size < MIN_MEMORY:
@@ -182,7 +196,7 @@ def parse_container(unit: UnitFile) -> ContainerSpec | None:
                 " (fleet-pod itself runs within the limit while it prepares the container)"
             )
     cpu = _single(unit, "CPU")
-    if cpu is not None and cpu_millis(cpu) is None:
+    if cpu is not None and _quantity(parse_cpu, cpu) is None:
         raise ContainerError(f"[X-Container] CPU={cpu}: not a CPU amount such as 500m or 1.5")
     exec_ = tuple(_split("Exec", command)) if command else ()
     if command is not None and not exec_:
@@ -203,24 +217,11 @@ def parse_container(unit: UnitFile) -> ContainerSpec | None:
     )
 
 
-def memory_bytes(text: str) -> int | None:
-    """An appc (Kubernetes-style) size in bytes: `256M` = 256*10^6, `1Gi` = 2^30; None when
-    `text` is not one, or is zero."""
-    match = _MEMORY.match(text.strip())
-    if match is None:
+def _quantity(parse: Callable[[str], int], text: str) -> int | None:
+    try:
+        return parse(text) or None
+    except QuantityError:
         return None
-    value = int(match.group(1)) * _UNITS.get(match.group(2) or "", 1)
-    return value or None
-
-
-def cpu_millis(text: str) -> int | None:
-    """A CPU amount in millicores: `500m` = 500, `1.5` = 1500; None when `text` is not one, or
-    is zero."""
-    text = text.strip()
-    if not _CPU.match(text):
-        return None
-    value = int(text[:-1]) if text.endswith("m") else round(float(text) * 1000)
-    return value or None
 
 
 def systemd_quote(word: str) -> str:
@@ -267,10 +268,8 @@ def container_dropin(spec: ContainerSpec, program: str) -> str:
         "Delegate=yes",
         "ExecStopPost=-" + " ".join(systemd_quote(word) for word in (program, "gc", "--mark-only")),
     ]
-    memory = memory_bytes(spec.memory) if spec.memory is not None else None
-    if memory is not None:
-        lines.append(f"MemoryMax={memory}")
-    millis = cpu_millis(spec.cpu) if spec.cpu is not None else None
-    if millis is not None:
-        lines.append(f"CPUQuota={millis / 10:g}%")
+    if spec.memory is not None:
+        lines.append(f"MemoryMax={parse_memory(spec.memory)}")
+    if spec.cpu is not None:
+        lines.append(f"CPUQuota={cpu_quota(parse_cpu(spec.cpu))}")
     return "\n".join(lines) + "\n"

@@ -13,7 +13,8 @@ trace. What it refuses:
 * an `[X-Fleet]` key fleet does not know (fleetctl only warned; pyfleet refuses, since a typo such
   as `MachineMetdata=` would otherwise silently place the unit anywhere);
 * contradictory requirements, with fleet's messages (`MachineID cannot be used with Conflicts`);
-* an `[X-Container]` section the agent could not turn into `fleet-pod run` (`core.container`).
+* an `[X-Container]` section the agent could not turn into `fleet-pod run` (`core.container`),
+  or one in a unit that is not a service.
 """
 
 from __future__ import annotations
@@ -70,7 +71,9 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
         raise InvalidUnit(f"unit {name}: unrecognized requirement in [X-Fleet] section: {keys}")
     try:
         validate_requirements(requirements)
-        parse_container(unit)
+        container = parse_container(unit)
     except (RequirementsError, ContainerError) as exc:
         raise InvalidUnit(f"unit {name}: {exc}") from None
+    if container is not None and info.suffix != "service":
+        raise InvalidUnit(f"unit {name}: [X-Container] runs only in a .service unit")
     return requirements

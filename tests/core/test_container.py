@@ -11,9 +11,7 @@ from fleetd.core.container import (
     ContainerSpec,
     ContainerVolume,
     container_dropin,
-    cpu_millis,
     fleet_pod_argv,
-    memory_bytes,
     parse_container,
     systemd_quote,
 )
@@ -71,7 +69,13 @@ def test_every_key() -> None:
         ("Image=x\nVolume=d,kind=host\n", r"a host volume needs source="),
         ("Image=x\nVolume=d,kind=host,source=rel\n", r"source must be an absolute path"),
         ("Image=x\nVolume=d,kind=empty,target=rel\n", r"target must be an absolute path"),
-        ("Image=x\nVolume=d,kind=empty,colour=red\n", r"unknown part 'colour=red'"),
+        ("Image=x\nVolume=d,kind=empty,colour=red\n", r"unknown part 'colour' for kind=empty"),
+        ("Image=x\nVolume=d,kind=empty,source=/x\n", r"unknown part 'source' for kind=empty"),
+        ("Image=x\nVolume=d,kind=host,source=/x,mode=0700\n", r"'mode' for kind=host"),
+        ("Image=x\nVolume=d,kind=empty,mode=rwx\n", r"mode must be octal"),
+        ("Image=x\nVolume=d,kind=empty,uid=root\n", r"uid must be a number"),
+        ("Image=x\nVolume=d,kind=empty,target=/\n", r"target cannot be /"),
+        ("Image=x\nVolume=d,kind\n", r"unknown part 'kind'"),
         ("Image=x\nVolume=d,kind=empty,kind=host\n", r"kind given twice"),
         ("Image=x\nVolume=d,kind=empty,readOnly=maybe\n", r"readOnly must be true or false"),
         ("Image=x\nVolume=d,kind=empty\nVolume=d,kind=empty\n", r"a volume name is used twice"),
@@ -86,19 +90,6 @@ def test_every_key() -> None:
 def test_refusals_name_the_key(lines: str, message: str) -> None:
     with pytest.raises(ContainerError, match=message):
         section(lines)
-
-
-@pytest.mark.parametrize(
-    ("text", "size"),
-    [("256", 256), ("64M", 64_000_000), ("1Gi", 2**30), ("512Ki", 512 * 1024), ("2G", 2 * 10**9)],
-)
-def test_memory_sizes(text: str, size: int) -> None:
-    assert memory_bytes(text) == size
-
-
-@pytest.mark.parametrize(("text", "millis"), [("500m", 500), ("2", 2000), ("1.5", 1500)])
-def test_cpu_amounts(text: str, millis: int) -> None:
-    assert cpu_millis(text) == millis
 
 
 @pytest.mark.parametrize("word", ["plain", "two words", 'a"quote', "back\\slash", "$HOME", "$(x)"])

@@ -73,6 +73,12 @@ def test_a_good_unit_passes_with_its_requirements() -> None:
             JobState.LAUNCHED,
             r"unit a.service: \[X-Container\] needs Image=",
         ),
+        (
+            "a.timer",
+            parse_unit("[X-Container]\nImage=x\n"),
+            JobState.LAUNCHED,
+            r"unit a.timer: \[X-Container\] runs only in a .service unit",
+        ),
     ],
 )
 def test_bad_units_are_refused_with_the_problem_named(

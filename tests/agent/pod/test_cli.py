@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -213,6 +214,21 @@ def test_rm_removes_what_it_can_and_says_what_it_cannot(cli: Cli, image_file: Pa
     assert out == f"{uuid}\n"
     assert err == "fleet-pod: no pod matches 'ffff'\n"
     assert cli.pods() == []
+
+
+def test_an_image_a_running_pod_uses_is_not_removed(cli: Cli, image_file: Path) -> None:
+    _, out, _ = cli("prepare", str(image_file))
+    pods = PodStore(cli.data / "pods")
+    lock_fd = pods.start_running(pods.lock_prepared(out.strip()))  # this process holds it
+    try:
+        code, _, err = cli("image", "rm", "example.com/app")
+        assert code == 254
+        assert f"is used by running pod {out.strip()}; stop it first" in err
+    finally:
+        os.close(lock_fd)  # the container is gone: the pod is exited
+    code, out, err = cli("image", "rm", "example.com/app")
+    assert code == 0, err
+    assert out.startswith("removed sha512-")
 
 
 def test_the_image_commands_are_registered(cli: Cli, image_file: Path) -> None:

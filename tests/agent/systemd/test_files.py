@@ -52,6 +52,19 @@ def test_a_container_unit_gets_a_dropin_and_keeps_its_hash(tmp_path: Path) -> No
     assert tree(dropins) == set()
 
 
+def test_fleet_pods_runtime_limits_go_with_a_rewrite_or_removal(tmp_path: Path) -> None:
+    store = UnitFileStore(tmp_path / "units", dropins=tmp_path / "system")
+    control = tmp_path / "system.control" / "c.service.d"
+    control.mkdir(parents=True)
+    (control / "50-MemoryMax.conf").write_text("[Service]\nMemoryMax=64000000\n")
+    (control / "50-Nice.conf").write_text("[Service]\nNice=5\n")  # not fleet-pod's: kept
+    store.write("c.service", TEXT)
+    assert tree(control) == {"50-Nice.conf"}
+    (control / "50-CPUQuota.conf").write_text("[Service]\nCPUQuota=50%\n")
+    store.remove("c.service")
+    assert tree(control) == {"50-Nice.conf"}
+
+
 def test_no_dropins_directory_no_dropins(tmp_path: Path) -> None:
     store = UnitFileStore(tmp_path / "units")
     store.write("c.service", CONTAINER)
