@@ -15,24 +15,30 @@ every node, and trusts the key there for the image's name prefix only. Then:
   grace period and removes it after.
 * The `fly` stage1 (`Stage1=fly`): no nspawn, the app itself is the unit's main process,
   chrooted into the pod's root.
-* On a node, `fleet-pod fetch` refuses an unsigned image and one signed by a key the node does not
-  trust (or trusts only for another prefix), naming the cause, and adds nothing to the store.
+* On a node, `fleet-pod fetch` refuses, naming the cause and adding nothing to the store: an
+  unsigned image, one signed by a key the node does not trust or trusts only for another prefix,
+  a tampered image (another build beside the first one's signature), archives with a `../`
+  member or an absolute symlink, and manifests without a name or with a bad one.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from testcontainers.core.container import DockerContainer
 
-from agent.pod.image import build_image
+from agent.pod.image import build_image, image_id_of
 from agent.pod.keys import generate_key_pair, load_private_key
-from agent.pod.signature import sign_image
+from agent.pod.signature import STATEMENT_TYPE, file_sha256, make_envelope, sign_image
+from tests.agent.pod.conftest import Entry, manifest_document, write_archive
 from tests.rig.cluster import NODE_NAMES, Cluster
 from tests.rig.nodes import TEST_TIMEOUT, run_in
 
@@ -43,17 +49,60 @@ NAME = "example.com/hello"
 MEMORY = 64_000_000
 APP_COMMAND = "echo hello from $(hostname) with / holding: $(ls /); exec sleep 100000"
 BUSYBOX_APPLETS = ("sh", "echo", "ls", "sleep", "hostname", "cat")
+REFUSED = [
+    ("unsigned", r"image 'example.com/hello' from .* has no signature"),
+    ("untrusted", r"signed by key \w+ which is not trusted for 'example.com/hello'"),
+    ("other-prefix", r"not trusted for 'example.com/other'; trusted keys for it: none"),
+    ("tampered", r"hash mismatch"),
+    ("dot-dot", r"'rootfs/\.\./\.\./etc/x' escapes the root \('\.\.'\)"),
+    ("absolute-link", r"is a symlink to the absolute path '/bin/x'"),
+    ("no-name", r"manifest has no name"),
+    ("bad-name", r"manifest name 'Not A Name' is not an AC identifier"),
+]
+"""Each image a node must refuse, and what the refusal says."""
 
 
 @dataclass(frozen=True)
 class Images:
-    """What the nodes hold under `IMAGES`: the signed image, its public key, and two images
-    that must be refused."""
+    """What the nodes hold under `IMAGES`: the signed image and its public key, and by name
+    (`REFUSED`) the images a node must refuse."""
 
     signed: str
-    unsigned: str
-    untrusted: str
-    other_prefix: str
+    refused: dict[str, str]
+
+
+def crafted(path: Path, *extra: Entry, manifest: dict[str, Any] | None = None) -> Path:
+    """A hand-made image: a manifest (example.com/hello unless `manifest`), rootfs/, `extra`."""
+    document = manifest_document(name=NAME) if manifest is None else manifest
+    members = [
+        Entry("manifest", data=json.dumps(document).encode()),
+        Entry("rootfs", kind="dir", mode=0o755),
+        Entry("rootfs/bin", kind="dir", mode=0o755),
+        *extra,
+    ]
+    return write_archive(path, members, compression="gzip")
+
+
+def sign_anyway(path: Path, key: Ed25519PrivateKey) -> Path:
+    """`path.sig`: a valid signature by `key` for example.com/hello, even of a malformed archive
+    (`sign_image` checks the archive first)."""
+    statement = {
+        "type": STATEMENT_TYPE,
+        "name": NAME,
+        "imageID": image_id_of(path),
+        "archiveSHA256": file_sha256(path),
+        "labels": {},
+        "created": "2026-01-01T00:00:00Z",
+    }
+    signature = path.with_name(path.name + ".sig")
+    signature.write_bytes(make_envelope(statement, key))
+    return signature
+
+
+def without_name() -> dict[str, Any]:
+    document = manifest_document(name=NAME)
+    del document["name"]
+    return document
 
 
 def busybox_from(node: DockerContainer) -> bytes:
@@ -104,14 +153,34 @@ def images(shared_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
     files = {"signer.pub": work / "signer.pub"}
     for file, name, key in (
         ("hello-1.0.aci", NAME, signer),
-        ("unsigned-1.0.aci", NAME, None),
-        ("untrusted-1.0.aci", NAME, stranger),
-        ("other-1.0.aci", "example.com/other", signer),
+        ("unsigned.aci", NAME, None),
+        ("untrusted.aci", NAME, stranger),
+        ("other-prefix.aci", "example.com/other", signer),
     ):
         path = image(file, name, key)
         files[file] = path
         if key is not None:
             files[file + ".sig"] = Path(f"{path}.sig")
+    # Another build of example.com/hello beside the first build's signature.
+    (tree / "etc" / "motd").write_text("tampered\n")
+    files["tampered.aci"] = image("tampered.aci", NAME, None)
+    files["tampered.aci.sig"] = files["hello-1.0.aci.sig"]
+    # Archives that must not be unpacked, and manifests that must not be read, each signed by
+    # the trusted key, so the archive or the manifest is the only thing wrong with them.
+    for file, path in (
+        ("dot-dot.aci", crafted(work / "dot-dot.aci", Entry("rootfs/../../etc/x", data=b"x"))),
+        (
+            "absolute-link.aci",
+            crafted(work / "absolute-link.aci", Entry("rootfs/bin/sh", "symlink", target="/bin/x")),
+        ),
+        ("no-name.aci", crafted(work / "no-name.aci", manifest=without_name())),
+        (
+            "bad-name.aci",
+            crafted(work / "bad-name.aci", manifest=manifest_document(name="Not A Name")),
+        ),
+    ):
+        files[file] = path
+        files[file + ".sig"] = sign_anyway(path, signer)
     for node in NODE_NAMES:
         container = shared_cluster.nodes[node]
         put_files(container, files)
@@ -121,9 +190,7 @@ def images(shared_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
         assert trusted[0] == 0, trusted
     return Images(
         signed=f"{IMAGES}/hello-1.0.aci",
-        unsigned=f"{IMAGES}/unsigned-1.0.aci",
-        untrusted=f"{IMAGES}/untrusted-1.0.aci",
-        other_prefix=f"{IMAGES}/other-1.0.aci",
+        refused={file: f"{IMAGES}/{file}.aci" for file, _ in REFUSED},
     )
 
 
@@ -259,20 +326,13 @@ def test_the_fly_stage1_runs_the_app_itself_in_its_own_root(
     assert run_in(node, ["fleet-pod", "gc", "--grace-period", "0s"])[0] == 0
 
 
-@pytest.mark.parametrize(
-    ("image", "cause"),
-    [
-        ("unsigned", r"no signature"),
-        ("untrusted", r"not trusted for 'example.com/hello'"),
-        ("other_prefix", r"not trusted for 'example.com/other'"),
-    ],
-)
+@pytest.mark.parametrize(("image", "cause"), REFUSED, ids=[image for image, _ in REFUSED])
 def test_a_node_refuses_images_it_cannot_trust(
     cluster: Cluster, images: Images, image: str, cause: str
 ) -> None:
     node = cluster.nodes["node3"]
     store = "/var/lib/pyfleet-refusals"
-    code, output = run_in(node, ["fleet-pod", "--dir", store, "fetch", getattr(images, image)])
+    code, output = run_in(node, ["fleet-pod", "--dir", store, "fetch", images.refused[image]])
     assert code == 254, output
     assert re.search(cause, output), output
     listed = run_in(node, ["fleet-pod", "--dir", store, "image", "list"])[1]
