@@ -155,8 +155,9 @@ def node_container(
             .with_poll_interval(POLL_INTERVAL)
         )
     )
-    for path in recipe["tmpfs"]:
-        container.with_tmpfs_mount(path)
+    for entry in recipe["tmpfs"]:
+        path, _, options = entry.partition(":")  # docker's "PATH:OPTIONS" form
+        container.with_tmpfs_mount(path, options or None)
     for volume in recipe["volumes"]:
         host, inside, mode = volume.split(":")
         container.with_volume_mapping(host, inside, mode)

@@ -7,7 +7,8 @@ every node, and trusts the key there for the image's name prefix only. Then:
 * A unit with an `[X-Container]` section runs on the node it is pinned to: the agent's drop-in
   makes `fleet-pod run` the unit's command, `fleet-pod` fetches (verifying the signature against
   the node's trust store), and stage1 (systemd-nspawn) becomes the unit's main process. The app
-  runs in its own root (its `/` is not the node's), its output is in the unit's journal under the
+  runs in its own root (its `/` is not the node's: a writable overlay on the rendered image,
+  mounted in the container's namespace only), its output is in the unit's journal under the
   app's name, and the unit's memory limit is on its cgroup.
 * Killing the agent (fleetd, SIGKILL) and restarting fleetd leave the container running (same
   main PID, same app PID).
@@ -264,6 +265,13 @@ def test_a_container_unit_runs_in_its_own_root_and_outlives_fleetd(
     assert re.search(r"with / holding: bin dev etc", log), log
     [(uuid, state)] = pods(cluster, "node2")
     assert state == "running"
+    # Its root is a writable overlay on the image's rendered tree, mounted only in the
+    # container's own mount namespace: the node's mount table does not have it.
+    pod_dir = f"/var/lib/pyfleet/pods/run/{uuid}"
+    assert run_in(node, ["cat", f"{pod_dir}/rootfs-kind"]) == (0, "overlay")
+    assert f"{pod_dir}/rootfs" not in run_in(node, ["cat", "/proc/self/mountinfo"])[1]
+    _, mounts = run_in(node, ["cat", f"/proc/{app}/mountinfo"])
+    assert any(line.split()[4] == "/" and " overlay " in line for line in mounts.splitlines())
 
     # The memory limit is on the unit's cgroup, which holds the whole container.
     properties = run_in(
