@@ -48,7 +48,7 @@ RUN python3 -m venv /opt/pyfleet \
         /tmp/wheelhouse/*.whl \
     && rm -rf /tmp/wheelhouse
 
-# /etc/fleet/fleet.conf and fleet.service.
+# /etc/fleet/fleet.conf, fleet.service, and fleet-pod-gc.timer (fleet-pod's gc twice a day).
 COPY rootfs/ /
 
 # pyfleet itself, then fleet.service enabled. systemd gives services a clean environment, so a
@@ -68,6 +68,6 @@ RUN /opt/pyfleet/bin/pip install --no-index --no-cache-dir --disable-pip-version
     && /opt/pyfleet/bin/python -c 'from fleetd.config import OPTIONS; print("[Service]"); \
 print("PassEnvironment=" + " ".join("FLEET_" + name.upper() for name in OPTIONS))' \
         > /etc/systemd/system/fleet.service.d/container-environment.conf \
-    && systemctl enable fleet.service \
+    && systemctl enable fleet.service fleet-pod-gc.timer \
     && : > /etc/machine-id \
     && ln -sf /etc/machine-id /var/lib/dbus/machine-id

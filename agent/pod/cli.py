@@ -18,7 +18,7 @@ import re
 import signal
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +33,7 @@ from agent.pod.errors import PodError
 from agent.pod.podmanifest import RunOptions, run_options
 from agent.pod.pods import GcAction, PodInfo, PodState, PodStore, plan_gc
 from agent.pod.stage1 import own_service_unit
+from agent.pod.store import ImageStore
 
 EXIT_FAILURE = 254
 HOST_KEY = "fleet_pod.host"
@@ -326,7 +327,8 @@ def gc_command(
         bool, typer.Option("--mark-only", help="Only move exited/expired pods to garbage.")
     ] = False,
 ) -> None:
-    """Mark exited pods as garbage and delete garbage older than the grace period."""
+    """Mark exited pods as garbage, delete garbage older than the grace period, and remove the
+    rendered trees no pod uses any more (an image renders again when a pod needs it)."""
     grace = parse_duration("--grace-period", grace_period)
     expire = parse_duration("--expire-prepared", expire_prepared)
     pods = _pods(ctx)
@@ -346,6 +348,16 @@ def gc_command(
         typer.echo(f"pod {task.uuid} {verb}: {task.reason}")
     for task, why in report.skipped:
         _warn(f"pod {task.uuid} not collected ({task.action}): {why}")
+    if not mark_only:
+        images = ImageStore(_settings(ctx).paths.images_dir)
+        for image_id in unused_trees(images.trees(), pods.list()):
+            images.remove_tree(image_id)
+            typer.echo(f"tree of image {image_id[:39]} removed: no pod uses it")
+
+
+def unused_trees(trees: set[str], pods: Sequence[PodInfo]) -> list[str]:
+    """The rendered trees (by image id) that no pod left in the pods directory refers to."""
+    return sorted(trees - {pod.image_id for pod in pods})
 
 
 def _read_cgroup(host: stage0.Host) -> str:

@@ -63,3 +63,12 @@ def test_each_node_has_a_machine_id_of_its_own(
         assert other_id != NODE1_ID
         # D-Bus reads the same id: its copy is a link, never a file baked into the image.
         assert run_in(other, ["cat", "/var/lib/dbus/machine-id"]) == (0, other_id)
+
+
+def test_fleet_pods_gc_runs_on_a_timer(node1: DockerContainer) -> None:
+    assert run_in(node1, ["systemctl", "is-enabled", "fleet-pod-gc.timer"]) == (0, "enabled")
+    assert run_in(node1, ["systemctl", "is-active", "fleet-pod-gc.timer"]) == (0, "active")
+    code, output = run_in(node1, ["systemctl", "start", "fleet-pod-gc.service"])  # oneshot: waits
+    assert code == 0, output
+    result = run_in(node1, ["systemctl", "show", "-p", "Result", "--value", "fleet-pod-gc"])
+    assert result == (0, "success")

@@ -20,6 +20,7 @@ from agent.pod.cli import (
 )
 from agent.pod.errors import PodError
 from agent.pod.pods import PodInfo, PodState, PodStore
+from agent.pod.store import ImageStore
 from tests.agent.pod.test_run import Executed, FakeHost
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -181,11 +182,18 @@ def test_gc_collects_expired_and_exited_pods(cli: Cli, image_file: Path) -> None
         (exited.uuid, PodState.EXITED_GARBAGE),
         (prepared, PodState.PREPARED),
     ]
+    images = ImageStore(cli.data / "images")
+    image_id = exited.image_id
+    assert image_id is not None
+    assert images.trees() == {image_id}  # both pods use it: kept
     code, out, _ = cli("gc", "--grace-period", "0s", "--expire-prepared", "0")
     assert code == 0
     assert f"pod {exited.uuid} deleted" in out
     assert f"pod {prepared} deleted" in out
+    assert f"tree of image {image_id[:39]} removed: no pod uses it" in out
     assert cli.pods() == []
+    assert images.trees() == set()
+    assert [record.id for record in images.list()] == [image_id]  # the image stays
 
 
 def test_gc_in_exec_stop_post_records_the_exit_status(
