@@ -19,11 +19,11 @@ unreadable).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import structlog
+
+from fleetd.runtime.files import write_atomically
 
 log = structlog.get_logger(__name__)
 
@@ -79,12 +79,4 @@ class LaunchIntents:
         if self.path is None:
             return
         data = {name: {"hash": h, "launched": up} for name, (h, up) in self._records.items()}
-        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(prefix=".launched.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as file:
-                json.dump(data, file, sort_keys=True)
-            os.replace(temporary, self.path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(self.path, json.dumps(data, sort_keys=True).encode(), mode=0o600)

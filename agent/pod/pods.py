@@ -34,6 +34,7 @@ from typing import Any
 
 from agent.pod.errors import PodError, PodStateError
 from agent.pod.image import force_rmtree
+from fleetd.runtime.files import write_atomically
 
 
 class PodState(StrEnum):
@@ -133,9 +134,7 @@ class Pod:
 
     def write(self, name: str, text: str) -> None:
         """Replace `<pod>/<name>` atomically."""
-        temporary = self.path / f".{name}.tmp"
-        temporary.write_text(text)
-        os.replace(temporary, self.path / name)
+        write_atomically(self.path / name, text.encode())
 
     def read(self, name: str) -> str | None:
         return _read(self.path / name)

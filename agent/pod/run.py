@@ -246,9 +246,10 @@ def run(
     process is still small: the kernel refuses (cgroup v1) or reclaims hard (v2) a limit below
     what the cgroup already uses, and fetching an image is the biggest thing stage0 does."""
     host = host or Host()
-    _apply_limits(host, _service_unit(host), stage1.limits_properties(options))
+    applied = stage1.limits_properties(options)
+    _apply_limits(host, _service_unit(host), applied)
     pods, pod = _create(settings, image_ref, options, warn, signature)
-    launch(settings, pods, pod, host)
+    launch(settings, pods, pod, host, applied=applied)
 
 
 def run_prepared(settings: PodSettings, uuid: str, *, host: Host | None = None) -> NoReturn:
@@ -397,18 +398,27 @@ def _record_start(pod: Pod, host: Host, spec: stage1.PodSpec) -> None:
     host.send_journal(journal_entry(fields))
 
 
-def launch(settings: PodSettings, pods: PodStore, pod: Pod, host: Host) -> NoReturn:
+def launch(
+    settings: PodSettings,
+    pods: PodStore,
+    pod: Pod,
+    host: Host,
+    *,
+    applied: Sequence[str] = (),
+) -> NoReturn:
     """Make the rootfs, limits and logs, enter `run/`, exec stage1 (or the fly plan).
 
     A failure releases the pod's lock at once: it shows as aborted-prepare (or exited).
     """
     try:
-        _launch(settings, pods, pod, host)
+        _launch(settings, pods, pod, host, applied)
     finally:
         pod.release()
 
 
-def _launch(settings: PodSettings, pods: PodStore, pod: Pod, host: Host) -> NoReturn:
+def _launch(
+    settings: PodSettings, pods: PodStore, pod: Pod, host: Host, applied: Sequence[str]
+) -> NoReturn:
     manifest = json.loads(pod.read("pod") or "{}")
     spec = stage1.pod_spec(manifest)
     properties = stage1.limits_properties(spec)
@@ -421,7 +431,8 @@ def _launch(settings: PodSettings, pods: PodStore, pod: Pod, host: Host) -> NoRe
             f"memory limit {spec.memory} bytes (from the image) is below the minimum of 64M:"
             " fleet-pod runs within the limit; give --memory"
         )
-    _apply_limits(host, service, properties)  # again: the image may declare limits too
+    if properties != list(applied):  # the image declares limits the flags did not give
+        _apply_limits(host, service, properties)
     images = ImageStore(settings.paths.images_dir)
     tree = images.render(spec.image_id)
     with contextlib.suppress(StoreError):

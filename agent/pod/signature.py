@@ -21,8 +21,6 @@ import base64
 import binascii
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from agent.pod.errors import TrustError
 from agent.pod.image import CHUNK, check_archive, image_id_of
 from agent.pod.keys import key_id
+from fleetd.runtime.files import write_atomically
 
 STATEMENT_TYPE = "pyfleet.image-signature/v1"
 DOMAIN = b"pyfleet-image-sig-v1"
@@ -96,16 +95,7 @@ def sign_image(image: Path, private_key: Ed25519PrivateKey, *, now: datetime | N
         "created": rfc3339(now or datetime.now(UTC)),
     }
     output = image.with_name(image.name + ".sig")
-    fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(make_envelope(statement, private_key))
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return output
+    return write_atomically(output, make_envelope(statement, private_key))
 
 
 def verify_signature(

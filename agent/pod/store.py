@@ -52,6 +52,7 @@ from agent.pod.image import (
 from agent.pod.manifest import ImageManifest, parse_image_manifest
 from agent.pod.signature import file_sha256, verify_signature
 from agent.pod.trust import TrustStore
+from fleetd.runtime.files import write_atomically
 
 IMAGE_ID = re.compile(r"^sha512-[0-9a-f]{128}$")
 MIN_ID_PREFIX_HEX = 8
@@ -169,7 +170,7 @@ class ImageStore:
                     return existing
                 os.chmod(temporary, 0o644)
                 os.replace(temporary, self.blobs_dir / image_id)
-                _write_atomically(self.manifests_dir / f"{image_id}.json", manifest_bytes)
+                write_atomically(self.manifests_dir / f"{image_id}.json", manifest_bytes)
                 self._write_index(record)
             return record
         finally:
@@ -254,7 +255,7 @@ class ImageStore:
             except BaseException:
                 force_rmtree(staging)
                 raise
-            _write_atomically(tree / RENDERED, image_id.encode() + b"\n")
+            write_atomically(tree / RENDERED, image_id.encode() + b"\n")
         return tree / "rootfs"
 
     def trees(self) -> set[str]:
@@ -331,7 +332,7 @@ class ImageStore:
             "statement": record.statement,
         }
         data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
-        _write_atomically(self.index_dir / f"{record.id}.json", data)
+        write_atomically(self.index_dir / f"{record.id}.json", data)
 
 
 def _decompress(archive: Path, fd: int) -> tuple[str, int]:
@@ -383,14 +384,3 @@ def _verify(
         )
         return None
     return verified.keyid, verified.statement
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import EllipsisType
@@ -33,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent.pod.errors import ImageError, TrustError
 from agent.pod.keys import key_id, load_public_key_with_comment, public_key_line
 from agent.pod.manifest import AC_IDENTIFIER, check_identifier
+from fleetd.runtime.files import write_atomically
 
 KEY_ID = re.compile(r"^[0-9a-f]{64}$")
 MIN_KEYID_PREFIX = 8
@@ -83,16 +83,7 @@ class TrustStore:
             existing = self._read(path, prefix)
             if not (comment or own_comment) or existing.comment == _comment_of(line):
                 return existing
-        directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{keyid}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                file.write(line + "\n")
-            os.chmod(temporary, 0o644)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomically(path, (line + "\n").encode("utf-8"))
         return TrustedKey(keyid=keyid, prefix=prefix, path=path, comment=_comment_of(line))
 
     def list(self) -> KeyList:

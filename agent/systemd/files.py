@@ -26,13 +26,13 @@ import hashlib
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from agent.systemd.port import UnsafeUnitName
 from fleetd.core.agent_plan import unit_file_name_problem
 from fleetd.core.container import ContainerError, container_dropin, parse_container
 from fleetd.core.unitfile import UnitFileError, parse_unit
+from fleetd.runtime.files import write_atomically
 
 FILE_MODE = 0o644
 CONTAINER_DROPIN = "50-fleet-container.conf"
@@ -50,20 +50,6 @@ def default_container_program() -> str:
     if beside.is_file():
         return str(beside)
     return shutil.which("fleet-pod") or "fleet-pod"
-
-
-def _atomic_write(directory: Path, name: str, text: str) -> Path:
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(text.encode("utf-8"))
-        os.chmod(temporary, FILE_MODE)
-        os.replace(temporary, directory / name)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return directory / name
 
 
 def _container_dropin(text: str, program: str) -> str | None:
@@ -105,8 +91,8 @@ class UnitFileStore:
             if expanded is None:
                 self._remove_dropin(dropin)
             else:
-                _atomic_write(dropin.parent, dropin.name, expanded)
-        return _atomic_write(self.directory, path.name, text)
+                write_atomically(dropin, expanded.encode("utf-8"), mode=FILE_MODE)
+        return write_atomically(path, text.encode("utf-8"), mode=FILE_MODE)
 
     def remove(self, name: str) -> None:
         self.path_for(name).unlink(missing_ok=True)
