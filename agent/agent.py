@@ -35,13 +35,14 @@ import structlog
 from agent.executor import STOP_TIMEOUT, apply_agent_tasks, read_local_units
 from agent.heart import Heart
 from agent.intents import INTENTS_FILE, LaunchIntents
+from agent.plan import LocalUnit, plan_agent
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
 from agent.systemd.files import SYSTEM_DROPINS, default_container_program
 from agent.systemd.port import ChangeFeed, UnitManager
 from fleetd import __version__
-from fleetd.core.agent_plan import LocalUnit, plan_agent, unit_file_name_problem
 from fleetd.core.model import Machine, Placement
+from fleetd.core.names import unit_file_name_problem
 from fleetd.core.states import JobState
 from fleetd.registry.client import EtcdClient, KeyValue
 from fleetd.registry.codec import CodecError, decode_placement, decode_unit

@@ -27,8 +27,7 @@ from collections.abc import Sequence
 import structlog
 
 from agent.intents import LaunchIntents
-from agent.systemd.port import SystemdError, UnitManager, UnitRefused
-from fleetd.core.agent_plan import (
+from agent.plan import (
     AgentTask,
     LinkUnit,
     LocalUnit,
@@ -39,6 +38,7 @@ from fleetd.core.agent_plan import (
     WriteUnit,
     task_name,
 )
+from agent.systemd.port import SystemdError, UnitManager, UnitRefused
 
 log = structlog.get_logger(__name__)
 

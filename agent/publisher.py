@@ -27,7 +27,7 @@ import structlog
 
 from agent.heart import Heart
 from agent.systemd.port import ChangeFeed, UnitManager
-from fleetd.core.agent_plan import unit_file_name_problem
+from fleetd.core.names import unit_file_name_problem
 from fleetd.registry.client import Delete, EtcdClient, Put
 from fleetd.registry.codec import CodecError, UnitStateRecord, decode_state, encode_state
 from fleetd.registry.keys import Keys

@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agent.pod.fetch import fetch
-from agent.pod.image import build_image
-from agent.pod.keys import generate_key_pair, load_private_key
-from agent.pod.run import copy_tree
-from agent.pod.signature import sign_image
-from agent.pod.store import ImageStore
-from agent.pod.trust import TrustStore
+from fleetpod.fetch import fetch
+from fleetpod.image import build_image
+from fleetpod.keys import generate_key_pair, load_private_key
+from fleetpod.signature import sign_image
+from fleetpod.stage0 import copy_tree
+from fleetpod.store import ImageStore
+from fleetpod.trust import TrustStore
 
 NAME = "example.com/bench"
 

@@ -29,8 +29,8 @@ import sys
 from pathlib import Path
 
 from agent.systemd.port import UnsafeUnitName
-from fleetd.core.agent_plan import unit_file_name_problem
 from fleetd.core.container import ContainerError, container_dropin, parse_container
+from fleetd.core.names import unit_file_name_problem
 from fleetd.core.unitfile import UnitFileError, parse_unit
 from fleetd.runtime.files import write_atomically
 

@@ -177,3 +177,21 @@ def mangle_unit_name(arg: str) -> str:
     if base.endswith(tuple("." + unit_type for unit_type in FLEETCTL_UNIT_TYPES)):
         return base
     return base + ".service"
+
+
+def unit_file_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a file in the units directory; None when it can.
+
+    A name with a `/`, a NUL, or `.`/`..` would escape the directory; a leading `.` would hide
+    the file among the agent's own; anything fleet refuses as a unit name is refused too, so only
+    plain `<name>.<type>` files are ever written.
+    """
+    if "/" in name or "\0" in name or name in (".", ".."):
+        return f"unit name {name!r} would escape the units directory"
+    if name.startswith("."):
+        return f"unit name {name!r} starts with a dot"
+    try:
+        validate_unit_name(name)
+    except UnitNameError as exc:
+        return f"unit name {name!r} is not valid: {exc}"
+    return None

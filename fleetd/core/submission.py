@@ -19,9 +19,8 @@ trace. What it refuses:
 
 from __future__ import annotations
 
-from fleetd.core.agent_plan import unit_file_name_problem
 from fleetd.core.container import ContainerError, parse_container
-from fleetd.core.names import UnitNameError, go_quote, parse_unit_name
+from fleetd.core.names import UnitNameError, go_quote, parse_unit_name, unit_file_name_problem
 from fleetd.core.requirements import (
     Requirements,
     RequirementsError,

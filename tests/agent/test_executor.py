@@ -12,9 +12,7 @@ import structlog
 
 from agent.executor import UnitDidNotStop, apply_agent_tasks, read_local_units
 from agent.intents import LaunchIntents
-from agent.systemd.fake import FakeSystemd, FakeUnitManager
-from agent.systemd.port import Job, SystemdUnavailable, UnitRefused
-from fleetd.core.agent_plan import (
+from agent.plan import (
     AgentTask,
     LinkUnit,
     LocalUnit,
@@ -25,6 +23,8 @@ from fleetd.core.agent_plan import (
     WriteUnit,
     plan_agent,
 )
+from agent.systemd.fake import FakeSystemd, FakeUnitManager
+from agent.systemd.port import Job, SystemdUnavailable, UnitRefused
 from fleetd.core.model import Placement
 from fleetd.core.states import JobState
 

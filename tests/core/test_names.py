@@ -14,6 +14,7 @@ from fleetd.core.names import (
     mangle_unit_name,
     parse_unit_name,
     split_unit_name,
+    unit_file_name_problem,
     validate_unit_name,
 )
 
@@ -197,3 +198,26 @@ def test_template_of_an_instance_is_a_valid_template(
     template = parse_unit_name(info.template)
     assert template.is_template
     assert template.template == info.template
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("a.service", None),
+        ("web@1.service", None),
+        ("../a.service", "would escape"),
+        ("a/b.service", "would escape"),
+        ("..", "would escape"),
+        ("a\0.service", "would escape"),
+        (".a.service", "starts with a dot"),
+        ("a.json", "not valid"),
+        ("", "not valid"),
+    ],
+)
+def test_unit_file_name_problem(name: str, problem: str | None) -> None:
+    found = unit_file_name_problem(name)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found

@@ -36,10 +36,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from testcontainers.core.container import DockerContainer
 
-from agent.pod.image import build_image, image_id_of
-from agent.pod.keys import generate_key_pair, load_private_key
-from agent.pod.signature import STATEMENT_TYPE, file_sha256, make_envelope, sign_image
-from tests.agent.pod.conftest import Entry, manifest_document, write_archive
+from fleetpod.image import build_image, image_id_of
+from fleetpod.keys import generate_key_pair, load_private_key
+from fleetpod.signature import STATEMENT_TYPE, file_sha256, make_envelope, sign_image
+from tests.fleetpod.conftest import Entry, manifest_document, write_archive
 from tests.rig.cluster import NODE_NAMES, Cluster
 from tests.rig.nodes import TEST_TIMEOUT, run_in
 

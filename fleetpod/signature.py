@@ -1,0 +1,240 @@
+"""Detached Ed25519 image signatures (reference rkt.md 3.3): make them and verify them.
+
+A signature file `IMAGE.sig` is a JSON envelope `{"v": 1, "alg": "ed25519", "keyid": <hex>,
+"statement": <base64>, "sig": <base64>}` (or a list of such envelopes, for key rotation: one
+valid signature by a trusted key is enough). The statement is canonical JSON (UTF-8, sorted keys,
+no whitespace) with `type` = `pyfleet.image-signature/v1`, `name` (the manifest name), `imageID`
+(SHA-512 of the uncompressed tar), `archiveSHA256` (the exact file bytes), `labels`, `created`
+and optionally `expires`. The signed message is `pyfleet-image-sig-v1`, a NUL byte, then the
+statement bytes, so a signature cannot be replayed in another protocol that uses the same key.
+
+Invariants:
+* Verification uses only keys the caller trusts for the image's name (`TrustStore.keys_for`),
+  checks the signature before reading anything from the statement, and then binds the statement
+  to the image: same name, same image id, same archive bytes (when both sides know them), not
+  expired. Every refusal is a `TrustError` saying what to do about it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fleetd.runtime.files import write_atomically
+from fleetpod.errors import TrustError
+from fleetpod.image import CHUNK, check_archive, image_id_of
+from fleetpod.keys import key_id
+
+STATEMENT_TYPE = "pyfleet.image-signature/v1"
+DOMAIN = b"pyfleet-image-sig-v1"
+ENVELOPE_VERSION = 1
+ALGORITHM = "ed25519"
+SIGNATURE_BYTES = 64
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A signature that checked out: who made it and what it says."""
+
+    keyid: str
+    statement: dict[str, Any]
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def signed_message(statement: bytes) -> bytes:
+    return DOMAIN + b"\0" + statement
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def make_envelope(statement: Mapping[str, Any], private_key: Ed25519PrivateKey) -> bytes:
+    """The signature file's bytes for `statement` signed with `private_key`."""
+    statement_bytes = canonical_json(dict(statement))
+    envelope = {
+        "v": ENVELOPE_VERSION,
+        "alg": ALGORITHM,
+        "keyid": key_id(private_key.public_key()),
+        "statement": base64.b64encode(statement_bytes).decode("ascii"),
+        "sig": base64.b64encode(private_key.sign(signed_message(statement_bytes))).decode("ascii"),
+    }
+    return json.dumps(envelope, indent=2).encode() + b"\n"
+
+
+def sign_image(image: Path, private_key: Ed25519PrivateKey, *, now: datetime | None = None) -> Path:
+    """Write `IMAGE.sig` for the image file `image`; returns its path."""
+    manifest = check_archive(image)
+    statement = {
+        "type": STATEMENT_TYPE,
+        "name": manifest.name,
+        "imageID": image_id_of(image),
+        "archiveSHA256": file_sha256(image),
+        "labels": dict(manifest.labels),
+        "created": rfc3339(now or datetime.now(UTC)),
+    }
+    output = image.with_name(image.name + ".sig")
+    return write_atomically(output, make_envelope(statement, private_key))
+
+
+def verify_signature(
+    envelope: bytes,
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    name: str,
+    image_id: str,
+    archive_sha256: str | None,
+    now: datetime | None = None,
+) -> Verified:
+    """Check `envelope` against the keys trusted for `name` and bind it to the image."""
+    try:
+        document = json.loads(envelope.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TrustError("malformed signature file: not JSON") from None
+    envelopes = document if isinstance(document, list) else [document]
+    if not envelopes:
+        raise TrustError("malformed signature file: an empty list")
+    failures: list[TrustError] = []
+    for one in envelopes:
+        try:
+            return _verify_one(
+                one, trusted, name=name, image_id=image_id, archive_sha256=archive_sha256, now=now
+            )
+        except TrustError as error:
+            failures.append(error)
+    untrusted = [f for f in failures if isinstance(f, _UntrustedKey)]
+    if len(untrusted) == len(failures):
+        keyids = ", ".join(f.keyid for f in untrusted)
+        raise _UntrustedKey(keyids, _untrusted_message(keyids, name, trusted))
+    raise next(f for f in failures if not isinstance(f, _UntrustedKey))
+
+
+class _UntrustedKey(TrustError):
+    def __init__(self, keyid: str, message: str) -> None:
+        super().__init__(message)
+        self.keyid = keyid
+
+
+def _untrusted_message(keyid: str, name: str, trusted: Mapping[str, Ed25519PublicKey]) -> str:
+    known = ", ".join(sorted(trusted)) or "none"
+    return (
+        f"signed by key {keyid} which is not trusted for {name!r}; trusted keys for it: {known} "
+        f"(add one with `fleet-pod trust --prefix {name} KEYFILE`)"
+    )
+
+
+def _verify_one(
+    envelope: Any,
+    trusted: Mapping[str, Ed25519PublicKey],
+    *,
+    name: str,
+    image_id: str,
+    archive_sha256: str | None,
+    now: datetime | None,
+) -> Verified:
+    if not isinstance(envelope, dict):
+        raise TrustError("malformed signature file: not a JSON object")
+    if envelope.get("v") != ENVELOPE_VERSION:
+        raise TrustError(f"unsupported signature version {envelope.get('v')!r} (expected 1)")
+    if envelope.get("alg") != ALGORITHM:
+        raise TrustError(f"unsupported signature algorithm {envelope.get('alg')!r}")
+    keyid = envelope.get("keyid")
+    if not isinstance(keyid, str) or not keyid:
+        raise TrustError("malformed signature file: no keyid")
+    statement_bytes = _base64_field(envelope, "statement")
+    signature = _base64_field(envelope, "sig")
+    if len(signature) != SIGNATURE_BYTES:
+        raise TrustError(f"malformed signature file: sig has {len(signature)} bytes, not 64")
+    public = trusted.get(keyid)
+    if public is None:
+        raise _UntrustedKey(keyid, _untrusted_message(keyid, name, trusted))
+    try:
+        public.verify(signature, signed_message(statement_bytes))
+    except InvalidSignature:
+        raise TrustError(
+            f"invalid signature by key {keyid}: the signature file was altered "
+            "or was not made for this statement"
+        ) from None
+    try:
+        statement = json.loads(statement_bytes.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TrustError("malformed signature statement: not JSON") from None
+    if not isinstance(statement, dict):
+        raise TrustError("malformed signature statement: not a JSON object")
+    _check_statement(
+        statement, name=name, image_id=image_id, archive_sha256=archive_sha256, now=now
+    )
+    return Verified(keyid=keyid, statement=statement)
+
+
+def _base64_field(envelope: dict[str, Any], field: str) -> bytes:
+    value = envelope.get(field)
+    if not isinstance(value, str):
+        raise TrustError(f"malformed signature file: no {field}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error:
+        raise TrustError(f"malformed signature file: {field} is not base64") from None
+
+
+def _check_statement(
+    statement: dict[str, Any],
+    *,
+    name: str,
+    image_id: str,
+    archive_sha256: str | None,
+    now: datetime | None,
+) -> None:
+    if statement.get("type") != STATEMENT_TYPE:
+        raise TrustError(f"signature statement type {statement.get('type')!r} is not supported")
+    if statement.get("name") != name:
+        raise TrustError(
+            f"the signature is for image {statement.get('name')!r} but the manifest is named "
+            f"{name!r}"
+        )
+    if statement.get("imageID") != image_id:
+        raise TrustError(
+            f"hash mismatch: the signature is for image {statement.get('imageID')!r} "
+            f"but the archive's content is {image_id} (the image was modified or replaced)"
+        )
+    signed_archive = statement.get("archiveSHA256")
+    if (
+        archive_sha256 is not None
+        and signed_archive is not None
+        and signed_archive != archive_sha256
+    ):
+        raise TrustError(
+            f"archive hash mismatch: the signature is for an archive with SHA-256 "
+            f"{signed_archive} but this file has {archive_sha256}"
+        )
+    expires = statement.get("expires")
+    if expires is not None:
+        try:
+            deadline = datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
+        except ValueError:
+            raise TrustError(f"signature statement expires {expires!r} is not a date") from None
+        if deadline.tzinfo is None:
+            deadline = deadline.replace(tzinfo=UTC)
+        if (now or datetime.now(UTC)) >= deadline:
+            raise TrustError(f"the signature expired at {expires}")

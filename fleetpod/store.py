@@ -1,0 +1,386 @@
+"""The content-addressed image store: import verified images, find them, render their rootfs.
+
+Layout under `PodPaths.images_dir` (ids are `sha512-<128 hex>`, the SHA-512 of the tar):
+
+    blobs/<id>              the uncompressed image tar (mode 0644)
+    manifests/<id>.json     the image's manifest, as found in the archive
+    index/<id>.json         the record: name, labels, size, imported, last_used, source,
+                            signed_by (key id or null), insecure, the signed statement
+    trees/<id>/rootfs       the rendered filesystem; `trees/<id>/rendered` is written last
+    tmp/                    temporary files and trees (same filesystem, so renames are atomic)
+    locks/<id>.lock         per-image flock, held while importing, rendering or removing
+
+Invariants:
+* Nothing is committed before it is verified: the archive is decompressed into `tmp/` while
+  hashing, every member and the manifest are checked, the signature is verified against the
+  keys trusted for the manifest's name (or, with `Insecure.IMAGE`, the caller is warned
+  loudly), and only then is the blob renamed into `blobs/` and the index written (last, so an
+  index entry means a complete image). A refusal leaves nothing behind.
+* An image is listed only when both its index entry and its blob exist; removal deletes the
+  blob first, then the tree, the manifest and the index (no new writes needed on a full disk).
+* A tree is used only when its `rendered` marker exists; a tree without it is discarded and
+  rendered again, into `tmp/` then renamed into place, under the image's lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fleetd.runtime.files import write_atomically
+from fleetpod.config import Insecure
+from fleetpod.errors import ImageError, StoreError, TrustError
+from fleetpod.image import (
+    ARCHIVE_ERRORS,
+    CHUNK,
+    compression_of,
+    force_rmtree,
+    inspect_archive,
+    open_decompressed,
+    render_rootfs,
+)
+from fleetpod.image_manifest import ImageManifest, parse_image_manifest
+from fleetpod.signature import file_sha256, verify_signature
+from fleetpod.trust import TrustStore
+
+IMAGE_ID = re.compile(r"^sha512-[0-9a-f]{128}$")
+MIN_ID_PREFIX_HEX = 8
+RENDERED = "rendered"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image in the store."""
+
+    id: str
+    manifest: ImageManifest
+    size: int
+    imported: datetime
+    source: str
+    signed_by: str | None
+    insecure: bool = False
+    last_used: datetime | None = None
+    statement: dict[str, Any] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str | None:
+        return self.manifest.version
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ImageStore:
+    """Images by id under one directory."""
+
+    def __init__(
+        self,
+        images_dir: Path,
+        *,
+        allow_devices: bool = False,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.images_dir = Path(images_dir)
+        self.allow_devices = allow_devices
+        self.clock = clock
+        self.blobs_dir = self.images_dir / "blobs"
+        self.manifests_dir = self.images_dir / "manifests"
+        self.index_dir = self.images_dir / "index"
+        self.trees_dir = self.images_dir / "trees"
+        self.tmp_dir = self.images_dir / "tmp"
+        self.locks_dir = self.images_dir / "locks"
+
+    def ensure_layout(self) -> None:
+        for directory in (self.blobs_dir, self.manifests_dir, self.index_dir, self.trees_dir):
+            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for directory in (self.tmp_dir, self.locks_dir):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def import_archive(
+        self,
+        archive: Path,
+        *,
+        signature: bytes | None,
+        trust: TrustStore,
+        insecure: frozenset[Insecure],
+        source: str,
+        warn: Callable[[str], None],
+    ) -> ImageRecord:
+        """Verify the image file `archive` and add it to the store (a no-op if present)."""
+        self.ensure_layout()
+        try:
+            archive_sha256 = file_sha256(archive)
+        except OSError as error:
+            raise StoreError(f"cannot read image {str(archive)!r}: {error.strerror}") from None
+        fd, temporary = tempfile.mkstemp(dir=self.tmp_dir, prefix="import-", suffix=".tar")
+        try:
+            image_id, size = _decompress(archive, fd)
+            if compression_of(Path(temporary)) is not None:
+                raise ImageError(f"image {str(archive)!r} is compressed twice")
+            manifest, manifest_bytes = inspect_archive(
+                Path(temporary), allow_devices=self.allow_devices
+            )
+            verified = _verify(
+                manifest,
+                image_id=image_id,
+                archive_sha256=archive_sha256,
+                signature=signature,
+                trust=trust,
+                insecure=insecure,
+                source=source,
+                warn=warn,
+            )
+            record = ImageRecord(
+                id=image_id,
+                manifest=manifest,
+                size=size,
+                imported=self.clock(),
+                source=source,
+                signed_by=None if verified is None else verified[0],
+                insecure=verified is None,
+                statement=None if verified is None else verified[1],
+            )
+            with self._lock(image_id):
+                existing = self._record_or_none(image_id)
+                if existing is not None:
+                    if existing.signed_by is None and record.signed_by is not None:
+                        existing = replace(
+                            existing,
+                            signed_by=record.signed_by,
+                            insecure=False,
+                            statement=record.statement,
+                        )
+                        self._write_index(existing)
+                    return existing
+                os.chmod(temporary, 0o644)
+                os.replace(temporary, self.blobs_dir / image_id)
+                write_atomically(self.manifests_dir / f"{image_id}.json", manifest_bytes)
+                self._write_index(record)
+            return record
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+    def resolve(self, ref: str) -> ImageRecord:
+        """The image `ref` names: a full id, a unique id prefix, `name` or `name:version`."""
+        ref = ref.strip()
+        if ref.startswith("sha512-"):
+            digits = ref.removeprefix("sha512-").lower()
+            if not re.fullmatch(rf"[0-9a-f]{{{MIN_ID_PREFIX_HEX},128}}", digits):
+                raise StoreError(
+                    f"image id {ref!r} must be sha512- and {MIN_ID_PREFIX_HEX} to 128 hex digits"
+                )
+            matches = [r for r in self.list() if r.id.startswith("sha512-" + digits)]
+            if len(matches) > 1:
+                listed = ", ".join(r.id[:39] for r in matches)
+                raise StoreError(f"ambiguous image id {ref!r}: it matches {listed}")
+        else:
+            name, _, version = ref.partition(":")
+            matches = [
+                r for r in self.list() if r.name == name and (not version or r.version == version)
+            ]
+        if not matches:
+            raise StoreError(f"no image matches {ref!r}")
+        return max(matches, key=lambda record: record.imported)
+
+    def list(self) -> list[ImageRecord]:
+        """Every complete image, oldest import first."""
+        try:
+            names = sorted(os.listdir(self.index_dir))
+        except FileNotFoundError:
+            return []
+        found = [self._record_or_none(name.removesuffix(".json")) for name in names]
+        records = [record for record in found if record is not None]
+        return sorted(records, key=lambda record: (record.imported, record.id))
+
+    def remove(self, ref: str) -> ImageRecord:
+        """Delete an image: blob first, then its tree, manifest and index entry."""
+        record = self.resolve(ref)
+        with self._lock(record.id):
+            (self.blobs_dir / record.id).unlink(missing_ok=True)
+            force_rmtree(self.trees_dir / record.id)
+            (self.manifests_dir / f"{record.id}.json").unlink(missing_ok=True)
+            (self.index_dir / f"{record.id}.json").unlink(missing_ok=True)
+        return record
+
+    def manifest_bytes(self, ref: str) -> bytes:
+        """The image's manifest exactly as it was in the archive."""
+        record = self.resolve(ref)
+        return (self.manifests_dir / f"{record.id}.json").read_bytes()
+
+    def export(self, ref: str, output: Path) -> None:
+        """Write the image's uncompressed tar to `output` (atomically)."""
+        record = self.resolve(ref)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, open(self.blobs_dir / record.id, "rb") as blob:
+                shutil.copyfileobj(blob, out, CHUNK)
+            os.chmod(temporary, 0o644)
+            os.replace(temporary, output)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
+    def render(self, image_id: str) -> Path:
+        """The rendered rootfs of `image_id`, rendering it first if needed."""
+        self._check_id(image_id)
+        blob = self.blobs_dir / image_id
+        if not blob.is_file():
+            raise StoreError(f"image {image_id} is not in the store")
+        tree = self.trees_dir / image_id
+        with self._lock(image_id):
+            if (tree / RENDERED).is_file() and (tree / "rootfs").is_dir():
+                return tree / "rootfs"
+            force_rmtree(tree)  # an incomplete tree from an interrupted render
+            staging = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="tree-"))
+            try:
+                render_rootfs(blob, staging / "rootfs", allow_devices=self.allow_devices)
+                os.chmod(staging, 0o755)
+                os.rename(staging, tree)
+            except BaseException:
+                force_rmtree(staging)
+                raise
+            write_atomically(tree / RENDERED, image_id.encode() + b"\n")
+        return tree / "rootfs"
+
+    def trees(self) -> set[str]:
+        """Ids of images with a complete rendered tree."""
+        try:
+            names = os.listdir(self.trees_dir)
+        except FileNotFoundError:
+            return set()
+        return {n for n in names if IMAGE_ID.match(n) and (self.trees_dir / n / RENDERED).is_file()}
+
+    def remove_tree(self, image_id: str) -> None:
+        self._check_id(image_id)
+        with self._lock(image_id):
+            force_rmtree(self.trees_dir / image_id)
+
+    def touch(self, image_id: str) -> None:
+        """Record that `image_id` was used now (for image gc)."""
+        self._check_id(image_id)
+        with self._lock(image_id):
+            record = self._record_or_none(image_id)
+            if record is None:
+                raise StoreError(f"image {image_id} is not in the store")
+            self._write_index(replace(record, last_used=self.clock()))
+
+    def _check_id(self, image_id: str) -> None:
+        if not IMAGE_ID.match(image_id):
+            raise StoreError(f"{image_id!r} is not a full image id (sha512- and 128 hex digits)")
+
+    @contextmanager
+    def _lock(self, image_id: str) -> Iterator[None]:
+        self.ensure_layout()
+        fd = os.open(self.locks_dir / f"{image_id}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _record_or_none(self, image_id: str) -> ImageRecord | None:
+        if not IMAGE_ID.match(image_id) or not (self.blobs_dir / image_id).is_file():
+            return None
+        index = self.index_dir / f"{image_id}.json"
+        try:
+            document = json.loads(index.read_bytes())
+            manifest = parse_image_manifest((self.manifests_dir / f"{image_id}.json").read_bytes())
+            last_used = document.get("last_used")
+            return ImageRecord(
+                id=image_id,
+                manifest=manifest,
+                size=int(document["size"]),
+                imported=datetime.fromisoformat(document["imported"]),
+                source=str(document["source"]),
+                signed_by=document.get("signed_by"),
+                insecure=bool(document.get("insecure", False)),
+                last_used=None if last_used is None else datetime.fromisoformat(last_used),
+                statement=document.get("statement"),
+            )
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, ImageError) as error:
+            raise StoreError(f"image store entry {str(index)!r} is damaged: {error}") from None
+
+    def _write_index(self, record: ImageRecord) -> None:
+        document = {
+            "id": record.id,
+            "name": record.name,
+            "labels": dict(record.manifest.labels),
+            "size": record.size,
+            "imported": record.imported.isoformat(),
+            "last_used": None if record.last_used is None else record.last_used.isoformat(),
+            "source": record.source,
+            "signed_by": record.signed_by,
+            "insecure": record.insecure,
+            "statement": record.statement,
+        }
+        data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
+        write_atomically(self.index_dir / f"{record.id}.json", data)
+
+
+def _decompress(archive: Path, fd: int) -> tuple[str, int]:
+    """Decompress `archive` into the open file `fd`; its image id and uncompressed size."""
+    digest, size = hashlib.sha512(), 0
+    try:
+        with os.fdopen(fd, "wb") as out, open_decompressed(archive) as stream:
+            while chunk := stream.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                out.write(chunk)
+    except ARCHIVE_ERRORS as error:
+        raise ImageError(f"cannot decompress image {str(archive)!r}: {error}") from None
+    return "sha512-" + digest.hexdigest(), size
+
+
+def _verify(
+    manifest: ImageManifest,
+    *,
+    image_id: str,
+    archive_sha256: str,
+    signature: bytes | None,
+    trust: TrustStore,
+    insecure: frozenset[Insecure],
+    source: str,
+    warn: Callable[[str], None],
+) -> tuple[str, dict[str, Any]] | None:
+    """(key id, statement) of a valid trusted signature; None if accepted without one."""
+    try:
+        if signature is None:
+            raise TrustError(
+                f"image {manifest.name!r} from {source} has no signature (sign it with "
+                "`fleet-pod image sign --key KEY FILE`, or accept it unsigned with "
+                "--insecure-options=image)"
+            )
+        verified = verify_signature(
+            signature,
+            trust.keys_for(manifest.name),
+            name=manifest.name,
+            image_id=image_id,
+            archive_sha256=archive_sha256,
+        )
+    except TrustError as error:
+        if Insecure.IMAGE not in insecure:
+            raise
+        warn(
+            f"WARNING: SIGNATURE CHECK DISABLED (--insecure-options=image): importing image "
+            f"{manifest.name!r} ({image_id[:39]}) from {source} although: {error}"
+        )
+        return None
+    return verified.keyid, verified.statement
