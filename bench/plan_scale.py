@@ -5,6 +5,9 @@ Builds a cluster snapshot in memory (the planner is pure, so no etcd is needed h
 * `initial`: placing every unit on an empty cluster (the engine's first pass after a cold start);
 * `steady`: planning again once everything is placed (the cost of a safety-net pass);
 * `failover`: planning after 1% of the machines went away (their units move).
+* `delta_*`: the same through the incremental planner the engine uses after its first plan
+  (`plan_engine_delta` on the board kept from a full plan): one new unit, one unit destroyed, and
+  the failover above. Each is checked against the full planner's tasks.
 
 Memory is the traced peak (tracemalloc, in a second run that is not timed) of building the
 snapshot's units and machines plus the initial plan; `rss_mib` is the peak resident set.
@@ -27,7 +30,8 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from fleetd.core.engine_plan import plan_engine
+from fleetd.core.engine_delta import Changes, PlanState, plan_engine_delta
+from fleetd.core.engine_plan import plan_engine, plan_engine_full
 from fleetd.core.model import ClusterSnapshot, Machine, Unit
 from fleetd.core.requirements import Requirements
 from fleetd.core.states import JobState
@@ -75,6 +79,42 @@ def timed(snapshot: ClusterSnapshot) -> tuple[float, list[object]]:
     return time.perf_counter() - started, list(tasks)
 
 
+def timed_deltas(
+    settled: ClusterSnapshot, shrunk: ClusterSnapshot, gone: set[str], failover: list[object]
+) -> dict[str, float | int]:
+    """The incremental planner on the settled cluster: one unit added, one destroyed, failover.
+
+    Each starts from a fresh board kept after a full plan, as the engine keeps it.
+    """
+
+    def kept() -> PlanState:
+        tasks, board = plan_engine_full(settled)
+        assert not tasks, "the settled cluster still had work"
+        return PlanState.after(settled, board, tasks)
+
+    new = Unit("new.service", "f" * 40, JobState.LAUNCHED, Requirements())
+    added = replace(settled, units={**settled.units, new.name: new})
+    victim = next(iter(settled.units))
+    removed = replace(settled, units={k: v for k, v in settled.units.items() if k != victim})
+    cases = {
+        "add_one": (added, Changes(units=frozenset({new.name}))),
+        "destroy_one": (removed, Changes(units=frozenset({victim}))),
+        "failover": (shrunk, Changes(machines=frozenset(gone))),
+    }
+    result: dict[str, float | int] = {}
+    for label, (snapshot, changes) in cases.items():
+        state = kept()
+        started = time.perf_counter()
+        tasks = plan_engine_delta(snapshot, state, changes)
+        elapsed = time.perf_counter() - started
+        assert tasks is not None, f"{label}: the incremental planner fell back"
+        expected = failover if label == "failover" else plan_engine(snapshot)
+        assert tasks == expected, f"{label}: the incremental plan differs from the full plan"
+        result[f"delta_{label}_ms"] = round(elapsed * 1000, 2)
+        result[f"delta_{label}_tasks"] = len(tasks)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=100_000)
@@ -96,6 +136,7 @@ def main() -> None:
     gone = set(list(after.machines)[: max(1, args.machines // 100)])
     shrunk = replace(after, machines={m: v for m, v in after.machines.items() if m not in gone})
     failover_s, failover_tasks = timed(shrunk)
+    delta = timed_deltas(after, shrunk, gone, failover_tasks)
     result = {
         "units": len(snapshot.units),
         "machines": args.machines,
@@ -107,6 +148,7 @@ def main() -> None:
         "failover_machines_lost": len(gone),
         "failover_plan_s": round(failover_s, 3),
         "failover_tasks": len(failover_tasks),
+        **delta,
         "snapshot_mib": round(built / 2**20, 1),
         "peak_traced_mib": round(peak / 2**20, 1),
         "rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

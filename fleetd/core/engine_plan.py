@@ -256,28 +256,57 @@ class _Planner:
         return removals + writes + self._diff_unplaceable()
 
     def _change(self, placed: Placement | None, unit: Unit) -> str | None:
-        if placed is None:
-            if unit.requirements.is_global:
-                return "global unit: machine matches"
-            return self.why_placed.get(unit.name, "placed")
-        if placed.hash != unit.hash:
-            return "unit file changed"
-        if placed.desired != unit.desired:
-            return f"desired state {placed.desired} -> {unit.desired}"
-        return None
+        return schedule_change(placed, unit, self.why_placed)
 
     def _diff_unplaceable(self) -> list[EngineTask]:
         stored = self.snapshot.unplaceable
         tasks: list[EngineTask] = []
         for name in sorted(stored.keys() | self.unplaceable.keys()):
-            reasons = self.unplaceable.get(name)
-            if reasons is None:
-                unit = self.units.get(name)
-                why = "unit destroyed" if unit is None else "placed or no longer wanted"
-                tasks.append(ClearUnplaceable(name, why))
-            elif stored.get(name) != reasons:
-                tasks.append(MarkUnplaceable(name, reasons))
+            task = unplaceable_change(
+                name, self.units.get(name), stored.get(name), self.unplaceable.get(name)
+            )
+            if task is not None:
+                tasks.append(task)
         return tasks
+
+
+def schedule_change(
+    placed: Placement | None, unit: Unit, why_placed: Mapping[str, str]
+) -> str | None:
+    """Why the schedule entry `placed` must be (re)written for `unit`; None when it need not."""
+    if placed is None:
+        if unit.requirements.is_global:
+            return "global unit: machine matches"
+        return why_placed.get(unit.name, "placed")
+    if placed.hash != unit.hash:
+        return "unit file changed"
+    if placed.desired != unit.desired:
+        return f"desired state {placed.desired} -> {unit.desired}"
+    return None
+
+
+def unplaceable_change(
+    name: str, unit: Unit | None, stored: tuple[str, ...] | None, reasons: tuple[str, ...] | None
+) -> EngineTask | None:
+    """The task that turns the `stored` reasons of `name` into `reasons` (None: not unplaceable)."""
+    if reasons is None:
+        if stored is None:
+            return None
+        return ClearUnplaceable(
+            name, "unit destroyed" if unit is None else "placed or no longer wanted"
+        )
+    return None if stored == reasons else MarkUnplaceable(name, reasons)
+
+
+def plan_engine_full(
+    snapshot: ClusterSnapshot, *, hold_departed: bool = False
+) -> tuple[list[EngineTask], Board]:
+    """`plan_engine`, and the board as it stands once the tasks are applied.
+
+    The engine keeps that board for the incremental planner (`engine_delta`).
+    """
+    planner = _Planner(snapshot, hold_departed=hold_departed)
+    return planner.run(), planner.board
 
 
 def plan_engine(snapshot: ClusterSnapshot, *, hold_departed: bool = False) -> list[EngineTask]:

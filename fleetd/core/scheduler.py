@@ -18,10 +18,13 @@ metadata values have few candidates, found through indexes and ranked directly.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 from fleetd.core.model import Machine, Unit
+
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +41,20 @@ def machine_id_matches(wanted: str, machine: Machine) -> bool:
 
 
 class Board:
-    """Who runs where while one plan is computed, with the indexes the ranker needs."""
+    """Who runs where while a plan is computed, with the indexes the ranker needs.
+
+    A full plan builds one from the machines alone; the engine then keeps it, and the
+    incremental planner (`engine_delta`) moves it along with each change, adding and removing
+    machines as they come and go. The board holds its own copy of the machine map.
+    """
 
     def __init__(self, machines: Mapping[str, Machine]) -> None:
-        self.machines = machines
-        self.units_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
+        self.machines: dict[str, Machine] = {}
+        self.units_on: dict[str, dict[str, Unit]] = {}
         # the few units that carry Conflicts or Replaces, per machine: most units carry neither,
         # so the checks for them look here instead of at every unit on the machine
-        self.conflicting_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
-        self.replacing_on: dict[str, dict[str, Unit]] = {m: {} for m in machines}
+        self.conflicting_on: dict[str, dict[str, Unit]] = {}
+        self.replacing_on: dict[str, dict[str, Unit]] = {}
         self.where: dict[str, set[str]] = {}
         self._by_meta: dict[tuple[str, str], set[str]] = {}
         self._by_short_id: dict[str, set[str]] = {}
@@ -54,11 +62,54 @@ class Board:
         # one per metadata pair, so a unit asking for `role=db` pops only db machines
         self._heaps: dict[tuple[str, str] | None, list[tuple[int, str]]] = {None: []}
         for machine in sorted(machines.values(), key=lambda m: m.id):
-            self._by_short_id.setdefault(machine.short_id, set()).add(machine.id)
-            self._heaps[None].append((0, machine.id))
-            for pair in machine.metadata.items():
-                self._by_meta.setdefault(pair, set()).add(machine.id)
-                self._heaps.setdefault(pair, []).append((0, machine.id))
+            self._add(machine)
+        for heap in self._heaps.values():
+            heapq.heapify(heap)
+
+    def _add(self, machine: Machine) -> None:
+        self.machines[machine.id] = machine
+        self.units_on[machine.id] = {}
+        self.conflicting_on[machine.id] = {}
+        self.replacing_on[machine.id] = {}
+        self._by_short_id.setdefault(machine.short_id, set()).add(machine.id)
+        self._heaps[None].append((0, machine.id))
+        for pair in machine.metadata.items():
+            self._by_meta.setdefault(pair, set()).add(machine.id)
+            self._heaps.setdefault(pair, []).append((0, machine.id))
+
+    def add_machine(self, machine: Machine) -> None:
+        """A machine joined: it is empty and may take units."""
+        self._add(machine)
+        for heap in (self._heaps[None], *(self._heaps[p] for p in machine.metadata.items())):
+            heapq.heappush(heap, heap.pop())  # restore the heap order after `_add`'s append
+
+    def remove_machine(self, machine_id: str) -> None:
+        """A machine left; its units must have been removed first."""
+        machine = self.machines.pop(machine_id)
+        assert not self.units_on[machine_id], f"machine {machine_id} still has units"
+        del self.units_on[machine_id], self.conflicting_on[machine_id]
+        del self.replacing_on[machine_id]
+        self._discard(self._by_short_id, machine.short_id, machine_id)
+        for pair in machine.metadata.items():
+            self._discard(self._by_meta, pair, machine_id)
+        # its heap entries go stale: `_pick_from_heap` skips machines that are not here
+
+    @staticmethod
+    def _discard(index: dict[_K, set[str]], key: _K, machine_id: str) -> None:
+        members = index.get(key)
+        if members is not None:
+            members.discard(machine_id)
+            if not members:
+                del index[key]
+
+    def replace_unit(self, unit: Unit) -> None:
+        """Swap in a new version of a placed unit whose requirements are unchanged."""
+        for machine in self.where.get(unit.name, ()):
+            self.units_on[machine][unit.name] = unit
+            if unit.name in self.conflicting_on[machine]:
+                self.conflicting_on[machine][unit.name] = unit
+            if unit.name in self.replacing_on[machine]:
+                self.replacing_on[machine][unit.name] = unit
 
     def load(self, machine: str) -> int:
         """How many units are placed on `machine`."""
@@ -92,9 +143,22 @@ class Board:
     def _push(self, machine: str) -> None:
         """Record `machine`'s new load in every heap it belongs to."""
         entry = (self.load(machine), machine)
-        heapq.heappush(self._heaps[None], entry)
-        for pair in self.machines[machine].metadata.items():
-            heapq.heappush(self._heaps[pair], entry)
+        for key in (None, *self.machines[machine].metadata.items()):
+            heap = self._heaps[key]
+            heapq.heappush(heap, entry)
+            if len(heap) > 4 * len(self._members(key)) + 64:
+                self._compact(key)
+
+    def _members(self, key: tuple[str, str] | None) -> Collection[str]:
+        """The machines one heap ranks: all of them, or those with one metadata pair."""
+        return self.machines.keys() if key is None else self._by_meta.get(key, set())
+
+    def _compact(self, key: tuple[str, str] | None) -> None:
+        """Rebuild one heap from the current loads, dropping its stale entries (a kept board
+        pushes one entry per change, so without this its heaps would only grow)."""
+        heap = [(self.load(m), m) for m in self._members(key)]
+        heapq.heapify(heap)
+        self._heaps[key] = heap
 
     def replaced_by(self, unit: Unit, machine: str) -> str | None:
         """The first (by name) unit on `machine` that replaces `unit`, if any."""
@@ -134,8 +198,8 @@ class Board:
         found: str | None = None
         while heap:
             load, machine = heapq.heappop(heap)
-            if load != self.load(machine) or machine in seen:
-                continue  # a stale entry: the machine's load has changed since it was pushed
+            if machine not in self.units_on or load != self.load(machine) or machine in seen:
+                continue  # a stale entry: the machine left, or its load changed since the push
             seen.append(machine)
             if self.rejection(unit, machine) is None:
                 found = machine

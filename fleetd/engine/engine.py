@@ -10,6 +10,11 @@ seconds after a term that began because of an etcd outage (this engine's lease d
 keep-alives, or etcd failed its calls), placements on machines that vanished are held, not moved:
 the outage expired every machine's lease at once, and their agents are re-registering.
 
+A pass plans incrementally (`plan_engine_delta`) from the board kept after the term's previous
+plan and the names the view saw change, which gives the full planner's tasks at the cost of what
+changed; it plans in full at the start of a term, while departed machines are held, after a
+write that may have been cut short, and whenever the incremental planner cannot be sure.
+
 Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting and
 campaigns again. Before planning, a pass waits until the view has seen the engine's own previous
 writes, so it never plans from a view that predates them.
@@ -22,7 +27,9 @@ import math
 
 import structlog
 
-from fleetd.core.engine_plan import plan_engine
+from fleetd.core.engine_delta import PlanState, plan_engine_delta
+from fleetd.core.engine_plan import plan_engine_full
+from fleetd.core.tasks import EngineTask
 from fleetd.engine.executor import Deposed, apply_engine_tasks
 from fleetd.engine.leader import Election, Term
 from fleetd.engine.view import ClusterView
@@ -67,6 +74,9 @@ class Engine:
         self.leading = asyncio.Event()  # set while this engine leads
         self._written: dict[str, int] = {}
         self._settled: tuple[int, bool] | None = None
+        self._kept: PlanState | None = None  # the board after this term's last plan
+        self.full_passes = 0
+        self.delta_passes = 0
 
     @property
     def is_leader(self) -> bool:
@@ -98,6 +108,7 @@ class Engine:
         self._deposed.clear()
         self._written = {}
         self._settled = None
+        self._kept = None
         self.term = term
         self.leading.set()
         running_loop = asyncio.get_running_loop()
@@ -137,15 +148,34 @@ class Engine:
             settled = (self.view.generation, hold)
             if settled == self._settled:
                 return  # nothing changed since a plan that had nothing to do
-            tasks = plan_engine(self.view.snapshot(), hold_departed=hold)
+            tasks = self._plan(hold)
             if not tasks:
                 self._settled = settled
                 return
             try:
                 written = await apply_engine_tasks(self._client, self._keys, term.fence(), tasks)
             except Deposed as exc:
+                self._kept = None
                 log.warning("engine write refused", error=str(exc))
                 self._deposed.set()
                 return
+            except BaseException:
+                self._kept = None  # some batches may not have been written: plan fully next
+                raise
             self._written = written
             self.passes_with_writes += 1
+
+    def _plan(self, hold: bool) -> list[EngineTask]:
+        """This pass's tasks: from the kept board and what changed when it can, else in full."""
+        snapshot = self.view.snapshot()
+        changes = self.view.take_changes()
+        if self._kept is not None and not hold:
+            tasks = plan_engine_delta(snapshot, self._kept, changes)
+            if tasks is not None:
+                self.delta_passes += 1
+                return tasks
+        tasks, board = plan_engine_full(snapshot, hold_departed=hold)
+        # while held, the board leaves out placements on departed machines: not a state to keep
+        self._kept = None if hold else PlanState.after(snapshot, board, tasks)
+        self.full_passes += 1
+        return tasks

@@ -14,6 +14,7 @@ its own attribute. A record whose `id` differs from its key is refused (the Mirr
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from fleetd.core.model import Machine, merge_metadata
@@ -26,8 +27,11 @@ from fleetd.registry.mirror import Mirror
 class MachineDirectory:
     """The live machines of one mirror, metadata merged; see the module docstring."""
 
-    def __init__(self, mirror: Mirror, keys: Keys) -> None:
+    def __init__(
+        self, mirror: Mirror, keys: Keys, on_change: Callable[[str | None], None] = lambda _: None
+    ) -> None:
         self._keys = keys
+        self._on_change = on_change  # a machine id, or None when every machine may have changed
         self.merged: dict[str, Machine] = {}
         self._records: dict[str, Machine] = {}
         self._overrides: dict[str, dict[str, str]] = {}
@@ -54,6 +58,7 @@ class MachineDirectory:
     def _clear_records(self) -> None:
         self._records.clear()
         self.merged.clear()
+        self._on_change(None)
 
     def _put_override(self, kv: KeyValue) -> None:
         machine_id, name = self._keys.split_pair(self._keys.metadata, kv.key)
@@ -73,8 +78,10 @@ class MachineDirectory:
         self._overrides.clear()
         for machine_id in list(self._records):
             self._merge(machine_id)
+        self._on_change(None)
 
     def _merge(self, machine_id: str) -> None:
+        self._on_change(machine_id)
         record = self._records.get(machine_id)
         if record is None:
             self.merged.pop(machine_id, None)

@@ -283,3 +283,34 @@ async def test_metadata_set_through_the_api_moves_units(etcd: EtcdClient, keys: 
             "no machine has metadata role=db",
         )
     await lease.revoke()
+
+
+async def test_passes_after_the_first_plan_only_what_changed(etcd: EtcdClient, keys: Keys) -> None:
+    leases = [await add_machine(etcd, keys, m) for m in (WEB, DB1, DB2)]
+    engine = Engine(etcd, keys, WEB, reconcile_interval=0.5)
+    async with running(engine):
+        await submit(etcd, keys, "first.service")
+        await wait_until(lambda: _placed_count(etcd, keys, 1), "the first unit placed", within=5)
+        full = engine.full_passes
+        for i in range(6):
+            await submit(etcd, keys, f"more{i}.service")
+        found = await wait_until(
+            lambda: _placed_count(etcd, keys, 7), "six more units placed", within=5
+        )
+        await leases[2].revoke()  # DB2 leaves: its units move in an incremental pass too
+
+        async def off_db2() -> dict[str, set[str]]:
+            now = await placements(etcd, keys)
+            return now if len(now) == 7 and all(DB2 not in m for m in now.values()) else {}
+
+        await wait_until(off_db2, "DB2's units placed again", within=5)
+    assert any(DB2 in machines for machines in found.values())
+    assert engine.full_passes == full, "an incremental pass fell back to a full plan"
+    assert engine.delta_passes >= 2
+    for lease in leases[:2]:
+        await lease.revoke()
+
+
+async def _placed_count(etcd: EtcdClient, keys: Keys, count: int) -> dict[str, set[str]]:
+    found = await placements(etcd, keys)
+    return found if len(found) == count else {}
