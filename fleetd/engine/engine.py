@@ -39,6 +39,9 @@ from fleetd.runtime.loop import ReconcileLoop
 
 log = structlog.get_logger(__name__)
 
+# a full plan of this many units or more runs off the event loop (about 50 ms of planning)
+FULL_PLAN_IN_THREAD = 2000
+
 
 def leader_ttl(reconcile_interval: float) -> int:
     """fleet's lease length: five reconcile intervals, and never under 2 seconds."""
@@ -148,7 +151,7 @@ class Engine:
             settled = (self.view.generation, hold)
             if settled == self._settled:
                 return  # nothing changed since a plan that had nothing to do
-            tasks = self._plan(hold)
+            tasks = await self._plan(hold)
             if not tasks:
                 self._settled = settled
                 return
@@ -165,16 +168,25 @@ class Engine:
             self._written = written
             self.passes_with_writes += 1
 
-    def _plan(self, hold: bool) -> list[EngineTask]:
-        """This pass's tasks: from the kept board and what changed when it can, else in full."""
+    async def _plan(self, hold: bool) -> list[EngineTask]:
+        """This pass's tasks: from the kept board and what changed when it can, else in full.
+
+        A full plan of a large cluster runs in a worker thread on a copy of the view, so the
+        event loop (the API, the agent, the keep-alives) carries on meanwhile; what changes in
+        the view during it is in the change log for the next pass.
+        """
         snapshot = self.view.snapshot()
         changes = self.view.take_changes()
         if self._kept is not None and not hold:
-            tasks = plan_engine_delta(snapshot, self._kept, changes)
-            if tasks is not None:
+            delta = plan_engine_delta(snapshot, self._kept, changes)
+            if delta is not None:
                 self.delta_passes += 1
-                return tasks
-        tasks, board = plan_engine_full(snapshot, hold_departed=hold)
+                return delta
+        if len(snapshot.units) >= FULL_PLAN_IN_THREAD:
+            snapshot = self.view.copy_snapshot()
+            tasks, board = await asyncio.to_thread(plan_engine_full, snapshot, hold_departed=hold)
+        else:
+            tasks, board = plan_engine_full(snapshot, hold_departed=hold)
         # while held, the board leaves out placements on departed machines: not a state to keep
         self._kept = None if hold else PlanState.after(snapshot, board, tasks)
         self.full_passes += 1

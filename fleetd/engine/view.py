@@ -74,6 +74,15 @@ class ClusterView(Mirror):
             unplaceable=MappingProxyType(self.unplaceable),
         )
 
+    def copy_snapshot(self) -> ClusterSnapshot:
+        """A copy of the view that later watch events leave alone (for planning off the loop)."""
+        return ClusterSnapshot(
+            units=dict(self.units),
+            machines=dict(self.machines),
+            schedule={machine: dict(placed) for machine, placed in self.schedule.items()},
+            unplaceable=dict(self.unplaceable),
+        )
+
     def take_changes(self) -> Changes:
         """What changed since the last call; the next call starts from here."""
         changes = Changes(

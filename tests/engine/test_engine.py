@@ -314,3 +314,21 @@ async def test_passes_after_the_first_plan_only_what_changed(etcd: EtcdClient, k
 async def _placed_count(etcd: EtcdClient, keys: Keys, count: int) -> dict[str, set[str]]:
     found = await placements(etcd, keys)
     return found if len(found) == count else {}
+
+
+async def test_a_full_plan_off_the_event_loop_places_the_same_way(
+    etcd: EtcdClient, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("fleetd.engine.engine.FULL_PLAN_IN_THREAD", 0)
+    for i in range(4):
+        await submit(etcd, keys, f"early{i}.service")
+    leases = [await add_machine(etcd, keys, m) for m in (WEB, DB1)]
+    engine = Engine(etcd, keys, WEB, reconcile_interval=0.5)
+    async with running(engine):
+        found = await wait_until(
+            lambda: _placed_count(etcd, keys, 4), "units placed by a threaded plan", within=5
+        )
+    assert engine.full_passes >= 1
+    assert sorted(len([u for u, m in found.items() if m == {x}]) for x in (WEB, DB1)) == [2, 2]
+    for lease in leases:
+        await lease.revoke()
