@@ -7,6 +7,8 @@
     <prefix>unplaceable/<unit>           why no machine can run a unit             (engine, fenced)
     <prefix>metadata/<machine>/<key>     metadata set through the API, over the record's (API)
     <prefix>engine/leader                the engine leader, on the leader's lease   (engine)
+    <prefix>network/config               the container network, flannel's JSON      (operator)
+    <prefix>network/subnets/<a.b.c.d-len> a machine's subnet lease, flannel's JSON   (agent)
 
 The prefix always ends with "/". This layout is a public contract (`docs/architecture.md`).
 """
@@ -78,6 +80,18 @@ class Keys:
     @property
     def leader(self) -> str:
         return f"{self.prefix}engine/leader"
+
+    @property
+    def network_config(self) -> str:
+        return f"{self.prefix}network/config"
+
+    @property
+    def subnets(self) -> str:
+        return f"{self.prefix}network/subnets/"
+
+    def subnet(self, name: str) -> str:
+        """A subnet lease, named as flannel names it (`10.244.3.0-24`)."""
+        return f"{self.subnets}{name}"
 
     def name_under(self, parent: str, key: str) -> str:
         """The last component of `key` below `parent` (a unit name or a machine id)."""

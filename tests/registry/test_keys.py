@@ -56,6 +56,9 @@ def test_every_builder(prefix: str) -> None:
     assert keys.unplaceable == f"{p}unplaceable/"
     assert keys.unplaceable_unit("hello.service") == f"{p}unplaceable/hello.service"
     assert keys.leader == f"{p}engine/leader"
+    assert keys.network_config == f"{p}network/config"
+    assert keys.subnets == f"{p}network/subnets/"
+    assert keys.subnet("10.244.3.0-24") == f"{p}network/subnets/10.244.3.0-24"
 
 
 def test_the_documented_layout_under_the_default_prefix() -> None:
@@ -67,6 +70,8 @@ def test_the_documented_layout_under_the_default_prefix() -> None:
         keys.state("m1", "web@1.service"),
         keys.unplaceable_unit("web@1.service"),
         keys.leader,
+        keys.network_config,
+        keys.subnet("10.244.3.0-24"),
     ] == [
         "/fleet/units/web@1.service",
         "/fleet/machines/m1",
@@ -74,6 +79,8 @@ def test_the_documented_layout_under_the_default_prefix() -> None:
         "/fleet/states/m1/web@1.service",
         "/fleet/unplaceable/web@1.service",
         "/fleet/engine/leader",
+        "/fleet/network/config",
+        "/fleet/network/subnets/10.244.3.0-24",
     ]
 
 
@@ -88,10 +95,11 @@ def test_a_placement_lies_under_its_machines_schedule() -> None:
 def test_sections_do_not_nest() -> None:
     keys = Keys()
     sections = [keys.units, keys.machines, keys.schedule, keys.states, keys.unplaceable]
+    sections += [keys.metadata, keys.subnets]
     for a in sections:
         for b in sections:
             assert a == b or not a.startswith(b), (a, b)
-    assert not any(keys.leader.startswith(s) for s in sections)
+    assert not any(k.startswith(s) for s in sections for k in (keys.leader, keys.network_config))
 
 
 @pytest.mark.parametrize(
