@@ -7,7 +7,10 @@
 - `etcd` (function): an EtcdClient on the shared server, created in the test's
   own event loop and closed afterwards (no channel outlives its loop).
 
-A missing etcd binary is an error, not a skip (see tests/etcd_server.py).
+A missing etcd binary is an error, not a skip (see devtools/etcd_server.py).
+
+Every test under tests/rig/ is marked `rig` (real systemd in Docker), so `scripts/test --quick`
+can leave them out.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -29,6 +33,15 @@ settings.register_profile("dev", max_examples=300)
 settings.register_profile("ci", max_examples=300, derandomize=True, print_blob=True)
 settings.register_profile("deep", max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+
+RIG_TESTS = Path(__file__).parent / "rig"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.is_relative_to(RIG_TESTS):
+            item.add_marker(pytest.mark.rig)
 
 
 def _running_etcd() -> Iterator[EtcdServer]:

@@ -32,25 +32,25 @@ def meta(**values: set[str]) -> tuple[tuple[str, frozenset[str]], ...]:
     return tuple((key, frozenset(values[key])) for key in sorted(values))
 
 
-def test_known_keys() -> None:
-    assert (
-        frozenset(
-            {
-                "MachineID",
-                "MachineOf",
-                "MachineMetadata",
-                "Conflicts",
-                "Global",
-                "Replaces",
-                "X-ConditionMachineID",
-                "X-ConditionMachineBootID",
-                "X-ConditionMachineOf",
-                "X-ConditionMachineMetadata",
-                "X-Conflicts",
-            }
-        )
-        == KNOWN_KEYS
-    )
+FLEET_KEYS = {
+    "MachineID": "0123456789abcdef0123456789abcdef",
+    "MachineOf": "a.service",
+    "MachineMetadata": "role=web",
+    "Conflicts": "b.service",
+    "Global": "false",
+    "Replaces": "c.service",
+    "X-ConditionMachineID": "0123456789abcdef0123456789abcdef",
+    "X-ConditionMachineBootID": "x",
+    "X-ConditionMachineOf": "a.service",
+    "X-ConditionMachineMetadata": "role=web",
+    "X-Conflicts": "b.service",
+}
+
+
+@pytest.mark.parametrize(("key", "value"), sorted(FLEET_KEYS.items()))
+def test_every_key_fleet_knows_is_understood(key: str, value: str) -> None:
+    assert reqs(f"{key}={value}\nMachineIDx=typo").unknown_keys == ("MachineIDx",)
+    assert key in KNOWN_KEYS
 
 
 def test_no_xfleet_section_gives_the_shared_empty_requirements() -> None:

@@ -6,6 +6,10 @@ unit against a machine holding given units, and the expected first rejection (or
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 
 import pytest
@@ -840,4 +844,33 @@ def test_explain_mixes_reasons_in_a_stable_order() -> None:
         "1 of 4 machines lack metadata role=db",
         "replaced by r.service on m2",
     )
-    assert explain(u, b) == explain(u, b)
+
+
+EXPLAIN_IN_A_FRESH_PROCESS = """
+import json
+from tests.core.test_scheduler import explained_example
+print(json.dumps(explained_example()))
+"""
+
+
+def explained_example() -> tuple[str, ...]:
+    """A board whose reasons come from sets and dicts of machines: order must not leak in."""
+    machines = [machine(f"m{i}", role="web" if i % 3 else "db") for i in range(12)]
+    placed = {f"m{i}": [unit("x.service")] for i in range(0, 12, 2)}
+    placed["m5"] = [unit("r.service", "Replaces=a.service")]
+    b = board(machines, placed)
+    return explain(unit("a.service", "MachineMetadata=role=db\nConflicts=x.service"), b)
+
+
+@pytest.mark.parametrize("seed", ["0", "1", "12345"])
+def test_reasons_are_the_same_under_any_hash_seed(seed: str) -> None:
+    env = {**os.environ, "PYTHONHASHSEED": seed}
+    out = subprocess.run(
+        [sys.executable, "-c", EXPLAIN_IN_A_FRESH_PROCESS],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    assert tuple(json.loads(out)) == explained_example()
