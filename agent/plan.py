@@ -8,7 +8,7 @@
   the unit at that hash (its launch intent; `None` when no record of it survives);
 * `unit_files`: unit file text by hash, for the units that must be written.
 
-Rules (fleet's agent, reference section 1.5, with `steps_towards` for the state moves):
+Rules (fleet's agent reconciler, with `steps_towards` for the state moves):
 
 * not desired (or desired `inactive`) but present -> `UnloadUnit` (stop, unlink, remove);
 * desired, absent -> `WriteUnit`, `LinkUnit`, and `StartUnit` when it should be launched;

@@ -1,7 +1,7 @@
 """The `[X-Fleet]` section: where a unit may run, read into an immutable `Requirements`.
 
 Role: turn a unit's name and `UnitFile` into the scheduling constraints the engine checks, with
-fleet's exact reading rules (reference sections 2.3 and 2.4), and validate their combinations
+fleet's exact reading rules (its `job` and `unit` packages), and validate their combinations
 with fleet's exact messages.
 
 Reading rules, in order:

@@ -1,5 +1,5 @@
 """Table tests for the engine planner, after fleet's `engine/reconciler_test.go` and its
-functional scheduling scenarios (reference section 8.2), plus pyfleet's own rules."""
+functional scheduling scenarios (`functional/scheduling_test.go`), plus pyfleet's own rules."""
 
 from __future__ import annotations
 
