@@ -6,8 +6,9 @@ planning call (built from a snapshot, never shared), so the planner stays pure.
 A unit may run on a machine when every checker passes, in this order: `MachineID`,
 `MachineMetadata`, `MachineOf`, `Conflicts` (both ways), and not being replaced by a unit already
 there. Among the machines that pass, the least loaded wins (fewest placed units, then machine id):
-deterministic (no map order or shuffle decides anything). When none passes, `explain` turns every machine's first
-rejection into reasons a person can act on ("no machine has metadata role=db").
+deterministic, as no map order or shuffle decides anything. When none passes, `explain` turns
+every machine's first rejection into reasons a person can act on ("no machine has metadata
+role=db").
 
 Scale: a unit with no static requirement, or with one single-valued `MachineMetadata` pair, takes
 the least-loaded machine from a heap (all machines, or those with that pair), so placing it costs
