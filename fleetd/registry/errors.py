@@ -8,6 +8,8 @@ no caller ever handles a grpc exception. The split that matters to callers:
   this way may or may not have been applied.
 - `EtcdCompacted` means the requested revision is gone; re-read the state.
 - `LeaseNotFound` means the lease expired or was revoked.
+- `EtcdResponseTooLarge`: a reply over the client's receive limit (ask for less);
+  `EtcdRequestTooLarge`: a write over etcd's `--max-request-bytes` (nothing was written).
 - anything else is an `EtcdError` that retrying will not fix.
 
 `translate_error` is the one place that maps a gRPC failure to these.
@@ -46,6 +48,14 @@ class LeaseNotFound(EtcdError):
     """The lease does not exist: it expired or was revoked."""
 
 
+class EtcdResponseTooLarge(EtcdError):
+    """etcd's reply is larger than the client's receive limit; a smaller read may fit."""
+
+
+class EtcdRequestTooLarge(EtcdError):
+    """etcd refused a write larger than its `--max-request-bytes`; nothing was written."""
+
+
 # Exceptions a grpc.aio call or stream can raise (besides CancelledError).
 GRPC_ERRORS: Final = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
 
@@ -68,6 +78,10 @@ def translate_error(err: BaseException, what: str) -> EtcdError:
             return EtcdCompacted(message)
         if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
             return LeaseNotFound(message)
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+            return EtcdResponseTooLarge(message)  # gRPC's own receive limit, on this side
+        if code == grpc.StatusCode.INVALID_ARGUMENT and "request is too large" in details:
+            return EtcdRequestTooLarge(message)
         return EtcdError(message)
     if isinstance(err, TimeoutError):
         return EtcdUnavailable(f"{what}: no answer in time")
