@@ -64,6 +64,16 @@ _TRANSIENT_CODES: Final = frozenset(
 )
 
 
+def _request_too_large(code: grpc.StatusCode, details: str) -> bool:
+    """etcd refused a request for its size: by its own check (a little over --max-request-bytes,
+    "request is too large"), or by its gRPC server's receive limit, 512 KiB above that."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "request is too large" in details
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and (
+        "grpc: received message larger than max" in details  # etcd's (Go) wording, not ours
+    )
+
+
 def translate_error(err: BaseException, what: str) -> EtcdError:
     """The registry exception for a failure of the gRPC call `what`.
 
@@ -78,10 +88,13 @@ def translate_error(err: BaseException, what: str) -> EtcdError:
             return EtcdCompacted(message)
         if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
             return LeaseNotFound(message)
+        if _request_too_large(code, details):
+            return EtcdRequestTooLarge(
+                f"{what}: the write is larger than etcd accepts (its --max-request-bytes): "
+                f"{details}"
+            )
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
-            return EtcdResponseTooLarge(message)  # gRPC's own receive limit, on this side
-        if code == grpc.StatusCode.INVALID_ARGUMENT and "request is too large" in details:
-            return EtcdRequestTooLarge(message)
+            return EtcdResponseTooLarge(message)  # the receive limit on this side
         return EtcdError(message)
     if isinstance(err, TimeoutError):
         return EtcdUnavailable(f"{what}: no answer in time")

@@ -411,3 +411,12 @@ async def test_closed_client_refuses_calls_loudly(etcd_server: EtcdServer) -> No
 
 async def _revision(etcd: EtcdClient) -> int:
     return (await etcd.get_prefix("/no-such-prefix/"))[1]
+
+
+async def test_a_write_over_etcds_grpc_receive_limit_is_a_request_too_large(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    """etcd's gRPC server refuses a message over --max-request-bytes + 512 KiB by itself."""
+    with pytest.raises(EtcdRequestTooLarge, match="received message larger than max"):
+        await etcd.put(key_prefix + "huge", b"x" * 3_000_000)
+    assert await etcd.get(key_prefix + "huge") is None
