@@ -13,8 +13,9 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from devtools.etcd_server import EtcdServer
+from devtools.etcd_server import EtcdServer, free_port
 from fleetd.api.app import create_app
+from fleetd.api.serve import open_listeners, serve_on
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.core.submission import MAX_METADATA_RECORD_BYTES, MAX_UNIT_RECORD_BYTES
@@ -225,6 +226,43 @@ async def test_an_integer_too_long_for_python_is_a_400_in_fleets_shape(
     patch = await api.patch("/fleet/v1/machines", content=body)
     assert_error(patch, 400, "cannot unmarshal number")
     assert await dump(etcd, keys.prefix) == before
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response with a Content-Length: (status, lower-cased headers, body)."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in head[1:] if line)
+    body = await reader.readexactly(int(headers["content-length"]))
+    return int(head[0].split()[1]), headers, body
+
+
+async def test_over_a_real_socket_the_huge_integer_is_a_400_and_the_connection_lives(
+    service: ApiService,
+) -> None:
+    """uvicorn on TCP: the error is JSON and the same connection serves the next request."""
+    body = ('{"desiredState": 1' + "0" * 5000 + "}").encode()
+    request = (
+        b"PUT /fleet/v1/units/a.service HTTP/1.1\r\nHost: fleet\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    with open_listeners([f"127.0.0.1:{free_port()}"]) as listeners:
+        port = listeners[0].sock.getsockname()[1]
+        server = asyncio.create_task(
+            serve_on(create_app(service), listeners[0], shutdown_timeout=1)
+        )
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+            async with asyncio.timeout(10):
+                for _ in range(2):
+                    writer.write(request)
+                    status, headers, answer = await read_response(reader)
+                    assert (status, headers["content-type"]) == (400, "application/json")
+                    assert "connection" not in headers  # not closing
+                    assert json.loads(answer)["error"]["code"] == 400
+            writer.close()
+        finally:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
 
 
 async def test_a_content_length_too_long_for_python_is_a_413(api: httpx.AsyncClient) -> None:
