@@ -24,7 +24,8 @@ trace. What it refuses:
 Records have size limits, counted as stored in etcd (the JSON the codec writes, where a
 character outside ASCII takes up to 12 bytes): MAX_UNIT_RECORD_BYTES for `units/<name>` and
 MAX_METADATA_RECORD_BYTES for `metadata/<machine>/<key>`. Both are far below etcd's own limit on
-a write (1.5 MiB by default): a unit, or a full transaction of 128 metadata values, always fits.
+a write (1.5 MiB by default): a unit always fits, and so does a transaction of 128 metadata
+values under keys of ordinary length.
 The codec refuses to encode a record over its limit (`RecordTooLarge`), so none is ever written;
 `check_unit` refuses a unit whose record is surely over the limit before its costlier checks.
 """
@@ -85,7 +86,7 @@ def _control_character_problem(option: UnitOption) -> str | None:
         found = pattern.search(text)
         if found is not None:
             where = f"option {go_quote(option.name)} in section {go_quote(option.section)}"
-            code = f"U+{ord(found.group()[-1]):04X}"
+            code = f"U+{ord(found.group()):04X}"
             extra = " (a newline is allowed only after a backslash)" if code == "U+000A" else ""
             return f"{where}: the {part} holds control character {code}{extra}"
     return None
