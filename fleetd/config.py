@@ -6,7 +6,11 @@ else `/etc/fleet/fleet.conf` when it exists) < `FLEET_<NAME>` environment variab
 when a later source overrides it.
 
 Invariants:
-* `load_config` reads the config file and nothing else: no logging, no clock, no network.
+* `load_config` reads the config file, and the API token file when a TCP listener needs it, and
+  nothing else: no logging, no clock, no network.
+* The token file is held to OpenSSH's rule for private keys: a regular file, not a symbolic link,
+  owned by fleetd's user or root, with no permission for group or others (0600 or 0400), and
+  non-empty; else a `ConfigError` saying which rule it breaks.
 * Every bad value raises `ConfigError`, whose message names the option, the source (file and
   line, variable or flag) and the offending value.
 * The result is a frozen `Config`; derived forms are normalised (the key prefix ends with `/`,
@@ -16,14 +20,18 @@ Invariants:
 from __future__ import annotations
 
 import argparse
+import errno
 import ipaddress
+import os
 import re
+import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
+MAX_TOKEN_FILE_BYTES = 4096
 
 
 class ConfigError(ValueError):
@@ -323,6 +331,52 @@ def _flag_layer(args: argparse.Namespace) -> _Layer:
     return layer
 
 
+def _token_file_problem(path: str) -> str | None:
+    """Why the token file at `path` must not be used (see the module docstring), or None."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # NONBLOCK: never a FIFO
+    try:
+        fd = os.open(path, flags)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "is a symbolic link; name the file itself"
+        if error.errno == errno.ENOENT:
+            return "no such file"
+        return f"cannot read it: {error.strerror}"
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file"
+        if info.st_uid not in (os.geteuid(), 0):
+            return f"is owned by uid {info.st_uid}, neither fleetd's user nor root"
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & 0o077:
+            return (
+                f"permissions {mode:04o} are too open: group and others must have no access "
+                "(chmod 600)"
+            )
+        data = os.read(fd, MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as error:
+        return f"cannot read it: {error.strerror}"
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        return f"is larger than {MAX_TOKEN_FILE_BYTES} bytes"
+    try:
+        token = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not UTF-8 text"
+    if not token.strip():
+        return "is empty"
+    return None
+
+
+def check_api_token_file(path: str, source: str) -> None:
+    """Raise `ConfigError` unless `path` is a token file fleetd may use."""
+    problem = _token_file_problem(path)
+    if problem is not None:
+        raise ConfigError("api_token_file", source, path, problem)
+
+
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """Build the `Config` from `argv` (without the program name), `environ` and the config file."""
     parser = _build_parser(argv)
@@ -341,8 +395,11 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     for layer in (file_layer or {}, _env_layer(environ), _flag_layer(args)):
         merged.update(layer)
     tcp = [a for a in merged.get("listen", ((), ""))[0] if not a.startswith("/")]
-    if tcp and not merged.get("api_token_file", ("", ""))[0]:
+    token_file, token_source = merged.get("api_token_file", ("", ""))
+    if tcp and not token_file:
         reason = "a TCP listener needs api_token_file (the API must not be open without a token)"
         raise ConfigError("listen", merged["listen"][1], tcp[0], reason)
+    if tcp:
+        check_api_token_file(token_file, token_source)
     values = {name: value for name, (value, _source) in merged.items()}
     return Config(**values, config_file=path if file_layer is not None else "")

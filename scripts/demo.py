@@ -160,6 +160,7 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="pyfleet-demo-"))
     token = secrets.token_hex(16)
     (workdir / "token").write_text(token + "\n")
+    (workdir / "token").chmod(0o600)  # fleetd refuses a token file others can read
     etcd = EtcdServer()
     fleetds: dict[str, subprocess.Popen[bytes]] = {}
     agents: dict[str, SimulatedAgent] = {}

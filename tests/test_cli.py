@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.etcd_server import EtcdServer, free_port
 from fleetd import __version__
 from fleetd.cli import main
 
@@ -39,3 +40,36 @@ def test_a_missing_machine_id_exits_1_naming_the_file(
     conf.write_text(f"machine_id_file={missing}\n")
     assert main([f"--config={conf}", "--disable-agent"]) == 1
     assert f"cannot read machine id from {missing}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"), [(None, "no such file"), ("", "is empty"), (" \n", "is empty")]
+)
+def test_a_missing_or_empty_token_file_exits_2_with_one_line(
+    *,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    etcd_server: EtcdServer,
+    key_prefix: str,
+    content: str | None,
+    problem: str,
+) -> None:
+    """Refused with the configuration's errors, before any component starts (this fleetd would
+    otherwise reach etcd and fail in its API component, with a traceback)."""
+    token = tmp_path / "token"
+    if content is not None:
+        token.write_text(content)
+        token.chmod(0o600)
+    machine_id = tmp_path / "machine-id"
+    machine_id.write_text("0" * 32 + "\n")
+    conf = tmp_path / "fleet.conf"
+    conf.write_text(
+        f"etcd_servers={etcd_server.endpoint}\netcd_key_prefix={key_prefix}\n"
+        f"machine_id_file={machine_id}\nlisten=127.0.0.1:{free_port()}\n"
+        "disable_agent=true\ndisable_engine=true\n"
+    )
+    assert main([f"--config={conf}", f"--api-token-file={token}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"fleetd: api_token_file: {problem}")
+    assert str(token) in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,15 @@ def no_default_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "default-fleet.conf"
     monkeypatch.setattr(config_module, "DEFAULT_CONFIG_PATH", str(path))
     return path
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> str:
+    """An API token file fleetd accepts: a regular file, mode 0600."""
+    path = tmp_path / "token"
+    path.write_text("s3cret\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(path)
 
 
 def write(tmp_path: Path, text: str, name: str = "fleet.conf") -> str:
@@ -71,10 +81,10 @@ def test_default_path_is_read_when_it_exists(no_default_file: Path) -> None:
     assert config.config_file == str(no_default_file)
 
 
-def test_a_full_config_file(tmp_path: Path) -> None:
+def test_a_full_config_file(tmp_path: Path, token_file: str) -> None:
     path = write(
         tmp_path,
-        """# fleet.conf as fleet's functional tests write it
+        f"""# fleet.conf as fleet's functional tests write it
         verbosity=2
         etcd_servers=["http://172.18.0.1:4001","http://172.18.0.2:4001"]
         ; another comment style
@@ -86,7 +96,7 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         disable_engine=yes
         disable_agent=0
         listen=/run/fleet.sock,127.0.0.1:49153
-        api_token_file=/etc/fleet/token
+        api_token_file={token_file}
         machine_id_file=/tmp/machine-id
         etcd_request_timeout=1.5
 
@@ -105,7 +115,7 @@ def test_a_full_config_file(tmp_path: Path) -> None:
         disable_engine=True,
         disable_agent=False,
         listen=("/run/fleet.sock", "127.0.0.1:49153"),
-        api_token_file="/etc/fleet/token",
+        api_token_file=token_file,
         machine_id_file="/tmp/machine-id",
         etcd_request_timeout=1.5,
         etcd_cafile="/etc/ssl/etcd-ca.pem",
@@ -141,9 +151,9 @@ def test_a_full_config_file(tmp_path: Path) -> None:
     ],
 )
 def test_each_source_sets_each_option(
-    source: str, option: str, raw: str, expected: Any, tmp_path: Path
+    source: str, option: str, raw: str, expected: Any, *, tmp_path: Path, token_file: str
 ) -> None:
-    token = {"FLEET_API_TOKEN_FILE": "/etc/fleet/token"}  # a TCP listener needs one
+    token = {"FLEET_API_TOKEN_FILE": token_file} if option == "listen" else {}  # TCP needs one
     assert getattr(via(source, option, raw, tmp_path, token), option) == expected
 
 
@@ -307,8 +317,10 @@ def test_metadata_syntax(raw: str, expected: tuple[tuple[str, str], ...], tmp_pa
         ("", ()),
     ],
 )
-def test_listen_syntax(raw: str, expected: tuple[str, ...], tmp_path: Path) -> None:
-    path = write(tmp_path, f"listen={raw}\napi_token_file=/etc/fleet/token\n")
+def test_listen_syntax(
+    raw: str, expected: tuple[str, ...], tmp_path: Path, token_file: str
+) -> None:
+    path = write(tmp_path, f"listen={raw}\napi_token_file={token_file}\n")
     assert load_config(["--config", path], {}).listen == expected
 
 
@@ -444,13 +456,85 @@ def test_a_positional_argument_points_at_fleetctl() -> None:
     ],
 )
 def test_a_tcp_listener_needs_an_api_token(
-    argv: list[str], environ: dict[str, str], source: str
+    argv: list[str], environ: dict[str, str], source: str, token_file: str
 ) -> None:
     with pytest.raises(ConfigError, match="needs api_token_file") as caught:
         load_config(argv, environ)
     assert (caught.value.option, caught.value.source) == ("listen", source)
-    config = load_config([*argv, "--api-token-file", "/etc/fleet/token"], environ)
+    config = load_config([*argv, "--api-token-file", token_file], environ)
     assert any(not address.startswith("/") for address in config.listen)
+
+
+TCP = ["--listen", "127.0.0.1:49153"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o666, 0o640, 0o604, 0o660, 0o602], ids=oct)
+def test_a_token_file_others_can_reach_is_refused(token_file: str, mode: int) -> None:
+    """OpenSSH's rule for a private key: no permission at all for group or others."""
+    Path(token_file).chmod(mode)
+    with pytest.raises(ConfigError, match=f"permissions {mode:04o} are too open") as caught:
+        load_config([*TCP, f"--api-token-file={token_file}"], {})
+    assert (caught.value.option, caught.value.source) == ("api_token_file", "flag --api-token-file")
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400], ids=oct)
+def test_a_token_file_only_its_owner_reaches_is_accepted(token_file: str, mode: int) -> None:
+    Path(token_file).chmod(mode)
+    assert load_config(TCP, {"FLEET_API_TOKEN_FILE": token_file}).api_token_file == token_file
+
+
+def test_a_token_file_reached_through_a_symlink_is_refused(token_file: str, tmp_path: Path) -> None:
+    link = tmp_path / "token-link"
+    link.symlink_to(token_file)
+    with pytest.raises(ConfigError, match="is a symbolic link"):
+        load_config([*TCP, f"--api-token-file={link}"], {})
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda path: None, "no such file"),
+        (lambda path: path.write_text(" \n"), "is empty"),
+        (lambda path: path.mkdir(), "is not a regular file"),
+        (lambda path: path.write_bytes(b"\xff\xfe"), "is not UTF-8 text"),
+        (lambda path: path.write_text("x" * 5000), "is larger than 4096 bytes"),
+    ],
+    ids=["missing", "empty", "directory", "not-utf8", "too-large"],
+)
+def test_a_bad_token_file_is_a_config_error_naming_it(
+    tmp_path: Path, make: Any, problem: str
+) -> None:
+    path = tmp_path / "token"
+    make(path)
+    if path.is_file():
+        path.chmod(0o600)
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(TCP, {"FLEET_API_TOKEN_FILE": str(path)})
+    assert caught.value.source == "environment variable FLEET_API_TOKEN_FILE"
+    assert caught.value.value == str(path)
+
+
+def test_a_token_file_owned_by_another_user_is_refused(
+    token_file: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() == 0:
+        os.chown(token_file, 4242, -1)  # root's own files are always accepted
+    else:
+        monkeypatch.setattr(os, "geteuid", lambda: 4242)  # as if fleetd ran as another user
+    with pytest.raises(ConfigError, match=r"is owned by uid \d+, neither fleetd's user nor root"):
+        load_config([*TCP, f"--api-token-file={token_file}"], {})
+
+
+def test_a_fifo_as_token_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "token"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        load_config([*TCP, f"--api-token-file={fifo}"], {})
+
+
+def test_a_token_file_is_not_read_without_a_tcp_listener(tmp_path: Path) -> None:
+    missing = str(tmp_path / "absent")
+    assert load_config([f"--api-token-file={missing}"], {}).api_token_file == missing
 
 
 def test_config_error_is_a_value_error() -> None:

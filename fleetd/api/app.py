@@ -6,8 +6,10 @@ raised, never built here: `fleetd.api.errors` turns them into statuses and fleet
 Every route is `async def`: a sync route would run in a worker thread, reading the view while the
 event loop changes it.
 
-Around the routes, three ASGI middlewares, outermost first:
+Around the routes, four ASGI middlewares, outermost first:
 * `Server: fleetd/<version>` on every response but a 503 (as fleet);
+* the last resort: an exception nothing else handled is logged and answered with a 500 in
+  fleet's envelope (never Starlette's plain-text page), unless the response had already begun;
 * the bearer token, when one is configured: every request but `GET /healthz` needs
   `Authorization: Bearer <token>`, else 401 (the OpenAPI document is not exempt);
 * the body limit: a declared `Content-Length` over the limit is refused before the app runs, and
@@ -245,6 +247,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     if token is not None:
         app.add_middleware(BearerToken, token=token)
+    app.add_middleware(LastResort)
     app.add_middleware(ServerHeader)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
@@ -275,6 +278,32 @@ async def _not_allowed() -> Response:
 
 
 # ------------------------------------------------------------------ middleware
+
+
+class LastResort:
+    """A 500 in fleet's envelope for any exception that reached the outside of the app."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except Exception as error:
+            if started:  # too late for a status: let the server cut the connection
+                raise
+            response = response_for(error)  # logs it, with its traceback
+            await response(scope, receive, send)
 
 
 class ServerHeader:
@@ -337,7 +366,7 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         declared = [v for k, v in scope["headers"] if k == b"content-length"]
-        if any(v.strip().isdigit() and int(v) > self.max_bytes for v in declared):
+        if any(self._over(v.strip()) for v in declared):
             response = response_for(self._too_large())
             await response(scope, receive, send)
             return
@@ -353,6 +382,14 @@ class BodyLimit:
             return message
 
         await self.app(scope, counting_receive, send)
+
+    def _over(self, length: bytes) -> bool:
+        """A declared length over the limit (however many digits it has)."""
+        if not length.isdigit():
+            return False
+        digits = length.lstrip(b"0")
+        limit = str(self.max_bytes).encode()
+        return len(digits) > len(limit) or (len(digits) == len(limit) and digits > limit)
 
     def _too_large(self) -> BodyTooLarge:
         return BodyTooLarge(f"request body larger than {self.max_bytes} bytes")

@@ -22,8 +22,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetd.api.schemas import go_json
 from fleetd.core.names import UnitNameError
-from fleetd.core.submission import InvalidUnit
-from fleetd.registry.errors import EtcdError, EtcdUnavailable
+from fleetd.core.submission import InvalidUnit, RecordTooLarge
+from fleetd.registry.errors import EtcdError, EtcdRequestTooLarge, EtcdUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -102,6 +102,8 @@ STATUS_OF: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (OptionsRequired, 409),
     (DesiredStateRequired, 409),
     (BodyTooLarge, 413),
+    (RecordTooLarge, 413),
+    (EtcdRequestTooLarge, 413),
     (UnsupportedMediaType, 415),
     (Unavailable, 503),
     (EtcdUnavailable, 503),

@@ -188,13 +188,26 @@ def _go_syntax_error(text: str, error: json.JSONDecodeError) -> DecodeError:
     return DecodeError(f"invalid character {char} {context}")
 
 
+def _integer(text: str) -> int | float:
+    """A JSON integer; one too long for Python's `int` (over 4,300 digits) is read as a float.
+
+    No field of a request is a number, so either way the value is refused by type, with Go's words.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 def _first_value(body: bytes) -> Any:
     """The first JSON value in `body`, as Go's `json.Decoder.Decode` reads it (the rest ignored)."""
     text = body.decode("utf-8", "replace")
     start = len(text) - len(text.lstrip(" \t\r\n"))
     if start == len(text):
         raise DecodeError("EOF")
-    decoder = json.JSONDecoder(object_pairs_hook=_Object, parse_constant=_refuse_constant)
+    decoder = json.JSONDecoder(
+        object_pairs_hook=_Object, parse_constant=_refuse_constant, parse_int=_integer
+    )
     try:
         value, _end = decoder.raw_decode(text, start)
     except json.JSONDecodeError as exc:

@@ -7,6 +7,11 @@ trace. What it refuses:
 
 * a name fleet would refuse (`unit name must contain "."`, ...), or one the agent could not
   write as a plain file in its units directory (a leading dot);
+* a control character (U+0000-U+001F, U+007F-U+009F) in a section name, an option name or a
+  value: fleet's unit format cannot carry one, and a newline or carriage return in a value would
+  start a line of its own in the written file (a section the engine never saw). Two exceptions,
+  both in values and both what the parser itself produces: a tab, and a newline right after a
+  backslash (a continued line);
 * a unit file with no options, or one whose serialized form does not parse back (a line of 2048
   bytes or more, fleet's own round-trip check) or cannot be hashed (lone surrogates);
 * a template (`foo@.service`) asked to be loaded or launched (fleet checked this only on update);
@@ -15,9 +20,20 @@ trace. What it refuses:
 * contradictory requirements, with fleet's messages (`MachineID cannot be used with Conflicts`);
 * an `[X-Container]` section the agent could not turn into `fleet-pod run` (`core.container`),
   or one in a unit that is not a service.
+
+Records have size limits, counted as stored in etcd (the JSON the codec writes, where a
+character outside ASCII takes up to 12 bytes): MAX_UNIT_RECORD_BYTES for `units/<name>` and
+MAX_METADATA_RECORD_BYTES for `metadata/<machine>/<key>`. Both are far below etcd's own limit on
+a write (1.5 MiB by default): a unit always fits, and so does a transaction of 128 metadata
+values under keys of ordinary length.
+The codec refuses to encode a record over its limit (`RecordTooLarge`), so none is ever written;
+`check_unit` refuses a unit whose record is surely over the limit before its costlier checks.
 """
 
 from __future__ import annotations
+
+import re
+from typing import Final
 
 from fleetd.core.container import ContainerError, parse_container
 from fleetd.core.names import UnitNameError, go_quote, parse_unit_name, unit_file_name_problem
@@ -28,11 +44,59 @@ from fleetd.core.requirements import (
     validate_requirements,
 )
 from fleetd.core.states import JobState
-from fleetd.core.unitfile import UnitFile, UnitFileError, parse_unit
+from fleetd.core.unitfile import UnitFile, UnitFileError, UnitOption, parse_unit
+
+MAX_UNIT_RECORD_BYTES: Final = 256 * 1024
+"""The largest `units/<name>` record, in bytes as stored (the codec's JSON)."""
+
+MAX_METADATA_RECORD_BYTES: Final = 8 * 1024
+"""The largest `metadata/<machine>/<key>` record, in bytes as stored (the codec's JSON)."""
+
+STORED_OPTION_OVERHEAD: Final = len('{"name":"","section":"","value":""},')
+"""Bytes the codec's JSON adds around an option's three strings (checked by its tests)."""
+
+_CONTROL_IN_NAME: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_VALUE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|(?<!\\)\n")
 
 
 class InvalidUnit(ValueError):
     """A unit that must not be stored; the message names the unit and the problem."""
+
+
+class RecordTooLarge(ValueError):
+    """A record over its size limit as it would be stored; the message names the limit."""
+
+
+def check_record_size(what: str, size: int, limit: int) -> None:
+    """Raise `RecordTooLarge` if a record of `size` bytes (as stored) is over `limit`."""
+    if size > limit:
+        raise RecordTooLarge(
+            f"{what} would take {size} bytes or more as stored in etcd, over the limit of "
+            f"{limit} bytes ({limit // 1024} KiB)"
+        )
+
+
+def _control_character_problem(option: UnitOption) -> str | None:
+    """What is wrong with `option` if it holds a control character the unit format cannot hold."""
+    for part, text, pattern in (
+        ("section name", option.section, _CONTROL_IN_NAME),
+        ("option name", option.name, _CONTROL_IN_NAME),
+        ("value", option.value, _CONTROL_IN_VALUE),
+    ):
+        found = pattern.search(text)
+        if found is not None:
+            where = f"option {go_quote(option.name)} in section {go_quote(option.section)}"
+            code = f"U+{ord(found.group()):04X}"
+            extra = " (a newline is allowed only after a backslash)" if code == "U+000A" else ""
+            return f"{where}: the {part} holds control character {code}{extra}"
+    return None
+
+
+def stored_unit_bytes_at_least(unit: UnitFile) -> int:
+    """A lower bound, in linear time, of the size of the unit's record as stored: every
+    character takes at least one byte, and every option STORED_OPTION_OVERHEAD more."""
+    text = sum(len(o.section) + len(o.name) + len(o.value) for o in unit.options)
+    return text + len(unit.options) * STORED_OPTION_OVERHEAD
 
 
 def parse_unit_text(name: str, text: str) -> UnitFile:
@@ -54,6 +118,13 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
         raise InvalidUnit(problem)
     if not unit.options:
         raise InvalidUnit(f"unit {name}: the unit file has no options")
+    at_least = stored_unit_bytes_at_least(unit)
+    if at_least > MAX_UNIT_RECORD_BYTES:  # refused before the costlier checks below
+        check_record_size(f"unit {name}", at_least, MAX_UNIT_RECORD_BYTES)
+    for option in unit.options:
+        problem = _control_character_problem(option)
+        if problem is not None:
+            raise InvalidUnit(f"unit {name}: {problem}")
     try:
         serialized = unit.serialize()
         serialized.encode()

@@ -14,6 +14,10 @@ the proto subset in `proto/etcd.proto`. Invariants:
 - Keys are `str` (UTF-8; undecodable bytes round-trip via surrogateescape);
   values are `bytes`.
 - Channels are created inside the running loop and closed by `close()`.
+- A reply may be up to `max_receive_bytes` (MAX_RECEIVE_BYTES by default, far above etcd's
+  largest value, ETCD_MAX_REQUEST_BYTES by default). Range reads are paged by count and by
+  bytes, so no page outgrows that limit however large the records are; watches ask etcd to
+  split a large batch of events into fragments and join them again.
 """
 
 # ruff: noqa: ASYNC109 -- `timeout` parameters here are gRPC call deadlines, sent to etcd.
@@ -35,12 +39,30 @@ from fleetd.registry.errors import (
     GRPC_ERRORS,
     EtcdCompacted,
     EtcdError,
+    EtcdResponseTooLarge,
     EtcdUnavailable,
     LeaseNotFound,
     translate_error,
 )
 
 log = structlog.get_logger(__name__)
+
+ETCD_MAX_REQUEST_BYTES: Final = 3 * 512 * 1024
+"""etcd's default `--max-request-bytes` (1.5 MiB): no write, hence no stored value, is larger."""
+
+MAX_RECEIVE_BYTES: Final = 32 * 1024 * 1024
+"""The largest reply the client accepts (gRPC's default is 4 MiB): a page of SAFE_PAGE_KEYS
+values of etcd's largest size, or one value even where etcd's request limit is raised to 30 MiB."""
+
+SAFE_PAGE_KEYS: Final = 16
+"""Keys per page that always fit MAX_RECEIVE_BYTES at etcd's default request limit."""
+
+FIRST_PAGE_KEYS: Final = 100
+"""A range read's first page asks for this many keys (or `page_size`, if smaller)."""
+
+PAGE_TARGET_FRACTION: Final = 8
+"""Each later page asks for as many keys as 1/8 of the receive limit holds (4 MiB by default) at
+the previous page's size per key: keys may grow eightfold within a page before it is refused."""
 
 CHANNEL_OPTIONS: Final = (
     ("grpc.keepalive_time_ms", 10_000),  # etcd refuses pings more often than every 5 s
@@ -249,8 +271,9 @@ _METHODS: Final = {  # gRPC method name -> index of its stub in _Endpoint.stubs
 class _Endpoint:
     """One channel to one etcd member and its service stubs."""
 
-    def __init__(self, target: str) -> None:
-        self.channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def __init__(self, target: str, max_receive_bytes: int) -> None:
+        options = (*CHANNEL_OPTIONS, ("grpc.max_receive_message_length", max_receive_bytes))
+        self.channel = grpc.aio.insecure_channel(target, options=options)
         stub_classes = (pb_grpc.KVStub, pb_grpc.WatchStub, pb_grpc.LeaseStub)
         self.stubs: tuple[Any, ...] = tuple(stub(self.channel) for stub in stub_classes)
 
@@ -263,22 +286,34 @@ class EtcdClient:
 
     MAX_TXN_OPS: ClassVar[int] = 128  # etcd's default --max-txn-ops, per branch
 
-    def __init__(self, targets: Sequence[str], *, timeout: float) -> None:
+    def __init__(
+        self, targets: Sequence[str], *, timeout: float, max_receive_bytes: int = MAX_RECEIVE_BYTES
+    ) -> None:
+        if max_receive_bytes <= 0:
+            raise ValueError("max_receive_bytes must be positive")
         self._targets = list(targets)
         self._timeout = timeout
+        self._max_receive_bytes = max_receive_bytes
         self._endpoints: dict[int, _Endpoint] = {}
         self._current = 0
         self._closed = False
 
     @classmethod
-    async def connect(cls, endpoints: Sequence[str], *, timeout: float = 5.0) -> EtcdClient:
+    async def connect(
+        cls,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = 5.0,
+        max_receive_bytes: int = MAX_RECEIVE_BYTES,
+    ) -> EtcdClient:
         """Connect to the first endpoint (in order) that answers within `timeout`.
 
         Raises EtcdUnavailable when none does; the caller retries with backoff.
         """
         if isinstance(endpoints, str) or not endpoints:
             raise ValueError("connect() needs a non-empty sequence of endpoints")
-        client = cls([_target(e) for e in endpoints], timeout=timeout)
+        targets = [_target(e) for e in endpoints]
+        client = cls(targets, timeout=timeout, max_receive_bytes=max_receive_bytes)
         for index in range(len(client._targets)):
             try:
                 await asyncio.wait_for(client._endpoint(index).channel.channel_ready(), timeout)
@@ -304,9 +339,14 @@ class EtcdClient:
     def timeout(self) -> float:
         return self._timeout
 
+    @property
+    def page_target_bytes(self) -> int:
+        """The size a range read's pages aim at (see `get_prefix`)."""
+        return max(self._max_receive_bytes // PAGE_TARGET_FRACTION, 1)
+
     def _endpoint(self, index: int) -> _Endpoint:
         if index not in self._endpoints:
-            self._endpoints[index] = _Endpoint(self._targets[index])
+            self._endpoints[index] = _Endpoint(self._targets[index], self._max_receive_bytes)
         return self._endpoints[index]
 
     def _active(self) -> tuple[int, _Endpoint]:
@@ -358,6 +398,11 @@ class EtcdClient:
     ) -> tuple[list[KeyValue], int]:
         """Every key under `prefix` at one revision, read in pages; returns (kvs by key, revision).
 
+        A page holds at most `page_size` keys, and fewer when they are large: the first asks for
+        FIRST_PAGE_KEYS, each later one for as many as `page_target_bytes` hold at the previous
+        page's size per key, and a page over the receive limit is asked again with fewer keys
+        (SAFE_PAGE_KEYS, then halving). EtcdResponseTooLarge only if one key alone is over it.
+
         The revision is `revision` if given, else the first page's. Raises
         EtcdCompacted if that revision is compacted away before the last page.
         """
@@ -365,14 +410,28 @@ class EtcdClient:
             raise ValueError("page_size must be positive")
         start, end = prefix_range(prefix)
         kvs: list[KeyValue] = []
+        limit = min(page_size, FIRST_PAGE_KEYS)
         while True:
-            request = pb.RangeRequest(key=start, range_end=end, limit=page_size, revision=revision)
-            response = await self._unary("Range", request, pb.RangeResponse, timeout, read=True)
+            request = pb.RangeRequest(key=start, range_end=end, limit=limit, revision=revision)
+            try:
+                response = await self._unary("Range", request, pb.RangeResponse, timeout, read=True)
+            except EtcdResponseTooLarge:
+                if limit == 1:
+                    raise
+                fewer = SAFE_PAGE_KEYS if limit > SAFE_PAGE_KEYS else limit // 2
+                log.info("etcd page too large, asking for fewer keys", keys=limit, next=fewer)
+                limit = fewer
+                continue
             revision = revision if revision > 0 else response.header.revision
-            kvs.extend(_kv(kv) for kv in response.kvs)
+            page_bytes = 0
+            for kv in response.kvs:
+                page_bytes += len(kv.key) + len(kv.value)
+                kvs.append(_kv(kv))
             if not response.more or not response.kvs:
                 return kvs, revision
             start = response.kvs[-1].key + b"\0"
+            per_key = max(page_bytes // len(response.kvs), 1)
+            limit = max(1, min(page_size, self.page_target_bytes // per_key))
 
     async def put(
         self, key: str, value: bytes, *, lease: int = 0, timeout: float | None = None
@@ -464,14 +523,20 @@ class EtcdClient:
         progress notification's header revision (etcd sends those only to a
         caught-up watcher). An event reply's header revision is not used: while
         catching up, etcd stamps it with the current revision before all
-        events are out. Raises EtcdCompacted or EtcdUnavailable; never ends by
-        itself; close it with `contextlib.aclosing`. PrefixWatcher resumes.
+        events are out. A batch that etcd sends in fragments comes out whole.
+        Raises EtcdCompacted or EtcdUnavailable; never ends by itself; close it
+        with `contextlib.aclosing`. PrefixWatcher resumes.
         """
         start, end = prefix_range(prefix)
         create = pb.WatchCreateRequest(
-            key=start, range_end=end, start_revision=start_revision, progress_notify=progress_notify
+            key=start,
+            range_end=end,
+            start_revision=start_revision,
+            progress_notify=progress_notify,
+            fragment=True,  # a catch-up batch can hold far more than the receive limit
         )
         stream = _Stream(self, "Watch")
+        fragments: list[Event] = []  # the events of a batch etcd is still sending in pieces
         try:
             await stream.send(pb.WatchRequest(create_request=create))
             timeout: float | None = self._timeout  # for the confirmation only
@@ -489,7 +554,10 @@ class EtcdClient:
                     timeout = None
                     yield Changes(revision=start_revision - 1, events=[])
                 elif response.events:
-                    events = [_event(e) for e in response.events]
+                    fragments.extend(_event(e) for e in response.events)
+                    if response.fragment:
+                        continue
+                    events, fragments = fragments, []
                     yield Changes(revision=events[-1].kv.mod_revision, events=events)
                 else:
                     yield Changes(revision=response.header.revision, events=[])

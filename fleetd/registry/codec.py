@@ -12,6 +12,10 @@ Every record is a JSON object with camelCase fields, the names of `docs/architec
 
 Decoding never trusts the bytes: a malformed record raises `CodecError` naming the key and the
 problem, and the caller skips it (one bad key must not stop the engine).
+
+Encoding a unit or a metadata value over its size limit (`fleetd.core.submission`) raises
+`RecordTooLarge` instead, so no writer can store one. Decoding has no limit: a record stored
+before, or by another writer, is still read, shown and deletable.
 """
 
 from __future__ import annotations
@@ -24,6 +28,11 @@ from typing import Any
 from fleetd.core.model import Machine, Placement, Unit
 from fleetd.core.requirements import parse_requirements
 from fleetd.core.states import JobState
+from fleetd.core.submission import (
+    MAX_METADATA_RECORD_BYTES,
+    MAX_UNIT_RECORD_BYTES,
+    check_record_size,
+)
 from fleetd.core.unitfile import UnitFile, UnitOption, unit_from_options
 
 
@@ -83,8 +92,9 @@ class UnitRecord:
 
 
 def encode_unit(record: UnitRecord) -> bytes:
+    """The stored form; `RecordTooLarge` if it is over MAX_UNIT_RECORD_BYTES."""
     options = [{"section": o.section, "name": o.name, "value": o.value} for o in record.options]
-    return _dump(
+    encoded = _dump(
         {
             "name": record.name,
             "options": options,
@@ -92,6 +102,8 @@ def encode_unit(record: UnitRecord) -> bytes:
             "desiredState": str(record.desired),
         }
     )
+    check_record_size(f"unit {record.name}", len(encoded), MAX_UNIT_RECORD_BYTES)
+    return encoded
 
 
 def decode_unit(key: str, raw: bytes) -> UnitRecord:
@@ -223,7 +235,10 @@ def decode_leader(key: str, raw: bytes) -> LeaderRecord:
 
 
 def encode_metadata_value(value: str) -> bytes:
-    return _dump({"value": value})
+    """The stored form; `RecordTooLarge` if it is over MAX_METADATA_RECORD_BYTES."""
+    encoded = _dump({"value": value})
+    check_record_size("a metadata value", len(encoded), MAX_METADATA_RECORD_BYTES)
+    return encoded
 
 
 def decode_metadata_value(key: str, raw: bytes) -> str:

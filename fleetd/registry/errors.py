@@ -8,6 +8,8 @@ no caller ever handles a grpc exception. The split that matters to callers:
   this way may or may not have been applied.
 - `EtcdCompacted` means the requested revision is gone; re-read the state.
 - `LeaseNotFound` means the lease expired or was revoked.
+- `EtcdResponseTooLarge`: a reply over the client's receive limit (ask for less);
+  `EtcdRequestTooLarge`: a write over etcd's `--max-request-bytes` (nothing was written).
 - anything else is an `EtcdError` that retrying will not fix.
 
 `translate_error` is the one place that maps a gRPC failure to these.
@@ -46,12 +48,30 @@ class LeaseNotFound(EtcdError):
     """The lease does not exist: it expired or was revoked."""
 
 
+class EtcdResponseTooLarge(EtcdError):
+    """etcd's reply is larger than the client's receive limit; a smaller read may fit."""
+
+
+class EtcdRequestTooLarge(EtcdError):
+    """etcd refused a write larger than its `--max-request-bytes`; nothing was written."""
+
+
 # Exceptions a grpc.aio call or stream can raise (besides CancelledError).
 GRPC_ERRORS: Final = (grpc.aio.AioRpcError, grpc.aio.UsageError, asyncio.InvalidStateError)
 
 _TRANSIENT_CODES: Final = frozenset(
     {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 )
+
+
+def _request_too_large(code: grpc.StatusCode, details: str) -> bool:
+    """etcd refused a request for its size: by its own check (a little over --max-request-bytes,
+    "request is too large"), or by its gRPC server's receive limit, 512 KiB above that."""
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return "request is too large" in details
+    return code == grpc.StatusCode.RESOURCE_EXHAUSTED and (
+        "grpc: received message larger than max" in details  # etcd's (Go) wording, not ours
+    )
 
 
 def translate_error(err: BaseException, what: str) -> EtcdError:
@@ -68,6 +88,13 @@ def translate_error(err: BaseException, what: str) -> EtcdError:
             return EtcdCompacted(message)
         if code == grpc.StatusCode.NOT_FOUND and "lease not found" in details:
             return LeaseNotFound(message)
+        if _request_too_large(code, details):
+            return EtcdRequestTooLarge(
+                f"{what}: the write is larger than etcd accepts (its --max-request-bytes): "
+                f"{details}"
+            )
+        if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+            return EtcdResponseTooLarge(message)  # the receive limit on this side
         return EtcdError(message)
     if isinstance(err, TimeoutError):
         return EtcdUnavailable(f"{what}: no answer in time")

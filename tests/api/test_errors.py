@@ -24,9 +24,15 @@ from fleetd.api.errors import (
     status_and_message,
 )
 from fleetd.core.names import UnitNameError
-from fleetd.core.submission import InvalidUnit
+from fleetd.core.submission import InvalidUnit, RecordTooLarge
 from fleetd.registry.codec import CodecError
-from fleetd.registry.errors import EtcdCompacted, EtcdError, EtcdUnavailable
+from fleetd.registry.errors import (
+    EtcdCompacted,
+    EtcdError,
+    EtcdRequestTooLarge,
+    EtcdResponseTooLarge,
+    EtcdUnavailable,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,6 +57,9 @@ from fleetd.registry.errors import EtcdCompacted, EtcdError, EtcdUnavailable
         (OptionsRequired(), 409, "unit does not exist and options field empty"),
         (DesiredStateRequired(), 409, "must provide DesiredState to update existing unit"),
         (BodyTooLarge("too big"), 413, "too big"),
+        (RecordTooLarge("unit a.service would be"), 413, "unit a.service would be"),
+        (EtcdRequestTooLarge("Txn: the write is larger"), 413, "Txn: the write is larger"),
+        (EtcdResponseTooLarge("Range: larger than max"), 500, ""),
         (
             UnsupportedMediaType("expected 1 Content-Type, got 0"),
             415,

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from fleetd.core.states import JobState
-from fleetd.core.submission import InvalidUnit, check_unit, parse_unit_text
+from fleetd.core.submission import (
+    MAX_UNIT_RECORD_BYTES,
+    STORED_OPTION_OVERHEAD,
+    InvalidUnit,
+    RecordTooLarge,
+    check_record_size,
+    check_unit,
+    parse_unit_text,
+    stored_unit_bytes_at_least,
+)
 from fleetd.core.unitfile import UnitFile, UnitOption, parse_unit
 
 GOOD = "[Service]\nExecStart=/bin/true\n"
@@ -95,3 +106,66 @@ def test_a_template_may_be_submitted_inactive() -> None:
 def test_malformed_text_names_the_unit_and_the_line() -> None:
     with pytest.raises(InvalidUnit, match=r"unit a\.service: malformed unit file: line 2"):
         parse_unit_text("a.service", "[Service]\nno equals sign here\n")
+
+
+def _with(option: UnitOption) -> UnitFile:
+    return UnitFile((option, UnitOption("Service", "ExecStart", "/bin/true")))
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            UnitOption("Unit", "Description", "x\n[X-Fleet]\nMachineOf=nonexistent.service"),
+            'option "Description" in section "Unit": the value holds control character U+000A '
+            "(a newline is allowed only after a backslash)",
+        ),
+        (UnitOption("Unit", "Description", "a\rb"), "the value holds control character U+000D"),
+        (UnitOption("Unit", "Description", "a\x00"), "the value holds control character U+0000"),
+        (UnitOption("Unit", "Description", "a\x7f"), "the value holds control character U+007F"),
+        (UnitOption("Unit", "Description", "a\x85"), "the value holds control character U+0085"),
+        (
+            UnitOption("Unit", "Desc\tription", "a"),
+            "the option name holds control character U+0009",
+        ),
+        (
+            UnitOption("Un\nit", "Description", "a"),
+            "the section name holds control character U+000A",
+        ),
+        (UnitOption("Unit", "Description", "a \\\n\nb"), "control character U+000A"),
+    ],
+)
+def test_control_characters_are_refused_naming_the_option(option: UnitOption, message: str) -> None:
+    with pytest.raises(InvalidUnit, match=re.escape(message)):
+        check_unit("a.service", _with(option), JobState.LAUNCHED)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[Unit]\nDescription=first \\\n  second\n",  # a continued line keeps its newline
+        "[Unit]\nDescription=first \\\n\n",  # ended by a blank line: the newline stays at the end
+        "[Unit]\nDescription=tab\tinside\n",
+    ],
+)
+def test_what_the_parser_makes_of_a_file_is_never_a_control_character(text: str) -> None:
+    unit = parse_unit(text + "[Service]\nExecStart=/bin/true\n")
+    assert "\n" in unit.options[0].value or "\t" in unit.options[0].value
+    check_unit("a.service", unit, JobState.LAUNCHED)
+
+
+def test_a_unit_surely_over_the_record_limit_is_refused_before_the_other_checks() -> None:
+    empty = UnitOption("", "", "")  # malformed too, but the size is what is reported first
+    unit = UnitFile((empty,) * 100_000)
+    assert stored_unit_bytes_at_least(unit) == 100_000 * STORED_OPTION_OVERHEAD
+    with pytest.raises(RecordTooLarge, match=r"unit a\.service would take 3600000 bytes or more"):
+        check_unit("a.service", unit, JobState.LAUNCHED)
+    fits = UnitFile((UnitOption("Service", "ExecStart", "x" * 2000),) * 100)
+    assert stored_unit_bytes_at_least(fits) < MAX_UNIT_RECORD_BYTES
+    check_unit("a.service", fits, JobState.LAUNCHED)
+
+
+def test_record_size_is_refused_over_the_limit_only() -> None:
+    check_record_size("unit a.service", 1024, 1024)
+    with pytest.raises(RecordTooLarge, match=r"over the limit of 1024 bytes \(1 KiB\)"):
+        check_record_size("unit a.service", 1025, 1024)

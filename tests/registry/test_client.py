@@ -6,13 +6,33 @@ import asyncio
 import socket
 import time
 from collections.abc import Callable
+from contextlib import aclosing
 from typing import Any
 
 import pytest
 
 from devtools.etcd_server import EtcdServer, free_port
-from fleetd.registry.client import Compare, Delete, EtcdClient, KeyValue, Put
-from fleetd.registry.errors import EtcdCompacted, EtcdUnavailable, LeaseNotFound
+from fleetd.registry.client import (
+    ETCD_MAX_REQUEST_BYTES,
+    FIRST_PAGE_KEYS,
+    MAX_RECEIVE_BYTES,
+    SAFE_PAGE_KEYS,
+    Compare,
+    Delete,
+    EtcdClient,
+    KeyValue,
+    Put,
+)
+from fleetd.registry.errors import (
+    EtcdCompacted,
+    EtcdRequestTooLarge,
+    EtcdResponseTooLarge,
+    EtcdUnavailable,
+    LeaseNotFound,
+)
+
+GRPC_DEFAULT_RECEIVE = 4 * 1024 * 1024  # what a gRPC channel accepts unless told otherwise
+BIG = 960_000  # under etcd's 1.5 MiB request limit; five of them are over GRPC_DEFAULT_RECEIVE
 
 
 async def test_put_get_delete(etcd: EtcdClient, key_prefix: str) -> None:
@@ -83,6 +103,138 @@ async def test_get_prefix_pages_at_one_pinned_revision(
     now, now_revision = await etcd.get_prefix(key_prefix, page_size=7)
     assert now_revision == revision + 2
     assert [kv.key for kv in now] == [*keys[:-1], key_prefix + "k99-late"]
+
+
+def spy_on_range_limits(client: EtcdClient, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The `limit` of every Range the client sends (refused ones included), in order."""
+    limits: list[int] = []
+    real_unary = client._unary
+
+    async def spy(method: str, request: Any, *args: Any, **kwargs: Any) -> Any:
+        if method == "Range":
+            limits.append(request.limit)
+        return await real_unary(method, request, *args, **kwargs)
+
+    monkeypatch.setattr(client, "_unary", spy)
+    return limits
+
+
+def test_a_safe_page_of_etcds_largest_values_fits_the_receive_limit() -> None:
+    per_key_overhead = 1024  # the key and the revisions beside the value, generously
+    assert SAFE_PAGE_KEYS * (ETCD_MAX_REQUEST_BYTES + per_key_overhead) < MAX_RECEIVE_BYTES
+
+
+async def test_get_prefix_reads_large_records_with_the_default_client(
+    private_etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five 960 KB values: one page of them is over gRPC's default limit of 4 MiB."""
+    client = await EtcdClient.connect([private_etcd.endpoint])
+    try:
+        values = {f"/big/{i}": bytes([ord("a") + i]) * BIG for i in range(5)}
+        for key, value in values.items():
+            await client.put(key, value)
+        limits = spy_on_range_limits(client, monkeypatch)
+        kvs, _ = await client.get_prefix("/big/")
+        assert {kv.key: kv.value for kv in kvs} == values
+        assert limits == [FIRST_PAGE_KEYS]  # fits the client's receive limit: one page
+    finally:
+        await client.close()
+
+
+async def test_get_prefix_pages_many_small_records_by_bytes(
+    private_etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1,000 records of 4.2 KB: one page of all of them is over gRPC's default 4 MiB."""
+    keys = [f"/many/{i:04}" for i in range(1000)]
+    client = await EtcdClient.connect([private_etcd.endpoint])
+    try:
+        for start in range(0, len(keys), 100):
+            await client.txn([], [Put(k, b"x" * 4200) for k in keys[start : start + 100]])
+        kvs, _ = await client.get_prefix("/many/")
+        assert [kv.key for kv in kvs] == keys
+    finally:
+        await client.close()
+
+    # With the receive limit at gRPC's default, pages aim at 512 KiB: 124 of these keys.
+    client = await EtcdClient.connect(
+        [private_etcd.endpoint], max_receive_bytes=GRPC_DEFAULT_RECEIVE
+    )
+    try:
+        limits = spy_on_range_limits(client, monkeypatch)
+        kvs, _ = await client.get_prefix("/many/")
+        assert [kv.key for kv in kvs] == keys
+        per_key = 4200 + len(keys[0])
+        assert client.page_target_bytes // per_key == 124
+        assert limits == [FIRST_PAGE_KEYS] + [124] * 8  # 100 + 8 * 124 >= 1,000, none refused
+    finally:
+        await client.close()
+
+
+async def test_a_page_over_the_receive_limit_is_asked_again_with_fewer_keys(
+    private_etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await EtcdClient.connect(
+        [private_etcd.endpoint], max_receive_bytes=GRPC_DEFAULT_RECEIVE
+    )
+    try:
+        values = {f"/big/{i}": bytes([ord("a") + i]) * BIG for i in range(6)}
+        for key, value in values.items():
+            await client.put(key, value)
+        limits = spy_on_range_limits(client, monkeypatch)
+        kvs, revision = await client.get_prefix("/big/")
+        assert {kv.key: kv.value for kv in kvs} == values
+        assert revision == max(kv.mod_revision for kv in kvs)
+        # refused at 100, 16 and 8 keys (over 4 MiB); then 4 keys, and one key per page after
+        # that, since a page aims at 512 KiB here
+        assert limits == [FIRST_PAGE_KEYS, SAFE_PAGE_KEYS, 8, 4, 1, 1]
+    finally:
+        await client.close()
+
+
+async def test_one_key_over_the_receive_limit_raises(private_etcd: EtcdServer) -> None:
+    client = await EtcdClient.connect([private_etcd.endpoint], max_receive_bytes=BIG // 2)
+    try:
+        await client.put("/big/one", b"x" * BIG)
+        with pytest.raises(EtcdResponseTooLarge, match="larger than max"):
+            await client.get_prefix("/big/")
+        with pytest.raises(EtcdResponseTooLarge):
+            await client.get("/big/one")
+    finally:
+        await client.close()
+
+
+async def test_a_write_over_etcds_request_limit_is_refused_and_not_stored(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    with pytest.raises(EtcdRequestTooLarge, match="request is too large"):
+        await etcd.put(key_prefix + "huge", b"x" * 2_000_000)
+    with pytest.raises(EtcdRequestTooLarge):
+        await etcd.txn([], [Put(key_prefix + f"h{i}", b"x" * BIG) for i in range(2)])
+    assert await etcd.get_prefix(key_prefix) == ([], await _revision(etcd))
+
+
+async def test_watch_joins_a_batch_that_etcd_sends_in_fragments(private_etcd: EtcdServer) -> None:
+    """A watch catching up over five 960 KB values: a batch over gRPC's default 4 MiB."""
+    client = await EtcdClient.connect(
+        [private_etcd.endpoint], max_receive_bytes=GRPC_DEFAULT_RECEIVE
+    )
+    try:
+        values = {f"/big/{i}": bytes([ord("a") + i]) * BIG for i in range(5)}
+        revisions = [await client.put(key, value) for key, value in values.items()]
+        stream = client.watch("/big/", start_revision=revisions[0])
+        events = []
+        async with asyncio.timeout(10), aclosing(stream):
+            async for changes in stream:
+                events.extend(changes.events)
+                if changes.events:
+                    assert changes.revision == revisions[-1]  # one batch, joined
+                    break
+        assert [(e.kv.key, e.kv.value, e.kv.mod_revision) for e in events] == [
+            (key, value, revision)
+            for (key, value), revision in zip(values.items(), revisions, strict=True)
+        ]
+    finally:
+        await client.close()
 
 
 async def test_get_prefix_of_nothing(etcd: EtcdClient, key_prefix: str) -> None:
@@ -259,3 +411,12 @@ async def test_closed_client_refuses_calls_loudly(etcd_server: EtcdServer) -> No
 
 async def _revision(etcd: EtcdClient) -> int:
     return (await etcd.get_prefix("/no-such-prefix/"))[1]
+
+
+async def test_a_write_over_etcds_grpc_receive_limit_is_a_request_too_large(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    """etcd's gRPC server refuses a message over --max-request-bytes + 512 KiB by itself."""
+    with pytest.raises(EtcdRequestTooLarge, match="received message larger than max"):
+        await etcd.put(key_prefix + "huge", b"x" * 3_000_000)
+    assert await etcd.get(key_prefix + "huge") is None

@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 from fleetd.core.model import Machine, Placement
 from fleetd.core.requirements import NO_REQUIREMENTS, Requirements
 from fleetd.core.states import JobState
-from fleetd.core.unitfile import UnitOption, parse_unit
+from fleetd.core.submission import (
+    MAX_METADATA_RECORD_BYTES,
+    MAX_UNIT_RECORD_BYTES,
+    STORED_OPTION_OVERHEAD,
+    RecordTooLarge,
+    stored_unit_bytes_at_least,
+)
+from fleetd.core.unitfile import UnitFile, UnitOption, parse_unit
 from fleetd.registry.codec import (
     CodecError,
     LeaderRecord,
@@ -21,12 +28,14 @@ from fleetd.registry.codec import (
     UnitStateRecord,
     decode_leader,
     decode_machine,
+    decode_metadata_value,
     decode_placement,
     decode_reasons,
     decode_state,
     decode_unit,
     encode_leader,
     encode_machine,
+    encode_metadata_value,
     encode_placement,
     encode_reasons,
     encode_state,
@@ -263,6 +272,60 @@ def test_any_machine_round_trips(machine_id: str, metadata: dict[str, str], ip: 
 @given(st.lists(text, max_size=5))
 def test_any_reasons_round_trip(reasons: list[str]) -> None:
     assert decode_reasons("k", encode_reasons(tuple(reasons))) == tuple(reasons)
+
+
+# ---- size limits, counted on the stored bytes
+
+
+def _record(options: tuple[UnitOption, ...]) -> UnitRecord:
+    return UnitRecord("a.service", options, HASH, JobState.LAUNCHED)
+
+
+def test_each_option_adds_the_overhead_check_unit_counts() -> None:
+    one, two = (UnitOption("S", "N", "V"),), (UnitOption("S", "N", "V"),) * 2
+    assert len(encode_unit(_record(two))) - len(encode_unit(_record(one))) == (
+        STORED_OPTION_OVERHEAD + 3
+    )
+
+
+@given(st.lists(st.tuples(text, text, text), max_size=8))
+def test_check_units_lower_bound_never_exceeds_the_stored_size(
+    options: list[tuple[str, str, str]],
+) -> None:
+    unit_options = tuple(UnitOption(*o) for o in options)
+    stored = len(encode_unit(_record(unit_options)))
+    assert stored_unit_bytes_at_least(UnitFile(unit_options)) <= stored
+
+
+def test_a_unit_record_over_the_limit_is_not_encoded() -> None:
+    def with_values(count: int, value: str) -> UnitRecord:
+        return _record((UnitOption("Service", "ExecStart", value),) * count)
+
+    fits = encode_unit(with_values(120, "x" * 2000))
+    assert 240_000 < len(fits) <= MAX_UNIT_RECORD_BYTES
+    with pytest.raises(
+        RecordTooLarge, match=f"unit a.service would take .* {MAX_UNIT_RECORD_BYTES}"
+    ):
+        encode_unit(with_values(140, "x" * 2000))
+    # counted as stored: 500 emoji are 2,000 bytes of UTF-8 but 6,000 as JSON escapes
+    with pytest.raises(RecordTooLarge):
+        encode_unit(with_values(50, "\U0001f600" * 500))
+
+
+def test_a_metadata_value_over_the_limit_is_not_encoded() -> None:
+    value = "v" * (MAX_METADATA_RECORD_BYTES - len('{"value":""}'))
+    assert decode_metadata_value("k", encode_metadata_value(value)) == value
+    with pytest.raises(RecordTooLarge, match="a metadata value would take 8193 bytes"):
+        encode_metadata_value(value + "v")
+    with pytest.raises(RecordTooLarge):
+        encode_metadata_value("\u00e9" * 1400)  # 2,800 bytes of UTF-8, 8,400 stored
+
+
+def test_a_record_over_the_limit_is_still_decoded() -> None:
+    """Written before the limits, or by another writer: it must stay readable (and deletable)."""
+    options = [{"section": "Unit", "name": "Description", "value": "x" * 1_000_000}]
+    raw = dumps({"name": "a.service", "options": options, "hash": HASH, "desiredState": "loaded"})
+    assert decode_unit(KEY, raw).options[0].value == "x" * 1_000_000
 
 
 # ---- malformed input: every problem is a CodecError naming the key
