@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fleetd.api.errors import (
+    OUTCOME_UNKNOWN_MESSAGE,
     UNAVAILABLE_MESSAGE,
     BadRequest,
     BodyTooLarge,
@@ -27,6 +28,7 @@ from fleetd.core.names import UnitNameError
 from fleetd.core.submission import InvalidUnit
 from fleetd.registry.codec import CodecError
 from fleetd.registry.errors import EtcdCompacted, EtcdError, EtcdUnavailable
+from fleetd.registry.writes import WriteOutcomeUnknown
 
 
 @pytest.mark.parametrize(
@@ -58,6 +60,7 @@ from fleetd.registry.errors import EtcdCompacted, EtcdError, EtcdUnavailable
         ),
         (Unavailable(), 503, UNAVAILABLE_MESSAGE),
         (Unavailable("unit a.service kept changing"), 503, "unit a.service kept changing"),
+        (WriteOutcomeUnknown("etcd did not answer: Txn: ..."), 504, OUTCOME_UNKNOWN_MESSAGE),
         (EtcdUnavailable("Range: UNAVAILABLE: connection refused"), 503, UNAVAILABLE_MESSAGE),
         (TimeoutError(), 503, UNAVAILABLE_MESSAGE),
         (EtcdCompacted("gone"), 500, ""),
