@@ -8,8 +8,9 @@ Starts an etcd (data on tmpfs) and a `fleetd` process serving only its API on a 
 * `burst`: `--burst` creates sent at once; wall time until the last answer, latency p50/p99;
 * `burst_under_reads`: the same with `--readers` clients listing `GET /units`, every page (over
   `--preload` units written straight to etcd) in a loop meanwhile;
-* for each phase, the statuses answered and etcd's gRPC calls per request, by method (from
-  etcd's own `/metrics`): what one write costs in round trips.
+* for each phase, the statuses answered, etcd's gRPC calls per request by method (from etcd's
+  own `/metrics`: what one write costs in round trips), and fleetd's CPU time per request (user
+  plus system, from `/proc`: steadier than latency on a shared machine).
 
 Prints one JSON line and writes it to `bench/results/api_writes.json`.
 
@@ -73,6 +74,12 @@ def etcd_calls(server: EtcdServer) -> Counter[str]:
     return calls
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def per_request(before: Counter[str], after: Counter[str], requests: int) -> dict[str, float]:
     return {
         method: round((after[method] - before[method]) / requests, 2)
@@ -93,8 +100,8 @@ def summary(latencies: list[float]) -> dict[str, float]:
 @contextlib.contextmanager
 def fleetd_api(
     server: EtcdServer, workdir: Path, *, engine: bool, request_timeout: float
-) -> Iterator[str]:
-    """A fleetd process serving the API on a unix socket in `workdir`; yields the socket path."""
+) -> Iterator[tuple[str, int]]:
+    """A fleetd process serving the API on a unix socket in `workdir`: (socket path, pid)."""
     machine_id = workdir / "machine-id"
     machine_id.write_text("b" * 32 + "\n")
     socket_path = str(workdir / "fleet.sock")
@@ -113,7 +120,7 @@ def fleetd_api(
     log = (workdir / "fleetd.log").open("wb")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
-        yield socket_path
+        yield socket_path, process.pid
     finally:
         process.terminate()
         try:
@@ -146,21 +153,25 @@ async def timed(
 
 async def phase(
     server: EtcdServer,
+    pid: int,
     requests: int,
     run: Callable[[Counter[int], list[float]], Awaitable[None]],
 ) -> dict[str, Any]:
     before = etcd_calls(server)
+    cpu = cpu_seconds(pid)
     statuses: Counter[int] = Counter()
     latencies: list[float] = []
     started = time.perf_counter()
     await run(statuses, latencies)
     wall = time.perf_counter() - started
+    cpu = cpu_seconds(pid) - cpu
     return {
         "requests": requests,
         "wall_s": round(wall, 3),
         **summary(latencies),
         "statuses": {str(code): n for code, n in sorted(statuses.items())},
         "etcd_calls_per_request": per_request(before, etcd_calls(server), requests),
+        "fleetd_cpu_ms_per_request": round(cpu * 1000 / requests, 2),
     }
 
 
@@ -189,20 +200,20 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await preload(server, args.preload)
         with fleetd_api(
             server, workdir, engine=args.engine, request_timeout=args.request_timeout
-        ) as socket_path:
+        ) as (socket_path, pid):
             transport = httpx.AsyncHTTPTransport(uds=socket_path)
             limits = httpx.Limits(max_connections=args.burst + args.readers + 10)
             async with httpx.AsyncClient(
                 transport=transport, base_url="http://fleet", timeout=60, limits=limits
             ) as http:
                 await wait_ready(http)
-                return await measure(server, http, args)
+                return await measure(server, pid, http, args)
     finally:
         server.cleanup()
 
 
 async def measure(
-    server: EtcdServer, http: httpx.AsyncClient, args: argparse.Namespace
+    server: EtcdServer, pid: int, http: httpx.AsyncClient, args: argparse.Namespace
 ) -> dict[str, Any]:
     names = [f"s{n:05d}.service" for n in range(args.single)]
 
@@ -231,10 +242,10 @@ async def measure(
         "engine": args.engine,
         "etcd_request_timeout": args.request_timeout,
         "preloaded_units": args.preload,
-        "create": await phase(server, len(names), creates),
-        "update": await phase(server, len(names), updates),
-        "delete": await phase(server, len(names), deletes),
-        "burst": await phase(server, args.burst, burst("b")),
+        "create": await phase(server, pid, len(names), creates),
+        "update": await phase(server, pid, len(names), updates),
+        "delete": await phase(server, pid, len(names), deletes),
+        "burst": await phase(server, pid, args.burst, burst("b")),
     }
     stop, reading = asyncio.Event(), asyncio.Event()
     reads: Counter[int] = Counter()
@@ -255,7 +266,7 @@ async def measure(
     readers = [asyncio.create_task(reader()) for _ in range(args.readers)]
     try:
         await reading.wait()  # the readers are under way
-        result["burst_under_reads"] = await phase(server, args.burst, burst("r"))
+        result["burst_under_reads"] = await phase(server, pid, args.burst, burst("r"))
     finally:
         stop.set()
         await asyncio.gather(*readers)

@@ -127,10 +127,19 @@ def _value(kv: KeyValue | None) -> bytes | None:
 async def read_keys(
     client: EtcdClient, keys: Sequence[str], *, deadline: float
 ) -> tuple[dict[str, KeyValue], int]:
-    """The present ones among `keys`, read in one snapshot, and the snapshot's revision."""
+    """The present ones among `keys`, read in one snapshot, and the snapshot's revision.
+
+    A snapshot compacted away between its pages is read again, until `deadline`.
+    """
     wanted = set(keys)
-    kvs, revision = await client.get_prefix(_common_prefix(wanted), timeout=_left(deadline))
-    return {kv.key: kv for kv in kvs if kv.key in wanted}, revision
+    while True:
+        try:
+            kvs, revision = await client.get_prefix(_common_prefix(wanted), timeout=_left(deadline))
+        except EtcdCompacted as err:
+            if time.monotonic() >= deadline:
+                raise EtcdUnavailable(f"no snapshot of {sorted(wanted)} in time: {err}") from None
+            continue
+        return {kv.key: kv for kv in kvs if kv.key in wanted}, revision
 
 
 async def apply_guarded(
@@ -174,7 +183,7 @@ async def _resolve(
                 applied=isinstance(outcome, Applied),
             )
             return outcome
-        except EtcdUnavailable as err:
+        except EtcdError as err:  # unreachable, or a watch cancelled: still not known
             last = err
         await asyncio.sleep(min(pause, max(until - time.monotonic(), 0)))
         pause = min(pause * 2, _RETRY_PAUSE[1])

@@ -15,7 +15,7 @@ import pytest
 
 from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import EtcdClient, Put
-from fleetd.registry.errors import EtcdUnavailable
+from fleetd.registry.errors import EtcdCompacted, EtcdUnavailable
 from fleetd.registry.writes import (
     Applied,
     GuardedWrite,
@@ -259,3 +259,22 @@ async def test_the_keys_of_a_batch_are_read_in_one_snapshot(
     )
     assert sorted(found) == [key_prefix + "a/1", key_prefix + "b/2"]
     assert revision >= max(kv.mod_revision for kv in found.values())
+
+
+async def test_a_snapshot_compacted_between_its_pages_is_read_again(
+    etcd: EtcdClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await etcd.put(key_prefix + "k", b"v")
+    real = etcd.get_prefix
+    calls = 0
+
+    async def compacted_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # what get_prefix raises when a later page's revision is gone
+            raise EtcdCompacted("Range: OUT_OF_RANGE: required revision has been compacted")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(etcd, "get_prefix", compacted_once)
+    found, _ = await read_keys(etcd, [key_prefix + "k"], deadline=deadline_in(5))
+    assert (list(found), calls) == ([key_prefix + "k"], 2)
