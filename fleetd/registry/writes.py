@@ -20,8 +20,9 @@ left), the write may have been applied, or may still be applied once etcd reads 
   `WriteOutcomeUnknown`: the only case in which the caller cannot tell what happened.
 
 Invariants: a write is never applied twice and nothing else is written. `EtcdUnavailable`
-leaves `apply_guarded` only when nothing was written: the write carried no changes, or it was
-refused before being sent. Every etcd call is bounded by a gRPC deadline, which etcd's answer
+leaves `apply_guarded` only when nothing was written: the write carried no changes, or gRPC
+found no connection to send it on (etcd down or unreachable: `NEVER_SENT`), which needs no
+resolving. Every etcd call is bounded by a gRPC deadline, which etcd's answer
 beats or not in real time: a busy event loop that resumes late never turns an answer into a
 timeout.
 
@@ -46,6 +47,8 @@ from fleetd.registry.errors import EtcdCompacted, EtcdError, EtcdUnavailable
 log = structlog.get_logger(__name__)
 
 MIN_CALL_TIMEOUT: Final = 0.5  # seconds: every call gets at least this long, even late
+# gRPC's words for a call that found no connection to send on: it never left this process
+NEVER_SENT: Final = "failed to connect to all addresses"
 _RETRY_PAUSE: Final = (0.05, 0.5)  # first and longest pause between tries while etcd is silent
 
 
@@ -149,7 +152,7 @@ async def apply_guarded(
     try:
         result = await client.txn(write.compares(), write.operations(), timeout=_left(deadline))
     except EtcdUnavailable as lost:
-        if not write.changes:
+        if not write.changes or NEVER_SENT in str(lost):
             raise
         log.warning(
             "etcd's answer to a write was lost; finding out whether it was applied",

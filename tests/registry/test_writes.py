@@ -17,6 +17,7 @@ from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import EtcdClient, Put
 from fleetd.registry.errors import EtcdCompacted, EtcdUnavailable
 from fleetd.registry.writes import (
+    NEVER_SENT,
     Applied,
     GuardedWrite,
     Moved,
@@ -278,3 +279,19 @@ async def test_a_snapshot_compacted_between_its_pages_is_read_again(
     monkeypatch.setattr(etcd, "get_prefix", compacted_once)
     found, _ = await read_keys(etcd, [key_prefix + "k"], deadline=deadline_in(5))
     assert (list(found), calls) == ([key_prefix + "k"], 2)
+
+
+async def test_a_write_with_no_connection_to_etcd_was_never_sent(
+    private_etcd: EtcdServer, private_client: EtcdClient
+) -> None:
+    """etcd is down: gRPC finds no connection, so the write never left and nothing is resolved."""
+    write = await put_write(private_client, "/t/k", b"ours")
+    private_etcd.stop()
+    with pytest.raises(EtcdUnavailable, match=NEVER_SENT):
+        await apply_guarded(private_client, write, deadline=deadline_in(0.5), resolve_for=30)
+    private_etcd.start()
+    fresh = await EtcdClient.connect([private_etcd.endpoint])
+    try:
+        assert await fresh.get("/t/k") is None
+    finally:
+        await fresh.close()
