@@ -85,6 +85,9 @@ _PAGE_TOKEN = Query(None, alias="nextPageToken", description="the previous page'
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": schemas.Error} for code in (400, 401, 404, 405, 413, 415, 503)
 }
+_LOST: dict[int | str, dict[str, Any]] = {  # a write whose outcome etcd never told
+    504: {"model": schemas.Error, "description": "the write may or may not have been applied"}
+}
 
 
 def _json(obj: Any) -> Response:
@@ -138,6 +141,7 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
             204: {"description": "desired state set"},
             409: {"model": schemas.Error},
             **_ERRORS,
+            **_LOST,
         },
         openapi_extra={"requestBody": {"required": True, **body_doc}},
     )
@@ -152,7 +156,9 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
         return Response(status_code=201 if created else 204)
 
     @router.delete(
-        "/units/{name}", status_code=204, responses={204: {"description": "destroyed"}, **_ERRORS}
+        "/units/{name}",
+        status_code=204,
+        responses={204: {"description": "destroyed"}, **_ERRORS, **_LOST},
     )
     async def destroy_unit(name: str = _UNIT_NAME) -> Response:
         await service.destroy_unit(name)
@@ -190,7 +196,7 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
     @router.patch(
         "/machines",
         status_code=204,
-        responses={204: {"description": "metadata set"}, **_ERRORS},
+        responses={204: {"description": "metadata set"}, **_ERRORS, **_LOST},
         openapi_extra={
             "requestBody": {
                 "required": True,

@@ -7,8 +7,9 @@ mapped to statuses only in `STATUS_OF`; routes and services raise, they never bu
 responses.
 
 Invariants: bad input is always a 4xx. An unreachable or slow etcd is a 503 with
-`UNAVAILABLE_MESSAGE`, never a hang (callers bound their waits); only a bug or a registry error
-that is neither bad input nor an outage gives a 500, with an empty message as in fleet.
+`UNAVAILABLE_MESSAGE`, never a hang (callers bound their waits), and a 503 means nothing was
+written; a write whose outcome etcd never told is a 504 saying so. Only a bug or a registry
+error that is neither bad input nor an outage gives a 500, with an empty message as in fleet.
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from fleetd.api.schemas import go_json
 from fleetd.core.names import UnitNameError
 from fleetd.core.submission import InvalidUnit, RecordTooLarge
 from fleetd.registry.errors import EtcdError, EtcdRequestTooLarge, EtcdUnavailable
+from fleetd.registry.writes import WriteOutcomeUnknown
 
 log = structlog.get_logger(__name__)
 
 UNAVAILABLE_MESSAGE: Final = "fleet server unable to communicate with etcd"
+OUTCOME_UNKNOWN_MESSAGE: Final = (
+    "fleet server lost etcd's answer to the write: it may or may not have been applied"
+)
 
 
 class ApiError(Exception):
@@ -108,6 +113,7 @@ STATUS_OF: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (Unavailable, 503),
     (EtcdUnavailable, 503),
     (TimeoutError, 503),
+    (WriteOutcomeUnknown, 504),
     (EtcdError, 500),
 )
 
@@ -117,6 +123,8 @@ def status_and_message(error: BaseException) -> tuple[int, str]:
     status = next((code for kind, code in STATUS_OF if isinstance(error, kind)), 500)
     if status == 503 and not isinstance(error, Unavailable):
         return status, UNAVAILABLE_MESSAGE
+    if status == 504:
+        return status, OUTCOME_UNKNOWN_MESSAGE
     if status == 500:
         return status, ""
     return status, str(error)
@@ -134,6 +142,8 @@ def response_for(error: BaseException) -> Response:
         log.error("request failed", error=repr(error), exc_info=error)
     elif status == 503:
         log.info("request refused: etcd unavailable", error=repr(error))
+    elif status == 504:
+        log.warning("write outcome unknown: etcd did not answer", error=str(error))
     response = error_response(status, message)
     if status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"

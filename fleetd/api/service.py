@@ -5,13 +5,22 @@
 that PUTs and then GETs sees its write.
 
 Invariants:
-* Nothing is written for a refused request: every check of fleet's PUT order (reference section
-  3.5, with section 10's fixes) runs before the write, in `plan_set_unit`, a pure function.
-* Writes are guarded: a unit is stored only if it is still at the revision the decision was made
-  from; a lost race re-reads and decides again.
-* A request's etcd work is bounded by `request_timeout`: an unreachable or slow etcd is an
-  `Unavailable` (503) within that time. Waiting for the view is bounded too; a write that etcd
-  applied is reported as done even if the view is slow to show it (logged).
+* Nothing is written for a refused request: every check of fleet's PUT order (with fleet's
+  known bugs fixed) runs before the write, in `plan_set_unit`, a pure function.
+* A write costs one etcd round trip when the view is current: it is decided from the view and
+  sent as one transaction guarded by the mod revision the view holds for the key (0: absent).
+  A refusal, or a PUT that changes nothing, is confirmed the same way (a guarded transaction
+  that writes nothing). Only when the guard fails (the view was behind) is the key read from
+  etcd and the request decided again.
+* The status tells what happened. 2xx: applied, once. 4xx: nothing written, decided from a
+  state etcd confirmed. 503: nothing written (the view is not ready, or etcd could not be
+  reached before anything was sent). When etcd's answer to a write is lost, the request finds
+  out whether it was applied (`fleetd.registry.writes`) and answers accordingly; 504
+  (`WriteOutcomeUnknown`) only if etcd stays silent for another `request_timeout` too.
+* etcd's time is measured by each call's gRPC deadline (at most `request_timeout` per
+  request), never by a timer on the event loop: a loop that resumes a request late cannot turn
+  an answer etcd gave in time into an error. Waiting for the view is bounded too; a write that
+  etcd applied is reported as done even if the view is slow to show it (logged).
 * Until the view has read every prefix once, requests that need it are `Unavailable`.
 """
 
@@ -20,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from enum import Enum
 from typing import Final
@@ -28,6 +37,7 @@ from typing import Final
 import structlog
 
 from fleetd.api.errors import (
+    ApiError,
     BadRequest,
     DesiredStateRequired,
     OptionsRequired,
@@ -41,16 +51,25 @@ from fleetd.api.view import ApiView
 from fleetd.core.model import Machine, Placement
 from fleetd.core.names import go_quote, validate_unit_name
 from fleetd.core.states import JobState
-from fleetd.core.submission import check_unit
+from fleetd.core.submission import InvalidUnit, check_unit
 from fleetd.core.unitfile import UnitFile
-from fleetd.registry.client import EtcdClient, Put
-from fleetd.registry.codec import UnitRecord, UnitStateRecord, encode_metadata_value
+from fleetd.registry.client import EtcdClient
+from fleetd.registry.codec import UnitRecord, UnitStateRecord
 from fleetd.registry.keys import Keys
-from fleetd.registry.units import read_unit, remove_unit, store_unit
+from fleetd.registry.machines import metadata_write, read_metadata_at
+from fleetd.registry.units import (
+    confirm_unit_write,
+    read_unit_at,
+    remove_unit_write,
+    store_unit_write,
+)
+from fleetd.registry.writes import GuardedWrite, Moved, apply_guarded, deadline_in
 
 log = structlog.get_logger(__name__)
 
 _GUARDED_ATTEMPTS: Final = 5
+_REFUSALS: Final = (ApiError, InvalidUnit)  # what `plan_set_unit` raises
+_VIEW_WAIT_FLOOR: Final = 0.5  # seconds a write waits for the view even past its deadline
 _METADATA_PATH: Final = re.compile(r"/([^/]+)/metadata/([A-Za-z0-9_.-]+)")
 _METADATA_OPS: Final = frozenset({"add", "remove", "replace"})
 
@@ -191,35 +210,40 @@ class ApiService:
                 f"{go_quote(name)}"
             )
         validate_unit_name(name)
-        self._require_view()
-        deadline = time.monotonic() + self.request_timeout
-        async with asyncio.timeout(self.request_timeout):
-            for _attempt in range(_GUARDED_ATTEMPTS):
-                stored = await read_unit(self.client, self.keys, name)
-                existing = None if stored is None else stored.record
-                record, outcome = plan_set_unit(name, request, existing)
-                if outcome is SetOutcome.UNCHANGED:
-                    return outcome
-                expected = 0 if stored is None else stored.mod_revision
-                revision = await store_unit(
-                    self.client, self.keys, record, expected_revision=expected
-                )
-                if revision is not None:
-                    break
+        known = self._require_view().unit_at(name)
+        deadline = deadline_in(self.request_timeout)
+        fresh = False  # `known` is the view's (confirm it before relying on it), or etcd's
+        for _attempt in range(_GUARDED_ATTEMPTS):
+            try:
+                record, outcome = plan_set_unit(name, request, known.record)
+            except _REFUSALS as refusal:
+                if fresh or await self._holds(confirm_unit_write(self.keys, name, known), deadline):
+                    raise refusal from None
             else:
-                raise Unavailable(f"unit {name} kept changing while it was being written")
-        await self._wait_for_view({self.keys.units: revision}, deadline)
-        return outcome
+                if outcome is not SetOutcome.UNCHANGED:
+                    write = store_unit_write(self.keys, record, known)
+                elif fresh:
+                    return outcome
+                else:
+                    write = confirm_unit_write(self.keys, name, known)
+                if await self._holds(write, deadline):
+                    return outcome
+            known, fresh = await read_unit_at(self.client, self.keys, name, deadline=deadline), True
+        raise Unavailable(f"unit {name} kept changing while it was being written")
 
     async def destroy_unit(self, name: str) -> None:
         """DELETE /units/{name}."""
-        self._require_view()
-        deadline = time.monotonic() + self.request_timeout
-        async with asyncio.timeout(self.request_timeout):
-            revision = await remove_unit(self.client, self.keys, name)
-        if revision is None:
-            raise UnitNotFound()
-        await self._wait_for_view({self.keys.units: revision}, deadline)
+        known = self._require_view().unit_at(name)
+        deadline = deadline_in(self.request_timeout)
+        fresh = False
+        for _attempt in range(_GUARDED_ATTEMPTS):
+            if known.record is None:
+                if fresh or await self._holds(confirm_unit_write(self.keys, name, known), deadline):
+                    raise UnitNotFound()
+            elif await self._holds(remove_unit_write(self.keys, name, known), deadline):
+                return
+            known, fresh = await read_unit_at(self.client, self.keys, name, deadline=deadline), True
+        raise Unavailable(f"unit {name} kept changing while it was being destroyed")
 
     async def patch_machines(self, ops: Sequence[MetadataOp]) -> None:
         """PATCH /machines: check every op, then set or tombstone each `metadata/<m>/<key>`."""
@@ -237,20 +261,40 @@ class ApiService:
             writes[key] = "" if op.op == "remove" else op.value
         if not writes:
             return
-        self._require_view()
-        deadline = time.monotonic() + self.request_timeout
-        puts = [Put(key, encode_metadata_value(value)) for key, value in writes.items()]
-        revision = 0
-        async with asyncio.timeout(self.request_timeout):
-            for start in range(0, len(puts), EtcdClient.MAX_TXN_OPS):
-                batch = puts[start : start + EtcdClient.MAX_TXN_OPS]
-                revision = (await self.client.txn([], batch)).revision
-        await self._wait_for_view({self.keys.metadata: revision}, deadline)
+        view = self._require_view()
+        deadline = deadline_in(self.request_timeout)
+        items = list(writes.items())
+        for start in range(0, len(items), EtcdClient.MAX_TXN_OPS):
+            batch = dict(items[start : start + EtcdClient.MAX_TXN_OPS])
+            known = view.directory.metadata_at(list(batch))
+            for _attempt in range(_GUARDED_ATTEMPTS):
+                write = metadata_write(batch, known)
+                if await self._holds(write, deadline, shown_in=self.keys.metadata):
+                    break
+                known = await read_metadata_at(self.client, list(batch), deadline=deadline)
+            else:
+                raise Unavailable("machine metadata kept changing while it was being written")
 
-    async def _wait_for_view(self, revisions: Mapping[str, int], deadline: float) -> None:
-        """Wait until the view shows a write, at most until `deadline` (time.monotonic)."""
+    async def _holds(self, write: GuardedWrite, deadline: float, *, shown_in: str = "") -> bool:
+        """Apply `write`; False when its guard failed (nothing written: the view was stale).
+
+        A write that changed something returns once the view shows it under the prefix
+        `shown_in` (read-your-writes), or once `deadline` has passed (logged): it was applied
+        either way.
+        """
+        result = await apply_guarded(
+            self.client, write, deadline=deadline, resolve_for=self.request_timeout
+        )
+        if isinstance(result, Moved):
+            return False
+        if write.changes:
+            await self._wait_for_view(shown_in or self.keys.units, result.revision, deadline)
+        return True
+
+    async def _wait_for_view(self, prefix: str, revision: int, deadline: float) -> None:
+        """Wait until the view shows a write, at most until `deadline` (or a moment, if past)."""
         try:
-            async with asyncio.timeout(max(deadline - time.monotonic(), 0)):
-                await self.view.wait_for(revisions)
+            async with asyncio.timeout(max(deadline - time.monotonic(), _VIEW_WAIT_FLOOR)):
+                await self.view.wait_for({prefix: revision})
         except TimeoutError:
-            log.warning("the API view is slow to show a write", revisions=dict(revisions))
+            log.warning("the API view is slow to show a write", prefix=prefix, revision=revision)

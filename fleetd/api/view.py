@@ -14,6 +14,9 @@ Invariants:
   into the sorted list on the next read (timsort merges a sorted run with a short tail in linear
   time), removed keys are cut out by bisection. A list request never sorts 100,000 names.
 * `global_units` holds the units whose `[X-Fleet]` says `Global=true`.
+* Each unit's mod revision is kept beside its record, and `unit_at` hands out both with the
+  revision the units section has read to: what a write decides from and guards on, so a write
+  costs no read when the view is current.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fleetd.registry.codec import (
 from fleetd.registry.keys import Keys
 from fleetd.registry.machines import MachineDirectory
 from fleetd.registry.mirror import Mirror
+from fleetd.registry.units import UnitAt
 
 
 class _Sortable(Protocol):
@@ -82,6 +86,7 @@ class ApiView(Mirror):
         super().__init__(client)
         self._keys = keys
         self.units: dict[str, UnitRecord] = {}
+        self._unit_revisions: dict[str, int] = {}  # unit -> mod revision of units/<unit>
         self.global_units: set[str] = set()
         self.schedule: dict[str, dict[str, Placement]] = {}  # machine -> unit -> placement
         self.placements: dict[str, dict[str, Placement]] = {}  # unit -> machine -> placement
@@ -90,7 +95,8 @@ class ApiView(Mirror):
         self._unit_order: SortedKeys[str] = SortedKeys()
         self._state_order: SortedKeys[tuple[str, str]] = SortedKeys()
         self.add_section(keys.units, self._put_unit, self._delete_unit, self._clear_units)
-        self.machines: dict[str, Machine] = MachineDirectory(self, keys).merged
+        self.directory = MachineDirectory(self, keys)
+        self.machines: dict[str, Machine] = self.directory.merged
         self.add_section(
             keys.schedule, self._put_placement, self._delete_placement, self._clear_schedule
         )
@@ -107,6 +113,12 @@ class ApiView(Mirror):
         """Every published state as (unit, machine), sorted."""
         return self._state_order.sorted()
 
+    def unit_at(self, name: str) -> UnitAt:
+        """The unit as this view holds it (None: absent), with its revisions."""
+        return UnitAt(
+            self.units.get(name), self._unit_revisions.get(name, 0), self.revision(self._keys.units)
+        )
+
     # ---- units
 
     def _put_unit(self, kv: KeyValue) -> None:
@@ -115,6 +127,7 @@ class ApiView(Mirror):
         if name not in self.units:
             self._unit_order.add(name)
         self.units[name] = record
+        self._unit_revisions[name] = kv.mod_revision
         is_global = any(o.section == X_FLEET for o in record.options) and (
             parse_requirements(name, record.unit_file).is_global
         )
@@ -127,10 +140,12 @@ class ApiView(Mirror):
         name = self._keys.name_under(self._keys.units, key)
         if self.units.pop(name, None) is not None:
             self._unit_order.discard(name)
+        self._unit_revisions.pop(name, None)
         self.global_units.discard(name)
 
     def _clear_units(self) -> None:
         self.units.clear()
+        self._unit_revisions.clear()
         self.global_units.clear()
         self._unit_order.clear()
 

@@ -8,14 +8,18 @@ never stops a view.
 
 `generation` counts the changes applied, so a reader can tell whether anything changed since it
 last looked; `wait_for(revisions)` waits until given prefixes have applied given revisions (a
-writer waiting for its own writes to come back).
+writer waiting for its own writes to come back). Each waiter is woken once, when its revision
+is reached, not on every change: a hundred writes in flight cost a hundred wakeups, not ten
+thousand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
@@ -36,6 +40,15 @@ class Section:
     clear: Callable[[], None]
     revision: int = 0
     ready: bool = False
+    # (revision, tie-breaker, future) of each `wait_for` still waiting, smallest revision first
+    waiters: list[tuple[int, int, asyncio.Future[None]]] = field(default_factory=list)
+
+    def wake(self) -> None:
+        """Resolve every waiter whose revision has been reached."""
+        while self.waiters and self.waiters[0][0] <= self.revision:
+            _, _, future = heapq.heappop(self.waiters)
+            if not future.done():
+                future.set_result(None)
 
 
 class Mirror:
@@ -46,6 +59,7 @@ class Mirror:
         self._on_change = on_change
         self._sections: list[Section] = []
         self._advanced = asyncio.Event()
+        self._tickets = itertools.count()
         self.generation = 0  # bumped on every change applied
 
     def add_section(
@@ -64,7 +78,10 @@ class Mirror:
 
     def revision(self, prefix: str) -> int:
         """The last revision applied for one watched prefix."""
-        return next(s.revision for s in self._sections if s.prefix == prefix)
+        return self._section(prefix).revision
+
+    def _section(self, prefix: str) -> Section:
+        return next(s for s in self._sections if s.prefix == prefix)
 
     async def wait_ready(self) -> None:
         while not self.ready:
@@ -72,8 +89,12 @@ class Mirror:
 
     async def wait_for(self, revisions: Mapping[str, int]) -> None:
         """Return once each prefix in `revisions` has applied at least that revision."""
-        while any(self.revision(prefix) < rev for prefix, rev in revisions.items()):
-            await self._next_advance()
+        for prefix, revision in revisions.items():
+            section = self._section(prefix)
+            if section.revision < revision:
+                future = asyncio.get_running_loop().create_future()
+                heapq.heappush(section.waiters, (revision, next(self._tickets), future))
+                await future
 
     async def _next_advance(self) -> None:
         self._advanced.clear()
@@ -99,6 +120,7 @@ class Mirror:
                         self._apply(section, event.kv, deleted=event.kind == "delete")
                     changed = bool(events)
             section.revision = revision
+            section.wake()
             self._advanced.set()
             if changed:
                 self.generation += 1

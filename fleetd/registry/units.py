@@ -4,11 +4,12 @@ These are the writes the API makes for `fleetctl submit/load/start/destroy`. One
 submission (desired state included), one delete per destroy; nothing is written for a unit that
 fails its checks.
 
-`put_unit`/`delete_unit` write unconditionally. The API uses the guarded forms instead:
-`read_unit` returns the record with its `mod_revision`, `store_unit` writes only if the key is
-still at that revision (0: still absent), and both `store_unit` and `remove_unit` return the
-write's revision, so the caller can wait until its view has seen it. A guarded write that lost a
-race writes nothing and returns None.
+`put_unit`/`delete_unit` write unconditionally. The API decides from a `UnitAt` (the unit as its
+view or a read saw it, with the key's mod revision and the revision it was seen at) and writes
+with a `GuardedWrite` (`fleetd.registry.writes`) built here: `store_unit_write` and
+`remove_unit_write` change the key only if it is still at that mod revision (0: still absent),
+`confirm_unit_write` changes nothing and only checks that the decision's premise still holds.
+A write whose guard fails writes nothing; `read_unit_at` then gives a fresh `UnitAt`.
 """
 
 from __future__ import annotations
@@ -18,17 +19,19 @@ from dataclasses import dataclass
 from fleetd.core.states import JobState
 from fleetd.core.submission import check_unit
 from fleetd.core.unitfile import UnitFile
-from fleetd.registry.client import Compare, Delete, EtcdClient, Put
+from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import UnitRecord, decode_unit, encode_unit
 from fleetd.registry.keys import Keys
+from fleetd.registry.writes import GuardedWrite, read_keys
 
 
 @dataclass(frozen=True, slots=True)
-class StoredUnit:
-    """A unit as read from etcd, with the revision of its last write."""
+class UnitAt:
+    """A unit as seen at etcd revision `observed_at`: its record and mod revision (0: absent)."""
 
-    record: UnitRecord
+    record: UnitRecord | None
     mod_revision: int
+    observed_at: int
 
 
 async def put_unit(
@@ -42,8 +45,9 @@ async def put_unit(
 
 
 async def get_unit(client: EtcdClient, keys: Keys, name: str) -> UnitRecord | None:
-    stored = await read_unit(client, keys, name)
-    return None if stored is None else stored.record
+    """The stored unit; None when there is none. Raises `CodecError`."""
+    kv = await client.get(keys.unit(name))
+    return None if kv is None else decode_unit(kv.key, kv.value)
 
 
 async def delete_unit(client: EtcdClient, keys: Keys, name: str) -> bool:
@@ -51,34 +55,37 @@ async def delete_unit(client: EtcdClient, keys: Keys, name: str) -> bool:
     return await client.delete(keys.unit(name)) > 0
 
 
-async def read_unit(client: EtcdClient, keys: Keys, name: str) -> StoredUnit | None:
-    """The stored unit and its mod revision; None when there is none. Raises `CodecError`."""
-    kv = await client.get(keys.unit(name))
-    return None if kv is None else StoredUnit(decode_unit(kv.key, kv.value), kv.mod_revision)
+async def read_unit_at(client: EtcdClient, keys: Keys, name: str, *, deadline: float) -> UnitAt:
+    """The unit as etcd holds it now (a linearizable read). Raises `CodecError`, `EtcdError`."""
+    found, revision = await read_keys(client, [keys.unit(name)], deadline=deadline)
+    kv = found.get(keys.unit(name))
+    if kv is None:
+        return UnitAt(None, 0, revision)
+    return UnitAt(decode_unit(kv.key, kv.value), kv.mod_revision, revision)
 
 
-async def store_unit(
-    client: EtcdClient, keys: Keys, record: UnitRecord, *, expected_revision: int
-) -> int | None:
-    """Check, then store `record` if `units/<name>` is still at `expected_revision` (0: absent).
+def store_unit_write(keys: Keys, record: UnitRecord, known: UnitAt) -> GuardedWrite:
+    """Store `record` if the key is still as `known` saw it.
 
-    Returns the write's revision, or None when the key has moved on (nothing written). Raises
-    `InvalidUnit` (nothing written) when the unit is bad, or ValueError when `record.hash` is not
-    the hash of its options.
+    Raises `InvalidUnit` when the unit is bad, or ValueError when `record.hash` is not the hash
+    of its options: nothing is built, so nothing can be written.
     """
     unit = record.unit_file
     check_unit(record.name, unit, record.desired)
     if unit.hash != record.hash:
         raise ValueError(f"unit {record.name}: hash {record.hash} is not its options' hash")
     key = keys.unit(record.name)
-    result = await client.txn(
-        [Compare.mod_revision(key, "==", expected_revision)], [Put(key, encode_unit(record))]
-    )
-    return result.revision if result.succeeded else None
+    return GuardedWrite({key: known.mod_revision}, {key: encode_unit(record)}, known.observed_at)
 
 
-async def remove_unit(client: EtcdClient, keys: Keys, name: str) -> int | None:
-    """Destroy a unit; the delete's revision, or None when there was no such unit."""
+def remove_unit_write(keys: Keys, name: str, known: UnitAt) -> GuardedWrite:
+    """Delete the unit if the key is still as `known` saw it (present)."""
+    if known.record is None:
+        raise ValueError(f"unit {name}: nothing to remove")
     key = keys.unit(name)
-    result = await client.txn([Compare.version(key, ">", 0)], [Delete(key)])
-    return result.revision if result.succeeded else None
+    return GuardedWrite({key: known.mod_revision}, {key: None}, known.observed_at)
+
+
+def confirm_unit_write(keys: Keys, name: str, known: UnitAt) -> GuardedWrite:
+    """Write nothing; succeed only if the key is still as `known` saw it."""
+    return GuardedWrite({keys.unit(name): known.mod_revision}, {}, known.observed_at)

@@ -3,6 +3,7 @@ recorded exchanges of 3.6, headers, limits and auth. Bodies and statuses are ass
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import AsyncIterator
@@ -12,8 +13,10 @@ import httpx
 import pytest
 from fastapi.routing import APIRoute
 
+from devtools.etcd_server import EtcdServer
 from fleetd import __version__
 from fleetd.api.app import MAX_BODY_BYTES, PREFIXES, _v1_router, create_app
+from fleetd.api.errors import OUTCOME_UNKNOWN_MESSAGE
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.core.model import Machine
@@ -24,6 +27,7 @@ from tests.api.helpers import (
     HELLO_HASH,
     M1,
     M2,
+    VIEW_WAIT,
     dump,
     options,
     options_json,
@@ -34,6 +38,7 @@ from tests.api.helpers import (
     store_reasons,
     store_unit,
 )
+from tests.registry.hooks import Txn, hook_txn
 
 SERVER = f"fleetd/{__version__}"
 JSON = {"Content-Type": "application/json"}
@@ -635,6 +640,49 @@ async def test_a_view_not_ready_is_503_without_the_server_header(
             "illegal base64 data at input byte 0",
         )
     assert await dump(etcd, keys.prefix) == {}
+
+
+async def test_writes_etcd_answered_late_or_lost_are_answered_truly(
+    private_etcd: EtcdServer, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP: a PUT and a DELETE sent to an etcd paused as they leave, resumed once their
+    calls have timed out, answer 201 and 204 (what happened), not 503; with etcd silent
+    throughout, a PUT answers 504 with fleet's envelope and a refusal answers 503."""
+    client = await EtcdClient.connect([private_etcd.endpoint], timeout=0.5)
+    keys = Keys(key_prefix)
+    view = ApiView(client, keys)
+    task = asyncio.create_task(view.run())
+
+    async def paused(real: Txn, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        private_etcd.pause()
+        try:
+            return await real(*args, **kwargs)
+        finally:
+            private_etcd.resume()
+
+    try:
+        await asyncio.wait_for(view.wait_ready(), VIEW_WAIT)
+        app = create_app(ApiService(client, keys, view, request_timeout=0.5))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://f") as api:
+            with monkeypatch.context() as hooked:
+                hook_txn(hooked, client, paused, writes_only=True)
+                assert (await put(api, "a.service", unit_body())).status_code == 201
+            with monkeypatch.context() as hooked:
+                hook_txn(hooked, client, paused, writes_only=True)
+                assert (await api.delete("/fleet/v1/units/a.service")).status_code == 204
+            assert await dump(client, keys.prefix) == {}
+            private_etcd.pause()
+            lost = await put(api, "b.service", unit_body())
+            assert_error(lost, 504, OUTCOME_UNKNOWN_MESSAGE)
+            assert lost.headers["server"] == SERVER
+            unsent = await api.delete("/fleet/v1/units/a.service")
+            assert_error(unsent, 503, "fleet server unable to communicate with etcd")
+    finally:
+        private_etcd.resume()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await client.close()
 
 
 async def test_healthz_when_ready(api: httpx.AsyncClient) -> None:

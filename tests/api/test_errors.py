@@ -7,6 +7,7 @@ import json
 import pytest
 
 from fleetd.api.errors import (
+    OUTCOME_UNKNOWN_MESSAGE,
     UNAVAILABLE_MESSAGE,
     BadRequest,
     BodyTooLarge,
@@ -33,6 +34,7 @@ from fleetd.registry.errors import (
     EtcdResponseTooLarge,
     EtcdUnavailable,
 )
+from fleetd.registry.writes import WriteOutcomeUnknown
 
 
 @pytest.mark.parametrize(
@@ -67,6 +69,7 @@ from fleetd.registry.errors import (
         ),
         (Unavailable(), 503, UNAVAILABLE_MESSAGE),
         (Unavailable("unit a.service kept changing"), 503, "unit a.service kept changing"),
+        (WriteOutcomeUnknown("etcd did not answer: Txn: ..."), 504, OUTCOME_UNKNOWN_MESSAGE),
         (EtcdUnavailable("Range: UNAVAILABLE: connection refused"), 503, UNAVAILABLE_MESSAGE),
         (TimeoutError(), 503, UNAVAILABLE_MESSAGE),
         (EtcdCompacted("gone"), 500, ""),

@@ -46,6 +46,24 @@ async def test_units_and_global_units(etcd: EtcdClient, keys: Keys, view: ApiVie
     assert "a.service" not in view.units
 
 
+async def test_a_unit_is_held_with_its_mod_revision(
+    etcd: EtcdClient, keys: Keys, view: ApiView
+) -> None:
+    absent = view.unit_at("a.service")
+    assert (absent.record, absent.mod_revision) == (None, 0)
+    assert absent.observed_at == view.revision(keys.units)
+    record = await store_unit(etcd, keys, view, "a.service")
+    kv = await etcd.get(keys.unit("a.service"))
+    assert kv is not None
+    held = view.unit_at("a.service")
+    assert (held.record, held.mod_revision) == (record, kv.mod_revision)
+    assert held.observed_at >= kv.mod_revision
+    await seen(view, keys.units, await etcd.put(keys.unit("a.service"), b"{broken"))
+    assert view.unit_at("a.service").mod_revision == kv.mod_revision  # the last good one
+    await remove(etcd, view, keys.units, keys.unit("a.service"))
+    assert view.unit_at("a.service").mod_revision == 0
+
+
 async def test_placements_are_indexed_both_ways(
     etcd: EtcdClient, keys: Keys, view: ApiView
 ) -> None:

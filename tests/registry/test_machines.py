@@ -12,8 +12,14 @@ from fleetd.core.model import Machine
 from fleetd.registry.client import Delete, EtcdClient, Put
 from fleetd.registry.codec import encode_machine, encode_metadata_value
 from fleetd.registry.keys import Keys
-from fleetd.registry.machines import MachineDirectory
+from fleetd.registry.machines import (
+    MachineDirectory,
+    MetadataAt,
+    metadata_write,
+    read_metadata_at,
+)
 from fleetd.registry.mirror import Mirror
+from fleetd.registry.writes import Applied, Moved, apply_guarded, deadline_in
 
 M1, M2 = "1" * 32, "2" * 32
 
@@ -95,3 +101,37 @@ async def test_a_late_directory_reads_both_prefixes(mirrored: Mirrored) -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_metadata_writes_are_guarded_by_the_revisions_seen(mirrored: Mirrored) -> None:
+    keys, etcd = mirrored.keys, mirrored.etcd
+    role, az = keys.metadata_key(M1, "role"), keys.metadata_key(M2, "az")
+    await mirrored.metadata(M1, "role", "db")
+    seen = mirrored.directory.metadata_at([role, az])
+    role_kv = await etcd.get(role)
+    assert role_kv is not None
+    assert seen.revisions == {role: role_kv.mod_revision, az: 0}
+    assert seen.observed_at == mirrored.mirror.revision(keys.metadata)
+    assert await read_metadata_at(etcd, [role, az], deadline=deadline_in(5)) == MetadataAt(
+        {role: role_kv.mod_revision}, (await etcd.get_prefix(keys.prefix))[1]
+    )
+    write = metadata_write({role: "web", az: ""}, seen)
+    assert write.changes == {role: encode_metadata_value("web"), az: encode_metadata_value("")}
+    applied = await apply_guarded(etcd, write, deadline=deadline_in(5), resolve_for=5)
+    assert isinstance(applied, Applied)
+    await asyncio.wait_for(mirrored.mirror.wait_for({keys.metadata: applied.revision}), 10)
+    assert mirrored.directory.metadata_at([role, az]).revisions == {
+        role: applied.revision,
+        az: applied.revision,
+    }
+    # decided from what was seen before: a guard fails and nothing is written
+    stale = await apply_guarded(
+        etcd, metadata_write({role: "x"}, seen), deadline=deadline_in(5), resolve_for=5
+    )
+    assert stale == Moved()
+    assert mirrored.directory.merged == {}  # no machine record: the values wait for it
+    value = await etcd.get(role)
+    assert value is not None
+    assert (value.value, value.mod_revision) == (encode_metadata_value("web"), applied.revision)
+    await mirrored.apply(keys.metadata, Delete(role))
+    assert mirrored.directory.metadata_at([role]).revisions == {role: 0}

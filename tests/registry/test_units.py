@@ -13,14 +13,16 @@ from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import UnitRecord
 from fleetd.registry.keys import Keys
 from fleetd.registry.units import (
-    StoredUnit,
+    UnitAt,
+    confirm_unit_write,
     delete_unit,
     get_unit,
     put_unit,
-    read_unit,
-    remove_unit,
-    store_unit,
+    read_unit_at,
+    remove_unit_write,
+    store_unit_write,
 )
+from fleetd.registry.writes import Applied, GuardedWrite, Moved, apply_guarded, deadline_in
 
 GOOD = "[Unit]\nDescription=Hello World\n\n[Service]\nExecStart=/bin/sleep 1\n"
 
@@ -60,33 +62,44 @@ async def test_guarded_writes(etcd: EtcdClient, key_prefix: str) -> None:
     keys = Keys(key_prefix)
     unit = parse_unit(GOOD)
     record = UnitRecord("hello.service", unit.options, unit.hash, JobState.LOADED)
-    assert await read_unit(etcd, keys, "hello.service") is None
-    created = await store_unit(etcd, keys, record, expected_revision=0)
-    assert created is not None
-    stored = await read_unit(etcd, keys, "hello.service")
-    assert stored == StoredUnit(record, created)
+
+    async def apply(write: GuardedWrite) -> Applied | Moved:
+        return await apply_guarded(etcd, write, deadline=deadline_in(5), resolve_for=5)
+
+    absent = await read_unit_at(etcd, keys, "hello.service", deadline=deadline_in(5))
+    assert (absent.record, absent.mod_revision) == (None, 0)
+    created = await apply(store_unit_write(keys, record, absent))
+    assert isinstance(created, Applied)
+    stored = await read_unit_at(etcd, keys, "hello.service", deadline=deadline_in(5))
+    assert (stored.record, stored.mod_revision) == (record, created.revision)
+    assert stored.observed_at >= created.revision
     # a writer that decided from "absent", or from an older revision, loses and writes nothing
     launched = replace(record, desired=JobState.LAUNCHED)
-    assert await store_unit(etcd, keys, launched, expected_revision=0) is None
-    assert await store_unit(etcd, keys, launched, expected_revision=created - 1) is None
+    assert await apply(store_unit_write(keys, launched, absent)) == Moved()
+    older = UnitAt(record, created.revision - 1, created.revision - 1)
+    assert await apply(store_unit_write(keys, launched, older)) == Moved()
+    assert await apply(remove_unit_write(keys, "hello.service", older)) == Moved()
+    assert await apply(confirm_unit_write(keys, "hello.service", absent)) == Moved()
+    assert isinstance(await apply(confirm_unit_write(keys, "hello.service", stored)), Applied)
     assert await get_unit(etcd, keys, "hello.service") == record
-    updated = await store_unit(etcd, keys, launched, expected_revision=created)
-    assert updated is not None
-    assert updated > created
-    removed = await remove_unit(etcd, keys, "hello.service")
-    assert removed is not None
-    assert removed > updated
-    assert await remove_unit(etcd, keys, "hello.service") is None
+    updated = await apply(store_unit_write(keys, launched, stored))
+    assert isinstance(updated, Applied)
+    assert updated.revision > created.revision
+    current = await read_unit_at(etcd, keys, "hello.service", deadline=deadline_in(5))
+    removed = await apply(remove_unit_write(keys, "hello.service", current))
+    assert isinstance(removed, Applied)
+    assert await get_unit(etcd, keys, "hello.service") is None
+    with pytest.raises(ValueError, match="nothing to remove"):
+        remove_unit_write(keys, "hello.service", absent)
 
 
-async def test_guarded_writes_check_the_unit(etcd: EtcdClient, key_prefix: str) -> None:
+def test_guarded_writes_check_the_unit(key_prefix: str) -> None:
     keys = Keys(key_prefix)
     unit = parse_unit(GOOD)
+    absent = UnitAt(None, 0, 1)
     template = UnitRecord("t@.service", unit.options, unit.hash, JobState.LAUNCHED)
     with pytest.raises(InvalidUnit, match=r'cannot activate template "t@\.service"'):
-        await store_unit(etcd, keys, template, expected_revision=0)
+        store_unit_write(keys, template, absent)
     wrong_hash = UnitRecord("a.service", unit.options, "0" * 40, JobState.LOADED)
     with pytest.raises(ValueError, match="is not its options' hash"):
-        await store_unit(etcd, keys, wrong_hash, expected_revision=0)
-    kvs, _ = await etcd.get_prefix(key_prefix)
-    assert kvs == []
+        store_unit_write(keys, wrong_hash, absent)
