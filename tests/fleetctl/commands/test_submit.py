@@ -7,8 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from fleetctl.app import main
+from fleetctl.client import MAX_IN_FLIGHT
 from tests.fleetctl.conftest import HELLO, Result, Run
 from tests.fleetctl.fake_api import FakeFleet, options_of
+from tests.fleetctl.gate import Gate, by_position, is_write, scrambled
 
 CHANGED = HELLO.replace("Hello World", "Hello again")
 
@@ -150,3 +153,25 @@ def test_json_output(run: Run, fleet: FakeFleet, unit_files: Path) -> None:
         "errors": [],
         "warnings": [],
     }
+
+
+def test_many_units_are_created_concurrently_and_reported_in_argument_order(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    gate = Gate(fleet.handle, MAX_IN_FLIGHT, is_write, by_position(names))
+    assert main(["submit", *names], transport=gate.transport()) == 0
+    assert capsys.readouterr() == ("".join(f"Unit {name} inactive\n" for name in names), "")
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 2, MAX_IN_FLIGHT)
+    # the registry is read once (one list), then one poll sees every unit inactive
+    assert [r.url.path for r in fleet.requests if r.method == "GET"] == ["/fleet/v1/units"] * 2
+
+
+def test_a_failed_create_among_many(run: Run, fleet: FakeFleet, workdir: Path) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    fleet.break_route("PUT", f"/units/{names[20]}", 500, "etcd is unreachable")
+    assert run("submit", *names) == Result(
+        1, "", "Error creating units: etcd is unreachable (HTTP 500)\n"
+    )
