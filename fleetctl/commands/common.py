@@ -35,7 +35,7 @@ from fleetctl.output import go_list
 from fleetctl.session import Session
 from fleetctl.units import Resolution, resolve_units
 from fleetctl.wait import wait_for_unit_states
-from fleetd.core.names import mangle_unit_name
+from fleetd.core.names import mangle_unit_name, split_unit_name
 from fleetd.core.states import Command, JobState
 
 NO_BLOCK = -1
@@ -73,6 +73,17 @@ def unit_names(args: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(mangle_unit_name(arg) for arg in args))
 
 
+def templates_of(names: Sequence[str]) -> list[str]:
+    """The templates of the instances among `names` (`foo@.service` for `foo@1.service`), each
+    once: a new instance is made from its template, so they are read with the units."""
+    templates = []
+    for name in names:
+        info = split_unit_name(name)
+        if info is not None and info.is_instance and info.template is not None:
+            templates.append(info.template)
+    return list(dict.fromkeys(templates))
+
+
 class CreateFailed(FleetctlError):
     """Some created units never reported `inactive` (already printed, one line each)."""
 
@@ -96,7 +107,8 @@ def create_units(
     """fleet's `lazyCreateUnits`; the units of `args` as they now are, in argument order."""
     out = session.out
     client = session.client
-    registry = UnitCache(client, unit_names(args))
+    names = unit_names(args)
+    registry = UnitCache(client, names + templates_of(names))
     resolutions = resolve_units(registry, args, command, replace)
     writes = [resolution for resolution in resolutions if resolution.unit_file is not None]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fleetctl.app import main
@@ -175,3 +176,17 @@ def test_a_failed_create_among_many(run: Run, fleet: FakeFleet, workdir: Path) -
     assert run("submit", *names) == Result(
         1, "", "Error creating units: etcd is unreachable (HTTP 500)\n"
     )
+
+
+def test_an_instance_and_its_template_are_read_together(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+
+    def registry_read(request: httpx.Request) -> bool:  # the reads before the create
+        return request.method == "GET" and not fleet.writes()
+
+    gate = Gate(fleet.handle, 2, registry_read)
+    assert main(["submit", "s@1.service"], transport=gate.transport()) == 0
+    assert capsys.readouterr() == ("Unit s@1.service inactive\n", "")
+    assert (gate.refusals, gate.batches) == ([], 1)
