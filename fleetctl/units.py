@@ -1,6 +1,6 @@
 """Resolving command-line arguments to units: local files, templates and the registry.
 
-Role: fleet's `lazyCreateUnits` decision for `submit`, `load` and `start` (reference 4.2),
+Role: fleet's `lazyCreateUnits` decision for `submit`, `load` and `start`,
 without the writes. For each argument it decides whether the unit must be created (or replaced)
 and from which unit file, and which notices to print; `commands.common` does the PUTs.
 

@@ -1,7 +1,7 @@
 """What the state-changing commands share: fleet's flags, creating units, setting target states,
 and waiting with fleet's messages.
 
-Role: the steps of fleet's `submit`, `load`, `start`, `stop`, `unload` (reference 4.2-4.4), each
+Role: the steps of fleet's `submit`, `load`, `start`, `stop`, `unload`, each
 printing what fleet prints:
 * `create_units`: resolve the arguments (`fleetctl.units`), PUT the new units, then wait for
   each to be `inactive` (`Unit X inactive`), as fleet does even for `start`;

@@ -1,7 +1,7 @@
 """TEST FAKE: an in-memory fleet v1 HTTP API, served through `httpx.MockTransport`.
 
 This is not pyfleet's server (that is `fleetd/api/`); it is a stand-in with the same wire
-semantics (reference section 3.5) so fleetctl's command tests run without etcd or systemd:
+semantics so fleetctl's command tests run without etcd or systemd:
 * `GET/PUT/DELETE /fleet/v1/units/{name}`, `GET /units` paged by fleet's tokens (URL-safe
   base64 of little-endian uint16 limit and page), `GET /state` with `unitName`/`machineID`
   filters, `GET /state/{name}`, `GET /machines`; the error envelope

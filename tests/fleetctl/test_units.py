@@ -1,4 +1,4 @@
-"""Resolving arguments to units (reference 4.2): local files, templates, the registry, --replace."""
+"""Resolving arguments to units: local files, templates, the registry, --replace."""
 
 from __future__ import annotations
 
