@@ -43,7 +43,7 @@ unit: the list costs a round trip per page of the whole registry, the GETs one p
 
 
 class _NotSent:
-    """The result of a call that was never made, because an earlier one failed."""
+    """The result of a call that was never made, because another call had failed."""
 
 
 NOT_SENT = _NotSent()
