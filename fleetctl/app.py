@@ -4,7 +4,7 @@ Role: parse the command line as fleet's cobra-based fleetctl did and hand a `Set
 the command (through typer's `ctx.obj`). The commands live in `fleetctl.commands`, one module
 each; this module only registers them.
 
-Behaviour kept from fleet (reference 4.1): the global flags (each also read from
+Behaviour kept from fleet: the global flags (each also read from
 `FLEETCTL_<FLAG>` when absent), `--version`/`-v`/`version`, `help`, usage with no arguments,
 unique command prefixes (`fleetctl list-m`), and global flags given after the command
 (`fleetctl list-units --endpoint ...`, cobra's persistent flags). Fixed: an unknown command or a

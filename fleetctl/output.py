@@ -14,12 +14,15 @@ Invariants:
 * The progress bar is drawn on stderr, only in text mode, only when stdout and stderr are both
   terminals and more than `PROGRESS_MIN_UNITS` units are waited for.
 * Streams are looked up at each write (`sys.stdout` may be swapped by tests or by rich).
+* Only `debug` is called from worker threads (the client's request log during `fleetctl.bulk`
+  calls); stderr lines are written whole, one at a time.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -37,6 +40,9 @@ SHORT_ID_LENGTH = 8
 SHORT_HASH_LENGTH = 7
 PROGRESS_MIN_UNITS = 11
 """A progress bar appears when at least this many units are waited for (fleet printed none)."""
+
+
+_STDERR_LOCK = threading.Lock()
 
 
 class OutputFormat(StrEnum):
@@ -129,8 +135,9 @@ class Output:
             self._stderr(f"{stamp} DEBUG {text}")
 
     def _stderr(self, text: str) -> None:
-        sys.stderr.write(text + "\n")
-        sys.stderr.flush()
+        with _STDERR_LOCK:
+            sys.stderr.write(text + "\n")
+            sys.stderr.flush()
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]], legend: bool) -> None:
         """Text: fleet's table (header upper-cased unless `legend` is false)."""

@@ -1,6 +1,6 @@
 """Resolving command-line arguments to units: local files, templates and the registry.
 
-Role: fleet's `lazyCreateUnits` decision for `submit`, `load` and `start` (reference 4.2),
+Role: fleet's `lazyCreateUnits` decision for `submit`, `load` and `start`,
 without the writes. For each argument it decides whether the unit must be created (or replaced)
 and from which unit file, and which notices to print; `commands.common` does the PUTs.
 
@@ -128,24 +128,37 @@ def read_local_units(args: list[str], command: Command) -> dict[str, tuple[str, 
     return found
 
 
-def _local_template(arg: str, name: str) -> LocalFile | None:
-    info = split_unit_name(name)
-    if info is None or not info.is_instance or info.template is None:
-        return None
-    path = os.path.join(os.path.dirname(arg), info.template)
-    if not os.path.isfile(path):
-        return None
-    return LocalFile(path, read_unit_file(info.template, path))
+class LocalTemplates:
+    """The template files beside the arguments, each read and parsed once per resolution
+    (1,000 instances of one template read it once)."""
+
+    def __init__(self) -> None:
+        self._files: dict[str, LocalFile | None] = {}
+
+    def of(self, arg: str, name: str) -> LocalFile | None:
+        """The file `foo@.service` beside `arg` for the instance `name`, if there is one."""
+        info = split_unit_name(name)
+        if info is None or not info.is_instance or info.template is None:
+            return None
+        path = os.path.join(os.path.dirname(arg), info.template)
+        if path not in self._files:
+            found = os.path.isfile(path)
+            self._files[path] = (
+                LocalFile(path, read_unit_file(info.template, path)) if found else None
+            )
+        return self._files[path]
 
 
-def _new_unit(registry: Registry, arg: str, name: str, command: Command) -> UnitFile:
+def _new_unit(
+    registry: Registry, templates: LocalTemplates, arg: str, name: str, command: Command
+) -> UnitFile:
     info = split_unit_name(name)
     if info is None or not info.is_instance or info.template is None:
         raise ResolutionError(f"unable to find Unit({name}) in Registry or on filesystem")
     template = registry.unit(info.template)
     if template is not None:
         return checked(name, template.unit_file, command)
-    local = _local_template(arg, name)
+    local = templates.of(arg, name)
     if local is None:
         raise ResolutionError(
             f"unable to find template Unit({info.template}) in Registry or on filesystem"
@@ -154,11 +167,18 @@ def _new_unit(registry: Registry, arg: str, name: str, command: Command) -> Unit
 
 
 def _existing_unit(
-    *, name: str, existing: Unit, arg: str, local: LocalFile | None, command: Command, replace: bool
+    *,
+    name: str,
+    existing: Unit,
+    arg: str,
+    local: LocalFile | None,
+    templates: LocalTemplates,
+    command: Command,
+    replace: bool,
 ) -> Resolution:
     kind = "local unit file"
     if local is None:
-        local = _local_template(arg, name)
+        local = templates.of(arg, name)
         kind = "local template unit file"
     if local is None:
         if replace:
@@ -189,6 +209,7 @@ def resolve_units(
 ) -> list[Resolution]:
     """One resolution per distinct unit name, in argument order; raises `ResolutionError`."""
     local_units = read_local_units(args, command)
+    templates = LocalTemplates()
     resolutions = []
     for name, (arg, local) in local_units.items():
         existing = registry.unit(name)
@@ -199,6 +220,7 @@ def resolve_units(
                     existing=existing,
                     arg=arg,
                     local=local,
+                    templates=templates,
                     command=command,
                     replace=replace,
                 )
@@ -206,5 +228,5 @@ def resolve_units(
         elif local is not None:
             resolutions.append(Resolution(name, local.unit))
         else:
-            resolutions.append(Resolution(name, _new_unit(registry, arg, name, command)))
+            resolutions.append(Resolution(name, _new_unit(registry, templates, arg, name, command)))
     return resolutions

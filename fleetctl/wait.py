@@ -13,9 +13,14 @@ Rules (`wait_for`, the one loop every waiter shares):
 * a stuck reason also replaces the plain timeout message when N windows run out;
 * `Observation.fatal` fails a unit at once (systemd reports the unit failed).
 
+Each poll reads all pending units at once (`fleetctl.bulk`): one paged list of units or states
+when many are pending, else one GET per unit, `MAX_IN_FLIGHT` at a time. A poll that fails is a
+poll without news for every unit it covers.
+
 Invariants: time comes only from the module-level `clock` (tests install a fake one that
 advances on `sleep`); `POLL_INTERVAL` and `ATTEMPT_WINDOW` are read at each call, so tests may
-patch them; failures come back in the order the names were given.
+patch them; units that reach their state in the same poll are reported in the order the names
+were given, and failures come back in that order.
 """
 
 from __future__ import annotations
@@ -25,14 +30,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from fleetctl.bulk import fetch_states, fetch_units
 from fleetctl.client import FleetClient, FleetctlError
 from fleetctl.models import Unit, UnitState
 from fleetd.core.states import JobState
 
 POLL_INTERVAL = 0.25
 ATTEMPT_WINDOW = 2.0
-LIST_THRESHOLD = 16
-"""Above this many pending units, one paged list call replaces a GET per unit."""
 
 TRANSITIONAL_STATES = frozenset({"activating", "reloading", "deactivating"})
 
@@ -117,15 +121,6 @@ def wait_for(
     return {name: failures[name] for name in names if name in failures}
 
 
-def _fetch_units(client: FleetClient, names: list[str]) -> dict[str, Unit | None]:
-    if len(names) > LIST_THRESHOLD:
-        wanted = set(names)
-        found: dict[str, Unit | None] = dict.fromkeys(names)
-        found.update({unit.name: unit for unit in client.units() if unit.name in wanted})
-        return found
-    return {name: client.unit(name) for name in names}
-
-
 def observe_unit(name: str, unit: Unit | None, wanted: str) -> Observation:
     """Whether `unit` has reached `wanted`, or why it never will."""
     if unit is None:
@@ -142,22 +137,28 @@ def observe_unit(name: str, unit: Unit | None, wanted: str) -> Observation:
 REFUSED_LOAD_STATES = frozenset({"bad-setting", "error", "masked", "not-found"})
 
 
-def _refused_by_systemd(client: FleetClient, unit: Unit, wanted: str) -> Observation | None:
+def _refused_by_systemd(name: str, states: Sequence[UnitState] | None) -> Observation | None:
     """A placed, loaded unit that systemd will never start (its file was refused or masked):
     nothing would end the wait for `launched`, so say why instead."""
-    if wanted != JobState.LAUNCHED or unit.observed_state != JobState.LOADED:
-        return None
-    try:
-        states = client.unit_states(unit_name=unit.name)
-    except FleetctlError:
-        return None
-    for state in states:
+    for state in states or ():
         if state.load_state in REFUSED_LOAD_STATES:
             return Observation(
-                fatal=f"unit {unit.name} cannot be started: systemd reports load state "
+                fatal=f"unit {name} cannot be started: systemd reports load state "
                 f"{state.load_state} on {state.machine_id[:8]}"
             )
     return None
+
+
+def _loaded_not_launched(units: Mapping[str, Unit | None], wanted: str) -> list[str]:
+    """The units a wait for `launched` sees loaded: the ones whose systemd state may explain
+    why they do not start."""
+    if wanted != JobState.LAUNCHED:
+        return []
+    return [
+        name
+        for name, unit in units.items()
+        if unit is not None and unit.observed_state == JobState.LOADED
+    ]
 
 
 def wait_for_unit_states(
@@ -172,14 +173,19 @@ def wait_for_unit_states(
 
     def observe(pending: list[str]) -> dict[str, Observation]:
         try:
-            units = _fetch_units(client, pending)
+            units = fetch_units(client, pending)
         except FleetctlError:
             return {}  # a failed poll is a poll without news; the window decides
         latest.update({name: unit for name, unit in units.items() if unit is not None})
         seen = {name: observe_unit(name, unit, wanted) for name, unit in units.items()}
-        for name, unit in units.items():
-            if unit is not None and seen[name] is NOT_YET:
-                seen[name] = _refused_by_systemd(client, unit, wanted) or NOT_YET
+        loaded = [name for name in _loaded_not_launched(units, wanted) if seen[name] is NOT_YET]
+        if loaded:
+            try:
+                states: Mapping[str, list[UnitState]] = fetch_states(client, loaded)
+            except FleetctlError:
+                states = {}
+            for name in loaded:
+                seen[name] = _refused_by_systemd(name, states.get(name)) or NOT_YET
         return seen
 
     return wait_for(
@@ -223,14 +229,11 @@ def wait_for_systemd_active(
     seconds = (windows or 1) * ATTEMPT_WINDOW
 
     def observe(pending: list[str]) -> dict[str, Observation]:
-        seen = {}
-        for name in pending:
-            try:
-                states = client.unit_states(unit_name=name, machine_id=machine_of[name])
-            except FleetctlError:
-                continue
-            seen[name] = observe_systemd(name, states, seconds)
-        return seen
+        try:
+            states = fetch_states(client, pending, machine_of)
+        except FleetctlError:
+            return {}
+        return {name: observe_systemd(name, states[name], seconds) for name in pending}
 
     return wait_for(
         [unit.name for unit in units],
@@ -250,14 +253,13 @@ def wait_for_destroyed(
     """Wait until each unit is gone from the registry and no machine reports a state for it."""
 
     def observe(pending: list[str]) -> dict[str, Observation]:
-        seen = {}
-        for name in pending:
-            try:
-                gone = client.unit(name) is None and not client.unit_states(unit_name=name)
-            except FleetctlError:
-                continue
-            seen[name] = Observation(done=gone)
-        return seen
+        try:
+            units = fetch_units(client, pending)
+            left = [name for name, unit in units.items() if unit is None]
+            states = fetch_states(client, left)
+        except FleetctlError:
+            return {}
+        return {name: Observation(done=name in states and not states[name]) for name in pending}
 
     return wait_for(
         names,

@@ -1,7 +1,7 @@
 """What the state-changing commands share: fleet's flags, creating units, setting target states,
 and waiting with fleet's messages.
 
-Role: the steps of fleet's `submit`, `load`, `start`, `stop`, `unload` (reference 4.2-4.4), each
+Role: the steps of fleet's `submit`, `load`, `start`, `stop`, `unload`, each
 printing what fleet prints:
 * `create_units`: resolve the arguments (`fleetctl.units`), PUT the new units, then wait for
   each to be `inactive` (`Unit X inactive`), as fleet does even for `start`;
@@ -9,24 +9,33 @@ printing what fleet prints:
 * `wait_triggered`: `Triggered global unit X start` for global units (never waited for), then
   `Triggered unit X start` with `--no-block`, else wait (`Unit X launched on M.../IP`).
 
+Speed: the registry is read once per step (`fleetctl.bulk`: one paged list for many units,
+else one GET per unit) and the writes go out concurrently, at most `MAX_IN_FLIGHT` at a time.
+The output is what fleet's one-unit-after-another loop prints, in the same order: results are
+printed in argument order as the answers come back. When a write fails, no new write starts;
+the units up to the first failure in argument order are reported, then the error (writes that
+were already in flight may have succeeded after it).
+
 Invariants: block attempts are fleet's `getBlockAttempts` (-1 no wait, 0 forever, N windows);
 a failed wait prints one `Error waiting for units: ...` line per unit and yields exit code 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import closing
 from typing import Annotated
 
 import typer
 
+from fleetctl.bulk import UnitCache, each_until_error, fetch_units
 from fleetctl.client import FleetctlError
 from fleetctl.models import Unit
 from fleetctl.output import go_list
 from fleetctl.session import Session
-from fleetctl.units import resolve_units
+from fleetctl.units import Resolution, resolve_units
 from fleetctl.wait import wait_for_unit_states
-from fleetd.core.names import mangle_unit_name
+from fleetd.core.names import mangle_unit_name, split_unit_name
 from fleetd.core.states import Command, JobState
 
 NO_BLOCK = -1
@@ -64,6 +73,17 @@ def unit_names(args: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(mangle_unit_name(arg) for arg in args))
 
 
+def templates_of(names: Sequence[str]) -> list[str]:
+    """The templates of the instances among `names` (`foo@.service` for `foo@1.service`), each
+    once: a new instance is made from its template, so they are read with the units."""
+    templates = []
+    for name in names:
+        info = split_unit_name(name)
+        if info is not None and info.is_instance and info.template is not None:
+            templates.append(info.template)
+    return list(dict.fromkeys(templates))
+
+
 class CreateFailed(FleetctlError):
     """Some created units never reported `inactive` (already printed, one line each)."""
 
@@ -83,51 +103,88 @@ def report_reached(session: Session, unit: Unit) -> None:
 
 def create_units(
     session: Session, args: list[str], command: Command, replace: bool, attempts: int
-) -> list[str]:
-    """fleet's `lazyCreateUnits`; the unit names of `args`, in order."""
+) -> list[Unit]:
+    """fleet's `lazyCreateUnits`; the units of `args` as they now are, in argument order."""
     out = session.out
     client = session.client
-    resolutions = resolve_units(client, args, command, replace)
+    names = unit_names(args)
+    registry = UnitCache(client, names + templates_of(names))
+    resolutions = resolve_units(registry, args, command, replace)
+    writes = [resolution for resolution in resolutions if resolution.unit_file is not None]
+
+    def write(resolution: Resolution) -> None:
+        assert resolution.unit_file is not None
+        client.create_unit(resolution.name, resolution.unit_file.options)
+
     created = []
-    for resolution in resolutions:
-        for text in resolution.warnings:
-            out.warn(text)
-        for text in resolution.info:
-            out.say(text)
-        if resolution.unit_file is not None:
-            client.create_unit(resolution.name, resolution.unit_file.options)
-            out.unit(resolution.name, created=True, replaced=resolution.replacing)
-            created.append(resolution.name)
-    failures = wait_for_unit_states(
-        client, created, JobState.INACTIVE, attempts, lambda u: report_reached(session, u)
-    )
+    with closing(each_until_error(write, writes)) as written:
+        for resolution in resolutions:
+            for text in resolution.warnings:
+                out.warn(text)
+            for text in resolution.info:
+                out.say(text)
+            if resolution.unit_file is not None:
+                next(written)
+                out.unit(resolution.name, created=True, replaced=resolution.replacing)
+                created.append(resolution.name)
+    reached: dict[str, Unit] = {}
+
+    def inactive(unit: Unit) -> None:
+        reached[unit.name] = unit
+        report_reached(session, unit)
+
+    failures = wait_for_unit_states(client, created, JobState.INACTIVE, attempts, inactive)
     for name, message in failures.items():
         out.error(f"Error waiting on unit creation: {message}")
         out.unit(name, error=message)
     if failures:
         raise CreateFailed("one or more errors creating units")
-    return [resolution.name for resolution in resolutions]
+    units = []
+    for resolution in resolutions:
+        unit = reached.get(resolution.name) or registry.unit(resolution.name)
+        assert unit is not None, "a resolved unit was in the registry or has been created"
+        units.append(unit)
+    return units
 
 
-def set_target_states(session: Session, names: list[str], state: JobState) -> list[Unit]:
-    """Set each unit's desired state; the units changed (those already there are skipped)."""
+def set_target_states(
+    session: Session,
+    names: list[str],
+    state: JobState,
+    known: Mapping[str, Unit | None] | None = None,
+) -> list[Unit]:
+    """Set each unit's desired state; the units changed (those already there are skipped).
+
+    `known` holds the units as the command last read them; without it they are fetched. A unit
+    that does not exist fails the step before anything is written."""
+    units = known if known is not None else fetch_units(session.client, names)
     triggered = []
     for name in names:
-        unit = session.client.unit(name)
+        unit = units.get(name)
         if unit is None:
             raise FleetctlError(f"unable to find unit {name}")
         if unit.desired_state == state:
             session.out.debug(f"Unit({name}) already {state}, skipping.")
             continue
-        session.client.set_unit_target_state(name, state)
         triggered.append(unit)
-    return triggered
+
+    def retarget(unit: Unit) -> None:
+        session.client.set_unit_target_state(unit.name, state)
+
+    return [unit for unit, _ in each_until_error(retarget, triggered)]
 
 
 def wait_triggered(
-    session: Session, triggered: list[Unit], action: str, state: JobState, attempts: int
+    session: Session,
+    triggered: list[Unit],
+    action: str,
+    state: JobState,
+    attempts: int,
+    *,
+    reached: dict[str, Unit] | None = None,
 ) -> int:
-    """Report global units as triggered, then wait for the others; the exit code."""
+    """Report global units as triggered, then wait for the others; the exit code. Units that
+    reach `state` are put in `reached`, when given."""
     out = session.out
     waiting = []
     for unit in triggered:
@@ -136,13 +193,21 @@ def wait_triggered(
             out.unit(unit.name, triggered=action, **{"global": True})
         else:
             waiting.append(unit)
-    return wait_units(session, [unit.name for unit in waiting], action, state, attempts)
+    names = [unit.name for unit in waiting]
+    return wait_units(session, names, action, state, attempts, reached=reached)
 
 
 def wait_units(
-    session: Session, names: list[str], action: str, state: JobState, attempts: int
+    session: Session,
+    names: list[str],
+    action: str,
+    state: JobState,
+    attempts: int,
+    *,
+    reached: dict[str, Unit] | None = None,
 ) -> int:
-    """fleet's `tryWaitForUnitStates`: the exit code."""
+    """fleet's `tryWaitForUnitStates`: the exit code. Units that reach `state` are put in
+    `reached`, when given."""
     out = session.out
     if attempts == NO_BLOCK:
         for name in names:
@@ -151,11 +216,13 @@ def wait_units(
         return 0
     with out.progress(len(names), f"{action}: waiting for {len(names)} units") as advance:
 
-        def reached(unit: Unit) -> None:
+        def on_reached(unit: Unit) -> None:
+            if reached is not None:
+                reached[unit.name] = unit
             report_reached(session, unit)
             advance()
 
-        failures = wait_for_unit_states(session.client, names, state, attempts, reached)
+        failures = wait_for_unit_states(session.client, names, state, attempts, on_reached)
     for name, message in failures.items():
         out.error(f"Error waiting for units: {message}")
         out.unit(name, error=message)
@@ -180,8 +247,11 @@ def retarget_units(
     with `Successfully <done> units [a b].` (or `Failed to <verb> ...`) on stderr."""
     out = session.out
     waiting = []
-    for unit in units:
+
+    def retarget(unit: Unit) -> None:
         session.client.set_unit_target_state(unit.name, state)
+
+    for unit, _ in each_until_error(retarget, list(units)):
         if unit.is_global:
             out.say(f"Triggered global unit {unit.name} {verb}")
             out.unit(unit.name, triggered=verb, **{"global": True})
@@ -208,12 +278,13 @@ def create_and_retarget(
 
     Returns the units whose desired state was set, or None after printing fleet's error."""
     try:
-        names = create_units(session, units, command, replace, attempts)
+        created = create_units(session, units, command, replace, attempts)
     except FleetctlError as exc:
         session.out.error(f"Error creating units: {exc}")
         return None
+    known = {unit.name: unit for unit in created}
     try:
-        return set_target_states(session, names, state)
+        return set_target_states(session, list(known), state, known)
     except FleetctlError as exc:
         doing = {Command.LOAD: "loading", Command.START: "starting"}.get(command, str(command))
         session.out.error(f"Error {doing} units: {exc}")
@@ -223,7 +294,7 @@ def create_and_retarget(
 def registry_units(session: Session, args: list[str]) -> list[Unit]:
     """The registry's units among `args`, sorted by name as fleet's list order has them; when
     there are none, stderr says `Units not found in registry` (the caller then exits 0)."""
-    found = [unit for name in unit_names(args) if (unit := session.client.unit(name)) is not None]
+    found = [unit for unit in fetch_units(session.client, unit_names(args)).values() if unit]
     if not found:
         session.out.note("Units not found in registry")
     return sorted(found, key=lambda unit: unit.name)

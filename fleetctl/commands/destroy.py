@@ -5,12 +5,16 @@ waits until each deleted unit is gone: out of the registry *and* no machine repo
 for it (stopped and unloaded), printing `Destroyed X` as each goes. `--no-block` prints
 `Destroyed X` right after the delete. fleet had this test inverted (it waited only with
 `--no-block`); pyfleet waits when asked to block. Exit 0, or 1 if a delete or a wait failed.
+
+The deletes go out concurrently (`fleetctl.bulk`, at most `MAX_IN_FLIGHT` at a time); their
+results, and the `Destroyed X` lines of `--no-block`, are printed in name order, fleet's order.
 """
 
 from __future__ import annotations
 
 import typer
 
+from fleetctl.bulk import each
 from fleetctl.client import FleetctlError
 from fleetctl.commands.common import (
     NO_BLOCK,
@@ -41,15 +45,12 @@ def destroy(
             return no_units_given(session)
         code = 0
         deleted = []
-        for name in sorted(unit_names(units)):
-            try:
-                existed = session.client.destroy_unit(name)
-            except FleetctlError as exc:
-                out.error(f"Error destroying units: {exc}")
-                out.unit(name, error=str(exc))
+        for name, existed in each(session.client.destroy_unit, sorted(unit_names(units))):
+            if isinstance(existed, FleetctlError):
+                out.error(f"Error destroying units: {existed}")
+                out.unit(name, error=str(existed))
                 code = 1
-                continue
-            if existed:
+            elif existed:
                 deleted.append(name)
 
         def gone(name: str) -> None:

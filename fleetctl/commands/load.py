@@ -3,7 +3,7 @@
 Sets each unit's desired state to `loaded` (skipping units already there), then waits for
 `Unit X loaded on M.../IP`, or prints `Triggered unit X load` with `--no-block`. Global units
 print `Triggered global unit X load` and are not waited for. A unit that cannot be placed fails
-the wait with the engine's reasons (reference 4.3, fleet#1348). Exit 0 or 1.
+the wait with the engine's reasons (fleet#1348). Exit 0 or 1.
 """
 
 from __future__ import annotations

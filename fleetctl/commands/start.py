@@ -28,6 +28,7 @@ from fleetctl.commands.common import (
     no_units_given,
     wait_triggered,
 )
+from fleetctl.models import Unit
 from fleetctl.session import Session
 from fleetctl.wait import wait_for_systemd_active
 from fleetd.core.states import Command, JobState
@@ -53,18 +54,22 @@ def start(
         )
         if triggered is None:
             return 1
-        if wait_triggered(session, triggered, "start", JobState.LAUNCHED, attempts):
+        launched: dict[str, Unit] = {}
+        if wait_triggered(
+            session, triggered, "start", JobState.LAUNCHED, attempts, reached=launched
+        ):
             return 1
         if attempts == NO_BLOCK:
             return 0
-        return check_systemd(session, [u.name for u in triggered if not u.is_global], attempts)
+        waiting = [launched[unit.name] for unit in triggered if not unit.is_global]
+        return check_systemd(session, waiting, attempts)
 
     session.run(body)
 
 
-def check_systemd(session: Session, names: list[str], attempts: int) -> int:
-    """Wait for systemd to run each launched unit on its machine; the exit code."""
-    launched = [unit for name in names if (unit := session.client.unit(name)) is not None]
+def check_systemd(session: Session, launched: list[Unit], attempts: int) -> int:
+    """Wait for systemd to run each launched unit (as the launch wait last saw it, with its
+    machine) on its machine; the exit code."""
     failures = wait_for_systemd_active(session.client, launched, attempts)
     for name, message in failures.items():
         session.out.error(f"Error waiting for systemd unit states, err: {message}")

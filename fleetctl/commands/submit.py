@@ -2,7 +2,7 @@
 
 Creates each unit that is not in the registry yet (from its local file or template), waits for
 it to report `inactive` and prints `Unit X inactive`. Units already there are left alone,
-unless `--replace` is given and the local file differs (reference 4.2). Exit 0, or 1 with
+unless `--replace` is given and the local file differs. Exit 0, or 1 with
 `Error creating units: ...`.
 """
 

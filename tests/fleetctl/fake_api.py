@@ -1,7 +1,7 @@
 """TEST FAKE: an in-memory fleet v1 HTTP API, served through `httpx.MockTransport`.
 
 This is not pyfleet's server (that is `fleetd/api/`); it is a stand-in with the same wire
-semantics (reference section 3.5) so fleetctl's command tests run without etcd or systemd:
+semantics so fleetctl's command tests run without etcd or systemd:
 * `GET/PUT/DELETE /fleet/v1/units/{name}`, `GET /units` paged by fleet's tokens (URL-safe
   base64 of little-endian uint16 limit and page), `GET /state` with `unitName`/`machineID`
   filters, `GET /state/{name}`, `GET /machines`; the error envelope
@@ -14,6 +14,7 @@ A toy engine stands in for scheduling and agents: after a desired-state change i
 current state, the target machine (the first machine, by id) and the systemd states, `lag`
 requests later (0: at once). Units named in `unplaceable` never get placed and carry the
 reasons given. Every request is recorded in `requests`, so tests can assert what was (not) sent.
+fleetctl sends requests from several threads at once; the fake serves one at a time (a lock).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import base64
 import binascii
 import json
 import struct
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +107,7 @@ class FakeFleet:
         self.lag = 0
         self.requests: list[httpx.Request] = []
         self._pending: list[tuple[int, Callable[[], None]]] = []
+        self._lock = threading.Lock()
 
     # -- seeding ---------------------------------------------------------------------------
 
@@ -183,6 +186,10 @@ class FakeFleet:
     # -- HTTP ------------------------------------------------------------------------------
 
     def handle(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            return self._handle(request)
+
+    def _handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         self._run_due()
         if (

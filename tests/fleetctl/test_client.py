@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import socketserver
+import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleetctl.bulk import fetch_units
 from fleetctl.client import (
     API_PREFIX,
+    MAX_IN_FLIGHT,
     Endpoint,
     EndpointError,
     FleetAPIError,
@@ -26,6 +29,7 @@ from fleetctl.client import (
 )
 from fleetd.core.unitfile import UnitOption
 from tests.fleetctl.fake_api import FakeFleet, encode_token
+from tests.fleetctl.gate import DEADLINE
 
 UNIX = Endpoint("unix:///var/run/fleet.sock", "http://localhost", "/var/run/fleet.sock")
 
@@ -259,3 +263,60 @@ def test_the_real_transport_speaks_over_a_unix_socket(socket_path: str) -> None:
     finally:
         client.close()
     assert [(m.id, m.primary_ip) for m in machines] == [("m1", "/fleet/v1/machines")]
+
+
+def test_a_unix_socket_transport_loads_no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[object] = []
+    monkeypatch.setattr(
+        ssl.SSLContext, "load_verify_locations", lambda *args, **kwargs: loaded.append(args)
+    )
+    make_transport(UNIX).close()
+    assert loaded == []
+    make_transport(parse_endpoint("https://fleet.example:49153")[0]).close()
+    assert loaded  # TLS endpoints are verified against the CA bundle
+
+
+class _BlockingUnits(http.server.BaseHTTPRequestHandler):
+    """`GET /fleet/v1/units/<name>` answers only once `MAX_IN_FLIGHT` requests are waiting."""
+
+    protocol_version = "HTTP/1.1"  # keep-alive, as fleetd's server
+
+    def do_GET(self) -> None:
+        try:
+            self.server.barrier.wait()  # type: ignore[attr-defined]
+        except threading.BrokenBarrierError:
+            self.send_error(599, "the requests were not sent together")
+            return
+        name = self.path.rsplit("/", 1)[-1]
+        body = json.dumps({"name": name, "desiredState": "inactive"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+class _BacklogServer(_UnixServer):
+    request_queue_size = 2 * MAX_IN_FLIGHT  # every connection is accepted, however slow
+
+
+def test_the_real_transport_carries_max_in_flight_requests_at_once(tmp_path: Path) -> None:
+    path = os.path.join(tmp_path, "fleet.sock")
+    server = _BacklogServer(path, _BlockingUnits)
+    server.barrier = threading.Barrier(MAX_IN_FLIGHT, timeout=DEADLINE)  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint, _ = parse_endpoint(f"unix://{path}")
+    client = FleetClient(endpoint, transport=make_transport(endpoint), timeout=DEADLINE)
+    names = [f"u{i}.service" for i in range(2 * MAX_IN_FLIGHT)]
+    try:
+        found = fetch_units(client, names[:MAX_IN_FLIGHT])
+        found.update(fetch_units(client, names[MAX_IN_FLIGHT:]))
+    finally:
+        client.close()
+        server.shutdown()
+        server.server_close()
+    assert [unit.name if unit else None for unit in found.values()] == names

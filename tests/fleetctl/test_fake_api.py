@@ -1,4 +1,4 @@
-"""The test fake itself: it must answer as fleet's v1 API does (reference 3.5), or the command
+"""The test fake itself: it must answer as fleet's v1 API does, or the command
 tests prove nothing."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Resolving arguments to units (reference 4.2): local files, templates, the registry, --replace."""
+"""Resolving arguments to units: local files, templates, the registry, --replace."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetctl import units
 from fleetctl.models import Unit
 from fleetctl.units import Resolution, ResolutionError, local_path, resolve_units
 from fleetd.core.states import Command
@@ -109,6 +110,27 @@ def test_an_instance_comes_from_the_template_beside_the_argument(
     [resolution] = resolve_units(registry, ["units/worker@2.service"], Command.LOAD, False)
     assert resolution.name == "worker@2.service"
     assert created(resolution) == UnitFile(parse_unit(TEMPLATE).options).serialize()
+
+
+def test_a_local_template_is_read_once_for_all_its_instances(
+    workdir: Path, registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(workdir, "worker@.service", TEMPLATE)
+    registry.put("worker@2.service", CHANGED)
+    reads: list[str] = []
+    read = units.read_unit_file
+
+    def counted(name: str, path: str) -> UnitFile:
+        reads.append(path)
+        return read(name, path)
+
+    monkeypatch.setattr(units, "read_unit_file", counted)
+    resolutions = resolve_units(
+        registry, ["worker@1", "worker@2", "worker@3"], Command.START, replace=False
+    )
+    assert [created(r) is not None for r in resolutions] == [True, False, True]
+    assert resolutions[1].warnings  # the registry's worker@2 differs from the template
+    assert reads == ["worker@.service"]
 
 
 def test_an_instance_without_any_template(workdir: Path, registry: Registry) -> None:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from fleetctl import wait
+from fleetctl import bulk
 from fleetctl.client import Endpoint, FleetClient
 from fleetctl.models import Unit, UnitState
 from fleetctl.wait import (
@@ -216,7 +216,7 @@ def test_wait_for_unit_states_reports_each_unit_once(fake: FakeFleet) -> None:
 def test_many_units_are_polled_with_list_calls(
     fake: FakeFleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wait, "LIST_THRESHOLD", 2)
+    monkeypatch.setattr(bulk, "LIST_THRESHOLD", 2)
     names = [f"u{i}.service" for i in range(3)]
     for name in names:
         fake.add_unit(name, HELLO, desired="loaded")

@@ -1,5 +1,5 @@
 """fleetctl over the API's unix socket, against the real API, engine and etcd: every command, with
-fleet's exact output (reference section 4). Waits (`--no-block`, units that cannot be placed) are
+fleet's exact output. Waits (`--no-block`, units that cannot be placed) are
 in `test_fleetctl_waits.py`, what `start` leaves in etcd in `test_placement.py`.
 
 Tables are written out as fleet's tabwriter prints them (tab width 8, padding 1, TAB padding: a

@@ -136,3 +136,60 @@ async def test_a_follower_waits_for_its_leader(fleet_cluster: Cluster) -> None:
         f"Unit pair-b.service launched on {legend(DB2)}",
     ]
     assert await stored_reasons(fleet_cluster.client, fleet_cluster.keys, "pair-b.service") is None
+
+
+# ---------------------------------------------------------------- many units at once
+
+BULK_TEMPLATE = """\
+[Unit]
+Description=Bulk %i
+
+[Service]
+ExecStart=/bin/sleep infinity
+"""
+BULK_COUNT = 40
+"""More than fleetctl lists instead of GETting (16), and more than it sends at once (16), with
+pages of 4: every bulk path, over the real API."""
+
+
+async def test_many_units_keep_fleets_lines_and_order(fleet_cluster: Cluster) -> None:
+    """fleetctl sends many requests at once; what it prints, and in which order, is fleet's:
+    the arguments' order for what each command does before waiting, name order for destroy."""
+    fleet_cluster.write_unit("bulk@.service", BULK_TEMPLATE)
+    names = [f"bulk@{(position * 7) % BULK_COUNT}.service" for position in range(BULK_COUNT)]
+    machines = {legend(machine): machine for machine in (WEB, DB1, DB2)}
+
+    submit = await fleet_cluster.fleetctl("submit", *names)
+    assert (submit.code, submit.err) == (0, "")
+    assert submit.out == "".join(f"Unit {name} inactive\n" for name in names)
+
+    start = await fleet_cluster.fleetctl("start", *names)
+    assert (start.code, start.err) == (0, "")
+    launched = {}
+    for line in start.out.splitlines():  # units launched in one poll come in argument order
+        unit, _, where = line.removeprefix("Unit ").partition(" launched on ")
+        launched[unit] = machines[where]
+    assert sorted(launched) == sorted(names)
+
+    async def all_running() -> bool:
+        states = await fleet_cluster.states()
+        active = {(u, m) for (u, m), (state, _) in states.items() if state.active_state == "active"}
+        return active == set(launched.items())
+
+    await wait_until(all_running, "every unit running where fleetctl said it was launched")
+
+    again = await fleet_cluster.fleetctl("start", "--no-block", *names)
+    assert (again.code, again.out, again.err) == (0, "", "")  # all launched: nothing to do
+
+    stop = await fleet_cluster.fleetctl("stop", *names)
+    assert stop.code == 0
+    assert sorted(stop.out.splitlines()) == sorted(
+        f"Unit {unit} loaded on {legend(machine)}" for unit, machine in launched.items()
+    )
+    assert stop.err == f"Successfully stopped units [{' '.join(sorted(names))}].\n"
+
+    destroy = await fleet_cluster.fleetctl("destroy", "--no-block", *names)
+    assert (destroy.code, destroy.err) == (0, "")
+    assert destroy.out == "".join(f"Destroyed {name}\n" for name in sorted(names))
+    await wait_until(fleet_cluster.nothing_scheduled, "every unit gone")
+    assert await fleet_cluster.unit_names() == []

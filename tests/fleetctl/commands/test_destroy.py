@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
+from fleetctl.app import main
+from fleetctl.client import MAX_IN_FLIGHT
 from tests.fleetctl.conftest import HELLO, Result, Run
 from tests.fleetctl.fake_api import FakeFleet
+from tests.fleetctl.gate import Gate, by_position, is_write, scrambled
 
 
 def test_destroy_waits_until_the_unit_has_stopped(run: Run, fleet: FakeFleet) -> None:
@@ -48,3 +53,35 @@ def test_a_timeout(run: Run, fleet: FakeFleet) -> None:
 
 def test_no_units_given(run: Run) -> None:
     assert run("destroy") == Result(0, "", "No units given\n")
+
+
+@pytest.mark.parametrize("no_block", [True, False])
+def test_many_units_are_deleted_concurrently_and_reported_in_name_order(
+    fleet: FakeFleet, capsys: pytest.CaptureFixture[str], no_block: bool
+) -> None:
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    for name in names:
+        fleet.add_unit(name, HELLO, desired="launched")
+    gate = Gate(fleet.handle, MAX_IN_FLIGHT, is_write, by_position(names))
+    argv = ["destroy", *(["--no-block"] if no_block else []), *names]
+    assert main(argv, transport=gate.transport()) == 0
+    assert capsys.readouterr() == ("".join(f"Destroyed {n}\n" for n in sorted(names)), "")
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 2, MAX_IN_FLIGHT)
+    assert fleet.units == {}
+    polls = [r.url.path for r in fleet.requests if r.method == "GET"]
+    assert polls == ([] if no_block else ["/fleet/v1/units", "/fleet/v1/state"])
+
+
+def test_failed_deletes_among_many_are_reported_in_name_order(run: Run, fleet: FakeFleet) -> None:
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    for name in names:
+        fleet.add_unit(name, HELLO)
+    broken = sorted(names)[3], sorted(names)[30]
+    for name in broken:
+        fleet.break_route("DELETE", f"/units/{name}", 500, f"cannot delete {name}")
+    result = run("destroy", *names)
+    assert result.code == 1
+    assert result.out == "".join(f"Destroyed {n}\n" for n in sorted(names) if n not in broken)
+    assert result.err == "".join(
+        f"Error destroying units: cannot delete {name} (HTTP 500)\n" for name in broken
+    )

@@ -11,8 +11,10 @@ import pytest
 
 from fleetctl import output
 from fleetctl.app import main
+from fleetctl.client import MAX_IN_FLIGHT
 from tests.fleetctl.conftest import HELLO, MACHINE_A, ON_A, FakeClock, Result, Run
 from tests.fleetctl.fake_api import FakeFleet, options_of
+from tests.fleetctl.gate import Gate, by_position, is_write, scrambled, unit_of
 
 STARTED = f"Unit hello.service inactive\nUnit hello.service launched on {ON_A}\n"
 
@@ -194,3 +196,63 @@ def test_many_units_on_a_terminal_show_a_progress_bar(
     assert "start: waiting for 12 units" in result.err
     launched = [f"Unit {name} launched on {ON_A}" for name in names]
     assert all(line in result.out + result.err for line in launched)
+
+
+def lines(template: str, names: list[str]) -> str:
+    return "".join(template.format(name) + "\n" for name in names)
+
+
+def gets(fleet: FakeFleet) -> list[str]:
+    return [r.url.path for r in fleet.requests if r.method == "GET"]
+
+
+def test_no_block_of_many_units_writes_concurrently_and_prints_in_argument_order(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    gate = Gate(fleet.handle, MAX_IN_FLIGHT, is_write, by_position(names))
+    assert main(["start", "--no-block", *names], transport=gate.transport()) == 0
+    assert capsys.readouterr() == (
+        lines("Unit {} inactive", names) + lines("Triggered unit {} start", names),
+        "",
+    )
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 4, MAX_IN_FLIGHT)  # create, start
+    assert gets(fleet) == ["/fleet/v1/units"] * 2  # the registry, then the wait for inactive
+    assert {unit.desired for unit in fleet.units.values()} == {"launched"}
+
+
+def test_many_units_are_waited_for_with_one_list_per_poll(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    gate = Gate(fleet.handle, MAX_IN_FLIGHT, is_write, by_position(names))
+    assert main(["start", *names], transport=gate.transport()) == 0
+    assert capsys.readouterr() == (
+        lines("Unit {} inactive", names) + lines(f"Unit {{}} launched on {ON_A}", names),
+        "",
+    )
+    assert gate.refusals == []
+    # the registry, the wait for inactive, the wait for launched (and the machines for the
+    # legend), systemd's states
+    assert gets(fleet) == [*["/fleet/v1/units"] * 3, "/fleet/v1/machines", "/fleet/v1/state"]
+
+
+def test_a_few_units_are_read_and_written_concurrently(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = ["s@2.service", "s@10.service", "s@1.service"]
+
+    def per_unit(request: httpx.Request) -> bool:  # not the one read of the template
+        return request.url.path.startswith("/fleet/v1/units/") and unit_of(request) in names
+
+    gate = Gate(fleet.handle, len(names), per_unit, by_position(names))
+    assert main(["start", *names], transport=gate.transport()) == 0
+    assert capsys.readouterr() == (
+        lines("Unit {} inactive", names) + lines(f"Unit {{}} launched on {ON_A}", names),
+        "",
+    )
+    # reads of the registry, creates, the inactive poll, the starts, the launched poll
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 5, len(names))

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from fleetctl.app import main
+from fleetctl.client import MAX_IN_FLIGHT
 from tests.fleetctl.conftest import GLOBAL, HELLO, ON_A, Result, Run
 from tests.fleetctl.fake_api import FakeFleet
+from tests.fleetctl.gate import Gate, by_position, is_write, scrambled
 
 
 def test_stop_a_launched_unit(run: Run, fleet: FakeFleet) -> None:
@@ -74,3 +79,21 @@ def test_a_timeout(run: Run, fleet: FakeFleet) -> None:
 
 def test_no_units_given(run: Run) -> None:
     assert run("stop") == Result(0, "", "No units given\n")
+
+
+def test_many_units_are_stopped_concurrently_and_reported_in_name_order(
+    fleet: FakeFleet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    for name in names:
+        fleet.add_unit(name, HELLO, desired="launched")
+    gate = Gate(fleet.handle, MAX_IN_FLIGHT, is_write, by_position(names))
+    assert main(["stop", *names], transport=gate.transport()) == 0
+    in_order = sorted(names)
+    assert capsys.readouterr() == (
+        "".join(f"Unit {name} loaded on {ON_A}\n" for name in in_order),
+        f"Successfully stopped units [{' '.join(in_order)}].\n",
+    )
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 2, MAX_IN_FLIGHT)
+    reads = [r.url.path for r in fleet.requests if r.method == "GET"]
+    assert reads == ["/fleet/v1/units", "/fleet/v1/units", "/fleet/v1/machines"]

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 
+from fleetctl.app import main
+from fleetctl.client import MAX_IN_FLIGHT
 from tests.fleetctl.conftest import HELLO, Result, Run
 from tests.fleetctl.fake_api import FakeFleet, options_of
+from tests.fleetctl.gate import Gate, by_position, is_write, scrambled
 
 CHANGED = HELLO.replace("Hello World", "Hello again")
 
@@ -150,3 +154,39 @@ def test_json_output(run: Run, fleet: FakeFleet, unit_files: Path) -> None:
         "errors": [],
         "warnings": [],
     }
+
+
+def test_many_units_are_created_concurrently_and_reported_in_argument_order(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    gate = Gate(fleet.handle, MAX_IN_FLIGHT, is_write, by_position(names))
+    assert main(["submit", *names], transport=gate.transport()) == 0
+    assert capsys.readouterr() == ("".join(f"Unit {name} inactive\n" for name in names), "")
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 2, MAX_IN_FLIGHT)
+    # the registry is read once (one list), then one poll sees every unit inactive
+    assert [r.url.path for r in fleet.requests if r.method == "GET"] == ["/fleet/v1/units"] * 2
+
+
+def test_a_failed_create_among_many(run: Run, fleet: FakeFleet, workdir: Path) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+    names = scrambled(2 * MAX_IN_FLIGHT)
+    fleet.break_route("PUT", f"/units/{names[20]}", 500, "etcd is unreachable")
+    assert run("submit", *names) == Result(
+        1, "", "Error creating units: etcd is unreachable (HTTP 500)\n"
+    )
+
+
+def test_an_instance_and_its_template_are_read_together(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (workdir / "s@.service").write_text(HELLO)
+
+    def registry_read(request: httpx.Request) -> bool:  # the reads before the create
+        return request.method == "GET" and not fleet.writes()
+
+    gate = Gate(fleet.handle, 2, registry_read)
+    assert main(["submit", "s@1.service"], transport=gate.transport()) == 0
+    assert capsys.readouterr() == ("Unit s@1.service inactive\n", "")
+    assert (gate.refusals, gate.batches) == ([], 1)
