@@ -109,13 +109,17 @@ def machine() -> dict[str, object]:
 
 
 def commit() -> str:
-    done = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        timeout=10,
-        check=False,
-    )
+    """The checkout's commit (`-dirty` when tracked files changed), "" outside git."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
     return done.stdout.strip()
 
 
