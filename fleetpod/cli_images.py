@@ -39,6 +39,7 @@ from fleetpod.fetch import fetch
 from fleetpod.image import build_image
 from fleetpod.image_manifest import MountPoint
 from fleetpod.keys import generate_key_pair, load_private_key
+from fleetpod.limits import MAX_KEY_FILE_BYTES, read_at_most, read_stream_at_most
 from fleetpod.pods import PodState, PodStore
 from fleetpod.signature import sign_image
 from fleetpod.store import ImageRecord, ImageStore
@@ -281,20 +282,17 @@ def trust_command(
         elif len(words) == 1:
             if prefix is None and not root:
                 raise PodError("give --prefix NAME_PREFIX (or --root) to say what the key signs")
-            data = sys.stdin.buffer.read() if words[0] == "-" else _read_key_file(words[0])
+            data = (
+                read_stream_at_most(sys.stdin.buffer, MAX_KEY_FILE_BYTES, what="key from stdin")
+                if words[0] == "-"
+                else read_at_most(Path(words[0]), MAX_KEY_FILE_BYTES, what="key file")
+            )
             key = trust.add(data, prefix=prefix, source=f"key file {words[0]!r}")
             typer.echo(f"trusted {key.keyid} ({_scope(key.prefix)})")
         else:
             raise PodError(
                 "usage: fleet-pod trust (--prefix P | --root) KEYFILE | trust list | trust rm KEYID"
             )
-
-
-def _read_key_file(path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise PodError(f"cannot read key file {path!r}: {error.strerror}") from None
 
 
 def _scope(prefix: str | None) -> str:

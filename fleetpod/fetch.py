@@ -5,7 +5,8 @@ which the store then refuses unless `Insecure.IMAGE`); `signature=` overrides it
 file that must exist.
 
 Invariants:
-* Plain `http://` is refused unless `Insecure.HTTP`, also when an https URL redirects to http;
+* Plain `http://` is refused unless `Insecure.HTTP`, also when an https URL redirects to http:
+  redirects are followed one by one and each target is checked before anything is sent to it;
   `Insecure.TLS` turns certificate checks off. Each insecure switch that takes effect is reported
   through `warn`.
 * Downloads stream into the store's `tmp/` (same filesystem) and are bounded (`max_bytes`,
@@ -29,11 +30,11 @@ import httpx
 from fleetpod.config import Insecure
 from fleetpod.errors import PodError
 from fleetpod.image import CHUNK
+from fleetpod.limits import MAX_SIGNATURE_BYTES, read_at_most
 from fleetpod.store import ImageRecord, ImageStore
 from fleetpod.trust import TrustStore
 
 MAX_DOWNLOAD_BYTES = 4 << 30
-MAX_SIGNATURE_BYTES = 1 << 20
 SIGNATURE_SUFFIX = ".sig"
 MISSING_STATUSES = frozenset({404, 410})
 
@@ -112,16 +113,11 @@ def _fetch_file(importer: _Importer, path: Path, signature: Path | None) -> Imag
 
 
 def _read_signature(path: Path, *, required: bool) -> bytes | None:
-    try:
-        if path.stat().st_size > MAX_SIGNATURE_BYTES:
-            raise PodError(f"signature file {str(path)!r} is larger than 1 MiB")
-        return path.read_bytes()
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         if required:
-            raise PodError(f"no signature file {str(path)!r}") from None
+            raise PodError(f"no signature file {str(path)!r}")
         return None
-    except OSError as error:
-        raise PodError(f"cannot read signature {str(path)!r}: {error.strerror}") from None
+    return read_at_most(path, MAX_SIGNATURE_BYTES, what="signature")
 
 
 def _fetch_url(
@@ -156,29 +152,51 @@ def _download(
     insecure: frozenset[Insecure],
     max_bytes: int,
 ) -> bool:
-    """Stream `url` into `out`; False if the server says it does not exist."""
+    """Stream `url` into `out`; False if the server says it does not exist.
+
+    Redirects are followed here, one hop at a time, so that each target is checked before a
+    request goes to it: a plain-HTTP target (without `Insecure.HTTP`) or another scheme is
+    refused without being contacted."""
     try:
-        with client.stream("GET", url, follow_redirects=True) as response:
-            if response.url.scheme == "http" and Insecure.HTTP not in insecure:
-                raise PodError(
-                    f"{url} redirected to plain HTTP ({response.url}); refusing without "
-                    "--insecure-options=http"
-                )
-            if response.status_code in MISSING_STATUSES:
-                return False
-            if response.status_code != 200:
-                raise PodError(
-                    f"fetching {url} failed: HTTP {response.status_code} {response.reason_phrase}"
-                )
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise PodError(f"{url} is larger than the limit of {max_bytes} bytes")
-            total = 0
-            for chunk in response.iter_bytes(CHUNK):
-                total += len(chunk)
-                if total > max_bytes:
-                    raise PodError(f"{url} is larger than the limit of {max_bytes} bytes")
-                out.write(chunk)
+        request = client.build_request("GET", url)
+        for _hop in range(client.max_redirects + 1):
+            response = client.send(request, stream=True, follow_redirects=False)
+            try:
+                following = response.next_request
+                if following is None:
+                    return _receive(response, url, out, max_bytes)
+            finally:
+                response.close()
+            _check_redirect(url, following.url, insecure)
+            request = following
     except httpx.HTTPError as error:
         raise PodError(f"fetching {url} failed: {error}") from None
+    raise PodError(f"fetching {url} failed: more than {client.max_redirects} redirects")
+
+
+def _check_redirect(url: str, target: httpx.URL, insecure: frozenset[Insecure]) -> None:
+    if target.scheme == "http" and Insecure.HTTP not in insecure:
+        raise PodError(
+            f"{url} redirected to plain HTTP ({target}); refusing without --insecure-options=http"
+        )
+    if target.scheme not in ("https", "http"):
+        raise PodError(f"{url} redirected to {target}, which is not an http(s) URL; refusing")
+
+
+def _receive(response: httpx.Response, url: str, out: BinaryIO, max_bytes: int) -> bool:
+    if response.status_code in MISSING_STATUSES:
+        return False
+    if response.status_code != 200:
+        raise PodError(
+            f"fetching {url} failed: HTTP {response.status_code} {response.reason_phrase}"
+        )
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise PodError(f"{url} is larger than the limit of {max_bytes} bytes")
+    total = 0
+    for chunk in response.iter_bytes(CHUNK):
+        total += len(chunk)
+        if total > max_bytes:
+            raise PodError(f"{url} is larger than the limit of {max_bytes} bytes")
+        out.write(chunk)
     return True

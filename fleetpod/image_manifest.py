@@ -160,6 +160,8 @@ def parse_image_manifest(data: bytes) -> ImageManifest:
         document = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ImageError(f"manifest is not JSON: {error}") from None
+    except RecursionError:
+        raise ImageError("manifest is not JSON fleet-pod can read: nested too deeply") from None
     if not isinstance(document, dict):
         raise ImageError("manifest is not a JSON object")
     if document.get("acKind") != AC_KIND:

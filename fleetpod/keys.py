@@ -10,6 +10,7 @@ Invariants:
 * Only Ed25519 is accepted; any other algorithm, an encrypted private key, or a private key given
   where a public one is expected is a `TrustError` naming the source and the cause.
 * `generate_key_pair` never overwrites a file and writes the private key with mode 0600.
+* A key file is read to at most `MAX_KEY_FILE_BYTES` (64 KiB; a key is about 100 bytes).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fleetpod.errors import TrustError
+from fleetpod.limits import MAX_KEY_FILE_BYTES, read_at_most
 
 LINE_PREFIX = "ed25519"
 RAW_KEY_BYTES = 32
@@ -32,10 +34,7 @@ RAW_KEY_BYTES = 32
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
     """The Ed25519 private key in the PEM or OpenSSH file at `path`."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise TrustError(f"cannot read private key {str(path)!r}: {error.strerror}") from None
+    data = read_at_most(path, MAX_KEY_FILE_BYTES, what="private key", error=TrustError)
     try:
         if b"BEGIN OPENSSH PRIVATE KEY" in data:
             key: object = serialization.load_ssh_private_key(data, password=None)

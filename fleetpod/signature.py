@@ -12,7 +12,8 @@ Invariants:
 * Verification uses only keys the caller trusts for the image's name (`TrustStore.keys_for`),
   checks the signature before reading anything from the statement, and then binds the statement
   to the image: same name, same image id, same archive bytes (when both sides know them), not
-  expired. Every refusal is a `TrustError` saying what to do about it.
+  expired. Every refusal is a `TrustError` saying what to do about it, including a file over
+  `MAX_SIGNATURE_BYTES` or JSON nested deeper than the parser goes.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fleetd.runtime.files import write_atomically
 from fleetpod.errors import TrustError
 from fleetpod.image import CHUNK, check_archive, image_id_of
 from fleetpod.keys import key_id
+from fleetpod.limits import MAX_SIGNATURE_BYTES, size_text
 
 STATEMENT_TYPE = "pyfleet.image-signature/v1"
 DOMAIN = b"pyfleet-image-sig-v1"
@@ -108,10 +110,7 @@ def verify_signature(
     now: datetime | None = None,
 ) -> Verified:
     """Check `envelope` against the keys trusted for `name` and bind it to the image."""
-    try:
-        document = json.loads(envelope.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TrustError("malformed signature file: not JSON") from None
+    document = _parse_json(envelope, "malformed signature file")
     envelopes = document if isinstance(document, list) else [document]
     if not envelopes:
         raise TrustError("malformed signature file: an empty list")
@@ -176,16 +175,25 @@ def _verify_one(
             f"invalid signature by key {keyid}: the signature file was altered "
             "or was not made for this statement"
         ) from None
-    try:
-        statement = json.loads(statement_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise TrustError("malformed signature statement: not JSON") from None
+    statement = _parse_json(statement_bytes, "malformed signature statement")
     if not isinstance(statement, dict):
         raise TrustError("malformed signature statement: not a JSON object")
     _check_statement(
         statement, name=name, image_id=image_id, archive_sha256=archive_sha256, now=now
     )
     return Verified(keyid=keyid, statement=statement)
+
+
+def _parse_json(data: bytes, problem: str) -> Any:
+    """JSON of at most `MAX_SIGNATURE_BYTES`; anything else is a `TrustError` saying `problem`."""
+    if len(data) > MAX_SIGNATURE_BYTES:
+        raise TrustError(f"{problem}: larger than {size_text(MAX_SIGNATURE_BYTES)}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise TrustError(f"{problem}: not JSON") from None
+    except RecursionError:
+        raise TrustError(f"{problem}: nested too deeply") from None
 
 
 def _base64_field(envelope: dict[str, Any], field: str) -> bytes:

@@ -33,6 +33,7 @@ from fleetd.runtime.files import write_atomically
 from fleetpod.errors import ImageError, TrustError
 from fleetpod.image_manifest import AC_IDENTIFIER, check_identifier
 from fleetpod.keys import key_id, load_public_key_with_comment, public_key_line
+from fleetpod.limits import MAX_KEY_FILE_BYTES, read_at_most
 
 KEY_ID = re.compile(r"^[0-9a-f]{64}$")
 MIN_KEYID_PREFIX = 8
@@ -132,10 +133,7 @@ class TrustStore:
         return TrustedKey(keyid=path.name, prefix=prefix, path=path, comment=comment)
 
     def _load(self, path: Path) -> tuple[Ed25519PublicKey, str]:
-        try:
-            data = path.read_bytes()
-        except OSError as error:
-            raise TrustError(f"cannot read trusted key {str(path)!r}: {error.strerror}") from None
+        data = read_at_most(path, MAX_KEY_FILE_BYTES, what="trusted key", error=TrustError)
         public, comment = load_public_key_with_comment(data, source=f"trusted key {str(path)!r}")
         if key_id(public) != path.name:
             raise TrustError(

@@ -312,3 +312,36 @@ def test_exec_argv_and_human_size() -> None:
         "10.0 MiB",
         "3.0 TiB",
     ]
+
+
+@pytest.mark.timeout(60)
+def test_trust_refuses_a_key_file_over_the_size_cap(cli: Cli, tmp_path: Path) -> None:
+    """A key is ~100 bytes: a bigger file (or an endless one) is refused, not read to the end."""
+    big = tmp_path / "big.pub"
+    big.write_bytes(b"ed25519 " + b"A" * (100 << 10))
+    assert f"key file {str(big)!r} is larger than 64 KiB" in failed(
+        cli("trust", "--root", str(big))
+    )
+    assert "key file '/dev/zero' is larger than 64 KiB" in failed(
+        cli("trust", "--root", "/dev/zero")
+    )
+    assert "key from stdin is larger than 64 KiB" in failed(
+        cli("trust", "--root", "-", stdin=b"A" * (100 << 10))
+    )
+
+
+@pytest.mark.timeout(60)
+def test_a_signature_nested_too_deeply_or_endless_is_a_refusal(
+    cli: Cli, tmp_path: Path, image_file: Path
+) -> None:
+    deep = tmp_path / "deep.sig"
+    deep.write_bytes(b"[" * 100_000)
+    result = cli("fetch", str(image_file), "--signature", str(deep))
+    assert "malformed signature file: nested too deeply" in failed(result)
+    assert "Traceback" not in result.stderr
+    beside = image_file.with_name(image_file.name + ".sig")
+    beside.write_bytes(b"[" * 100_000)
+    assert "malformed signature file: nested too deeply" in failed(cli("fetch", str(image_file)))
+    endless = failed(cli("fetch", str(image_file), "--signature", "/dev/zero"))
+    assert "signature '/dev/zero' is larger than 1 MiB" in endless
+    assert ImageStore(cli.paths.images_dir).list() == []

@@ -142,6 +142,26 @@ def test_https_downloads_the_image_and_its_signature(
     assert os.listdir(image_store.tmp_dir) == []
 
 
+def test_https_redirects_are_followed_one_hop_at_a_time(
+    image_store: ImageStore, signed_image: Path, trusted_trust_store: TrustStore
+) -> None:
+    moved = "https://mirror.example.com/images/app-1.0.aci"
+    files = {moved: signed_image.read_bytes(), moved + ".sig": sig_bytes(signed_image)}
+    requests: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        requests.append(str(request.url))
+        if request.url.host == "images.example.com":
+            location = moved + (".sig" if request.url.path.endswith(".sig") else "")
+            return httpx.Response(301, headers={"location": location})
+        body = files.get(str(request.url))
+        return httpx.Response(404) if body is None else httpx.Response(200, content=body)
+
+    record = do_fetch(URL, image_store, trusted_trust_store, client=client_with(handle))
+    assert record.source == URL
+    assert sorted(requests) == sorted([URL, moved, URL + ".sig", moved + ".sig"])
+
+
 def test_https_with_a_local_signature_does_not_download_one(
     image_store: ImageStore, signed_image: Path, trusted_trust_store: TrustStore
 ) -> None:
@@ -217,6 +237,14 @@ def _redirect_to_http(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, content=b"x")
 
 
+def _redirect_to_ftp(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(301, headers={"location": "ftp://images.example.com/app.aci"})
+
+
+def _redirect_forever(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(302, headers={"location": f"{request.url}x"})
+
+
 def _huge_declared(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, headers={"content-length": str(10**12)}, content=b"")
 
@@ -233,10 +261,22 @@ def _huge_streamed(request: httpx.Request) -> httpx.Response:
         (_status(403), "HTTP 403 Forbidden"),
         (_connection_refused, f"fetching {URL} failed: connection refused"),
         (_redirect_to_http, "redirected to plain HTTP (http://images.example.com/app.aci)"),
+        (_redirect_to_ftp, "redirected to ftp://images.example.com/app.aci, which is not an"),
+        (_redirect_forever, f"fetching {URL} failed: more than 20 redirects"),
         (_huge_declared, "is larger than the limit of 1000 bytes"),
         (_huge_streamed, "is larger than the limit of 1000 bytes"),
     ],
-    ids=["404", "500", "403", "connect", "downgrade", "declared-size", "streamed-size"],
+    ids=[
+        "404",
+        "500",
+        "403",
+        "connect",
+        "downgrade",
+        "other-scheme",
+        "endless-redirects",
+        "declared-size",
+        "streamed-size",
+    ],
 )
 def test_download_failures_are_reported_and_leave_nothing(
     image_store: ImageStore, trust_store: TrustStore, handler: Handler, message: str

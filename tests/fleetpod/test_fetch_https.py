@@ -13,6 +13,7 @@ import shutil
 import ssl
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +39,7 @@ class Server:
     url: str
     root: Path
     ca: Path
+    httpd: LoopbackServer
 
 
 def self_signed(directory: Path) -> tuple[Path, Path]:
@@ -77,6 +79,47 @@ class QuietHandler(SimpleHTTPRequestHandler):
         return
 
 
+class LoopbackServer(ThreadingHTTPServer):
+    """Records the paths it is asked for; redirects every GET to `redirect_to` when set."""
+
+    redirect_to: str | None = None
+    requests: list[str]
+
+
+class RecordingHandler(QuietHandler):
+    server: LoopbackServer
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)
+        if self.server.redirect_to is None:
+            super().do_GET()
+            return
+        self.send_response(302)
+        self.send_header("Location", self.server.redirect_to + self.path)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def start(root: Path) -> LoopbackServer:
+    httpd = LoopbackServer(
+        ("127.0.0.1", 0), functools.partial(RecordingHandler, directory=str(root))
+    )
+    httpd.requests = []
+    return httpd
+
+
+@contextmanager
+def serving(httpd: LoopbackServer) -> Iterator[LoopbackServer]:
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     root = tmp_path / "www"
@@ -84,17 +127,19 @@ def server(tmp_path: Path) -> Iterator[Server]:
     cert, key = self_signed(tmp_path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    handler = functools.partial(QuietHandler, directory=str(root))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd = start(root)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield Server(f"https://127.0.0.1:{httpd.server_address[1]}", root, cert)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
+    with serving(httpd):
+        yield Server(f"https://127.0.0.1:{httpd.server_address[1]}", root, cert, httpd)
+
+
+@pytest.fixture
+def plain_server(tmp_path: Path) -> Iterator[Server]:
+    """A plain-HTTP server on loopback (no certificate: `ca` is unused)."""
+    root = tmp_path / "plain"
+    root.mkdir()
+    with serving(start(root)) as httpd:
+        yield Server(f"http://127.0.0.1:{httpd.server_address[1]}", root, Path(), httpd)
 
 
 def publish(server: Server, image: Path, *, signed: bool = True) -> str:
@@ -160,3 +205,20 @@ def test_plain_http_is_refused_without_insecure_http(node: Node) -> None:
     with pytest.raises(PodError, match=r"--insecure-options=http"):
         node.fetch("http://127.0.0.1:9/app.aci")
     assert node.store.list() == []
+
+
+def test_a_redirect_to_plain_http_is_refused_before_it_is_followed(
+    server: Server, plain_server: Server, signed_image: Path, node: Node
+) -> None:
+    """The https server sends the client to http://: no plain request may leave the client."""
+    publish(plain_server, signed_image)
+    server.httpd.redirect_to = plain_server.url
+    url = f"{server.url}/{signed_image.name}"
+    with trusting_ca(server) as client, pytest.raises(PodError) as raised:
+        node.fetch(url, client=client)
+    assert "redirected to plain HTTP" in str(raised.value)
+    assert "--insecure-options=http" in str(raised.value)
+    assert server.httpd.requests == [f"/{signed_image.name}"]
+    assert plain_server.httpd.requests == []
+    assert node.store.list() == []
+    assert list(node.store.tmp_dir.iterdir()) == []

@@ -100,6 +100,7 @@ def test_an_image_without_an_app_is_valid() -> None:
 
 REFUSALS: list[tuple[str, bytes, str]] = [
     ("not json", b"{nope", "manifest is not JSON"),
+    ("nested too deeply", b"[" * 100_000, "manifest is not JSON fleet-pod can read: nested too"),
     ("not an object", b"[1, 2]", "not a JSON object"),
     ("wrong kind", encode(manifest_document(acKind="PodManifest")), "acKind is 'PodManifest'"),
     ("no version", encode(manifest_document(acVersion="")), "no acVersion"),

@@ -137,6 +137,17 @@ REFUSALS: list[tuple[str, Any, str]] = [
     ("not json", lambda k: b"-----BEGIN PGP SIGNATURE-----", "malformed signature file: not JSON"),
     ("not an object", lambda k: b'"sig"', "malformed signature file: not a JSON object"),
     ("empty list", lambda k: b"[]", "malformed signature file: an empty list"),
+    ("nested", lambda k: b"[" * 100_000, "malformed signature file: nested too deeply"),
+    (
+        "too large",
+        lambda k: b" " * (1 << 20) + b"[]",
+        "malformed signature file: larger than 1 MiB",
+    ),
+    (
+        "statement nested",
+        lambda k: _signed_statement(k, b"[" * 100_000),
+        "malformed signature statement: nested too deeply",
+    ),
     ("version 2", lambda k: _envelope(k, v=2), "unsupported signature version 2"),
     ("rsa", lambda k: _envelope(k, alg="rsa"), "unsupported signature algorithm 'rsa'"),
     ("no keyid", lambda k: _envelope(k, keyid=None), "malformed signature file: no keyid"),
