@@ -1,4 +1,4 @@
-"""Image archives: build one from a directory, compute its id, validate it, render its rootfs.
+"""Image archives: build one from a directory, compute its id, read and validate it.
 
 An image is one tar (optionally gzip, bzip2 or xz compressed) holding exactly two top-level
 names: `manifest` (a regular file, appc JSON) and `rootfs/` (the filesystem). Its id is
@@ -6,17 +6,12 @@ names: `manifest` (a regular file, appc JSON) and `rootfs/` (the filesystem). It
 
 Invariants:
 * Every archive is read as a stream, in constant memory, and never extracted with tarfile's own
-  extraction: `_MemberChecker` validates each member by name and type, and `render_rootfs`
-  re-applies those checks member by member while writing (an earlier `check_archive` is never
-  trusted). Refused: absolute names, `..` components, names outside `manifest`/`rootfs/`,
-  duplicates, symlinks with an absolute target or a target that climbs above the root, hard
-  links to anything but an earlier regular file under `rootfs/`, device nodes and fifos (unless
-  `allow_devices` and running as root), and any other member type. Each refusal is an
+  extraction: `MemberChecker` (`fleetpod.members`) validates each member by name and type and
+  then the tree as a whole, in time linear in the archive; `fleetpod.render` re-applies those
+  checks while writing (an earlier `check_archive` is never trusted). Each refusal is an
   `ImageError` naming the member and the reason.
-* `render_rootfs` never follows a symlink while writing: every parent directory of a member is
-  checked with `lstat` to be a real directory inside `dest`; files are created with `O_EXCL |
-  O_NOFOLLOW`. Ownership is applied only when running as root (set-id bits are dropped
-  otherwise); directory modes are applied last, deepest first. On failure `dest` is removed.
+* `inspect_archive` also reports the members whose set-ID or world-write bits a render drops
+  unless the image is trusted to keep them (`members.special_mode`).
 * `build_image` validates the manifest, writes members in sorted order with numeric ownership,
   refuses what `check_archive` would refuse, and replaces `output` atomically.
 """
@@ -29,12 +24,11 @@ import hashlib
 import io
 import lzma
 import os
-import shutil
-import stat
 import tarfile
 import tempfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Literal, cast
 
@@ -47,17 +41,12 @@ from fleetpod.image_manifest import (
     host_arch,
     parse_image_manifest,
 )
+from fleetpod.members import MANIFEST, ROOTFS, MemberChecker, special_mode
 
-MANIFEST = "manifest"
-ROOTFS = "rootfs"
 MAX_MANIFEST_BYTES = 1 << 20
+SPECIAL_NAMES_SHOWN = 5
 CHUNK = 1 << 20
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error)
-_O_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-def _is_root() -> bool:
-    return os.geteuid() == 0
 
 
 def compression_of(path: Path) -> str | None:
@@ -95,109 +84,40 @@ def image_id_of(path: Path) -> str:
     return "sha512-" + digest.hexdigest()
 
 
-class _MemberChecker:
-    """Validates members in archive order; remembers names to refuse duplicates and bad links."""
-
-    def __init__(self, *, allow_devices: bool) -> None:
-        self.allow_devices = allow_devices
-        self.seen: dict[str, str] = {}  # name -> "dir", "file" or "other"
-
-    def check(self, info: tarfile.TarInfo) -> None:
-        problem = self._problem(info)
-        if problem is not None:
-            raise ImageError(f"image member {info.name!r} {problem}")
-        kind = "dir" if info.isdir() else "file" if info.isreg() else "other"
-        self.seen[info.name] = kind
-
-    def finish(self) -> None:
-        if self.seen.get(MANIFEST) != "file":
-            raise ImageError("image archive has no 'manifest' file")
-        if self.seen.get(ROOTFS) != "dir":
-            raise ImageError("image archive has no 'rootfs/' directory")
-
-    def _problem(self, info: tarfile.TarInfo) -> str | None:
-        problem = _name_problem(info.name, "")
-        if problem is not None:
-            return problem
-        if info.name in self.seen:
-            return "appears twice in the archive"
-        parts = info.name.split("/")
-        if parts[0] == MANIFEST:
-            if len(parts) > 1:
-                return "is outside 'manifest' and 'rootfs/'"
-            return None if info.isreg() else "must be a regular file"
-        if len(parts) == 1 and not info.isdir():
-            return "must be a directory"
-        for depth in range(1, len(parts)):
-            parent = "/".join(parts[:depth])
-            if self.seen.get(parent, "dir") != "dir":
-                return f"is under {parent!r}, which is not a directory"
-        if (info.isreg() and not info.issparse()) or info.isdir():
-            return None
-        if info.issym():
-            return _symlink_problem(parts[1:-1], info.linkname)
-        if info.islnk():
-            target_problem = _name_problem(info.linkname, "is a hard link that ")
-            if target_problem is not None:
-                return target_problem
-            if info.linkname.split("/")[0] != ROOTFS or self.seen.get(info.linkname) != "file":
-                return f"is a hard link to {info.linkname!r}, not to an earlier file in rootfs/"
-            return None
-        if info.ischr() or info.isblk() or info.isfifo():
-            if self.allow_devices and _is_root():
-                return None
-            return "is a device node or fifo (allowed only as root with devices enabled)"
-        return "has an unsupported member type"
-
-
-def _name_problem(name: str, prefix: str) -> str | None:
-    if not name or "\0" in name:
-        return f"{prefix}has an empty name or a NUL byte in it"
-    if name.startswith("/"):
-        return f"{prefix}has an absolute name"
-    parts = name.split("/")
-    if ".." in parts:
-        return f"{prefix}escapes the root ('..')"
-    if any(part in ("", ".") for part in parts):
-        return f"{prefix}is not a normalised path"
-    if parts[0] not in (MANIFEST, ROOTFS):
-        return f"{prefix}is outside 'manifest' and 'rootfs/'"
-    return None
-
-
-def _symlink_problem(directory: Sequence[str], target: str) -> str | None:
-    if not target or "\0" in target:
-        return "is a symlink with an empty target or a NUL byte in it"
-    if target.startswith("/"):
-        return f"is a symlink to the absolute path {target!r}"
-    depth = len(directory)
-    for part in target.split("/"):
-        if part == "..":
-            depth -= 1
-            if depth < 0:
-                return f"is a symlink to {target!r}, which escapes the root ('..')"
-        elif part not in ("", "."):
-            depth += 1
-    return None
-
-
-def _open_tar(stream: BinaryIO) -> tarfile.TarFile:
+def open_tar(stream: BinaryIO) -> tarfile.TarFile:
     return tarfile.open(fileobj=stream, mode="r|")
+
+
+@dataclass(frozen=True)
+class Inspected:
+    """What `inspect_archive` found: the manifest (parsed and as written), and the members
+    with set-ID or world-write bits (`special_count` of them, the first few by name)."""
+
+    manifest: ImageManifest
+    manifest_bytes: bytes
+    special_count: int = 0
+    special_names: tuple[str, ...] = ()
 
 
 def check_archive(tar_path: Path, *, allow_devices: bool = False) -> ImageManifest:
     """Validate every member of the image in `tar_path` without extracting; the manifest."""
-    return inspect_archive(tar_path, allow_devices=allow_devices)[0]
+    return inspect_archive(tar_path, allow_devices=allow_devices).manifest
 
 
-def inspect_archive(tar_path: Path, *, allow_devices: bool = False) -> tuple[ImageManifest, bytes]:
-    """`check_archive`, also returning the manifest's original bytes."""
+def inspect_archive(tar_path: Path, *, allow_devices: bool = False) -> Inspected:
+    """`check_archive`, also returning the manifest's bytes and the members with special modes."""
     manifest: bytes | None = None
-    checker = _MemberChecker(allow_devices=allow_devices)
+    checker = MemberChecker(allow_devices=allow_devices)
+    special: list[str] = []
+    special_count = 0
     try:
-        with open_decompressed(tar_path) as stream, _open_tar(stream) as tar:
+        with open_decompressed(tar_path) as stream, open_tar(stream) as tar:
             for info in tar:
                 checker.check(info)
+                if special_mode(info):
+                    special_count += 1
+                    if len(special) < SPECIAL_NAMES_SHOWN:
+                        special.append(info.name)
                 if info.name == MANIFEST:
                     if info.size > MAX_MANIFEST_BYTES:
                         limit = MAX_MANIFEST_BYTES
@@ -207,131 +127,7 @@ def inspect_archive(tar_path: Path, *, allow_devices: bool = False) -> tuple[Ima
         raise ImageError(f"{str(tar_path)!r} is not a valid image archive: {error}") from None
     checker.finish()
     assert manifest is not None
-    return parse_image_manifest(manifest), manifest
-
-
-def render_rootfs(tar_path: Path, dest: Path, *, allow_devices: bool = False) -> None:
-    """Extract the image's `rootfs/` into the new directory `dest` (checked member by member)."""
-    try:
-        dest.mkdir(mode=0o700)
-    except FileExistsError:
-        raise ImageError(f"cannot render into {str(dest)!r}: it already exists") from None
-    except OSError as error:
-        raise ImageError(f"cannot render into {str(dest)!r}: {error.strerror}") from None
-    try:
-        _render(tar_path, dest, allow_devices)
-    except BaseException:
-        force_rmtree(dest)
-        raise
-
-
-def _render(tar_path: Path, dest: Path, allow_devices: bool) -> None:
-    checker = _MemberChecker(allow_devices=allow_devices)
-    known_dirs = {dest}
-    directories: list[tuple[Path, tarfile.TarInfo]] = []
-    try:
-        with open_decompressed(tar_path) as stream, _open_tar(stream) as tar:
-            for info in tar:
-                checker.check(info)
-                if info.name == MANIFEST:
-                    continue
-                parts = info.name.split("/")[1:]
-                if not parts:
-                    directories.append((dest, info))
-                    continue
-                target = _real_parent(dest, parts[:-1], info.name, known_dirs) / parts[-1]
-                try:
-                    _write_member(tar, info, target, dest, known_dirs)
-                except FileExistsError:
-                    raise ImageError(
-                        f"image member {info.name!r} clashes with an earlier one"
-                    ) from None
-                if info.isdir():
-                    directories.append((target, info))
-    except ImageError:
-        raise
-    except ARCHIVE_ERRORS as error:
-        raise ImageError(f"cannot render {str(tar_path)!r}: {error}") from None
-    checker.finish()
-    for path, info in reversed(directories):
-        _set_attributes(path, info, is_link=False)
-
-
-def _real_parent(
-    dest: Path, parts: Sequence[str], name: str, known_dirs: set[Path], *, create: bool = True
-) -> Path:
-    """`dest/parts`, creating missing directories; refuses a parent that is a symlink."""
-    current = dest
-    for index, part in enumerate(parts):
-        current = current / part
-        if current in known_dirs:
-            continue
-        inside = "/".join([ROOTFS, *parts[: index + 1]])
-        try:
-            mode = os.lstat(current).st_mode
-        except FileNotFoundError:
-            if not create:
-                raise ImageError(f"image member {name!r} links into missing {inside!r}") from None
-            os.mkdir(current, 0o755)
-            known_dirs.add(current)
-            continue
-        if stat.S_ISLNK(mode):
-            action = "would be written" if create else "links to a file"
-            raise ImageError(f"image member {name!r} {action} through the symlink {inside!r}")
-        if not stat.S_ISDIR(mode):
-            raise ImageError(f"image member {name!r} is under {inside!r}, which is not a directory")
-        known_dirs.add(current)
-    return current
-
-
-def _write_member(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, target: Path, dest: Path, known_dirs: set[Path]
-) -> None:
-    if info.isdir():
-        if target not in known_dirs:
-            os.mkdir(target, 0o700)
-            known_dirs.add(target)
-        return
-    if info.isreg():
-        fd = os.open(target, _O_CREATE, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(cast(IO[bytes], tar.extractfile(info)), out, CHUNK)
-    elif info.issym():
-        os.symlink(info.linkname, target)
-    elif info.islnk():
-        parts = info.linkname.split("/")[1:]
-        source = _real_parent(dest, parts[:-1], info.name, known_dirs, create=False) / parts[-1]
-        if not stat.S_ISREG(os.lstat(source).st_mode):
-            raise ImageError(f"image member {info.name!r} is a hard link to a non-file")
-        os.link(source, target, follow_symlinks=False)
-        return  # a hard link shares the attributes of its target
-    elif info.isfifo():
-        os.mkfifo(target, 0o600)
-    else:
-        kind = stat.S_IFCHR if info.ischr() else stat.S_IFBLK
-        os.mknod(target, 0o600 | kind, os.makedev(info.devmajor, info.devminor))
-    _set_attributes(target, info, is_link=info.issym())
-
-
-def _set_attributes(path: Path, info: tarfile.TarInfo, *, is_link: bool) -> None:
-    root = _is_root()
-    if root:
-        os.chown(path, info.uid, info.gid, follow_symlinks=False)
-    if not is_link:
-        os.chmod(path, info.mode & (0o7777 if root else 0o1777))
-    os.utime(path, (info.mtime, info.mtime), follow_symlinks=False)
-
-
-def force_rmtree(path: Path) -> None:
-    """Remove a tree even where extracted modes made directories read-only."""
-    if not os.path.lexists(path):
-        return
-    if path.is_dir() and not path.is_symlink():
-        for directory, _dirs, _files in os.walk(path):
-            os.chmod(directory, 0o700)
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    return Inspected(parse_image_manifest(manifest), manifest, special_count, tuple(special))
 
 
 def build_image(
@@ -390,7 +186,7 @@ def build_image(
 
 
 def _write_tar(tar_file: IO[bytes], source: Path, manifest_bytes: bytes) -> None:
-    checker = _MemberChecker(allow_devices=False)
+    checker = MemberChecker(allow_devices=False)
     with tarfile.open(fileobj=tar_file, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mode = len(manifest_bytes), 0o644

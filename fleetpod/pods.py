@@ -34,7 +34,7 @@ from typing import Any
 
 from fleetd.runtime.files import write_atomically
 from fleetpod.errors import PodError, PodStateError
-from fleetpod.image import force_rmtree
+from fleetpod.render import force_rmtree
 
 
 class PodState(StrEnum):

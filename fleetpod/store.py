@@ -41,16 +41,9 @@ from typing import Any
 from fleetd.runtime.files import write_atomically
 from fleetpod.config import Insecure
 from fleetpod.errors import ImageError, StoreError, TrustError
-from fleetpod.image import (
-    ARCHIVE_ERRORS,
-    CHUNK,
-    compression_of,
-    force_rmtree,
-    inspect_archive,
-    open_decompressed,
-    render_rootfs,
-)
+from fleetpod.image import ARCHIVE_ERRORS, CHUNK, compression_of, inspect_archive, open_decompressed
 from fleetpod.image_manifest import ImageManifest, parse_image_manifest
+from fleetpod.render import force_rmtree, render_rootfs
 from fleetpod.signature import file_sha256, verify_signature
 from fleetpod.trust import TrustStore
 
@@ -133,9 +126,8 @@ class ImageStore:
             image_id, size = _decompress(archive, fd)
             if compression_of(Path(temporary)) is not None:
                 raise ImageError(f"image {str(archive)!r} is compressed twice")
-            manifest, manifest_bytes = inspect_archive(
-                Path(temporary), allow_devices=self.allow_devices
-            )
+            inspected = inspect_archive(Path(temporary), allow_devices=self.allow_devices)
+            manifest, manifest_bytes = inspected.manifest, inspected.manifest_bytes
             verified = _verify(
                 manifest,
                 image_id=image_id,

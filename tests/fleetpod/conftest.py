@@ -4,7 +4,8 @@ factory for hand-made (often malicious) image archives.
 Fixtures: `rootfs_dir`, `key_pair`, `other_key_pair`, `image_file` (example.com/app 1.0,
 gzip), `signed_image` (with `.sig` by `key_pair`), `pod_paths`, `pod_settings`, `trust_store`
 (empty), `trusted_trust_store` (`key_pair` trusted for `example.com/app`), `image_store`,
-`make_archive` (see `ArchiveFactory`), `warnings_seen` + `warn`.
+`make_archive` (see `ArchiveFactory`), `warnings_seen` + `warn`; `nested_directories` and
+`open_at_depth` for very deep trees, which go in `deep_tmp_path`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import gzip
 import io
 import json
 import os
+import subprocess
 import tarfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +99,27 @@ def write_archive(
 ArchiveFactory = Callable[..., Path]
 
 
+def nested_directories(depth: int, name: str = "d") -> list[Entry]:
+    """`rootfs/d`, `rootfs/d/d`, ... `depth` directories each inside the one before."""
+    entries, path = [], "rootfs"
+    for _ in range(depth):
+        path += "/" + name
+        entries.append(Entry(path, kind="dir", mode=0o755))
+    return entries
+
+
+def open_at_depth(root: Path, depth: int, name: str = "d") -> int:
+    """A descriptor of `root/d/d/...` (`depth` levels), opened one level at a time (the whole
+    path may be longer than PATH_MAX), never through a symlink."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    for _ in range(depth):
+        child = os.open(name, flags, dir_fd=fd)
+        os.close(fd)
+        fd = child
+    return fd
+
+
 @pytest.fixture
 def make_archive(tmp_path: Path) -> ArchiveFactory:
     """`make_archive(*entries, manifest=..., base=True, name="crafted.aci")`: a valid image
@@ -125,6 +148,14 @@ def make_archive(tmp_path: Path) -> ArchiveFactory:
         return write_archive(tmp_path / name, members, compression=compression)
 
     return make
+
+
+@pytest.fixture
+def deep_tmp_path(tmp_path: Path) -> Iterator[Path]:
+    """`tmp_path`, removed with `rm -rf` at teardown whatever happened: pytest's own cleanup of
+    old temporary directories recurses and cannot remove a tree thousands of levels deep."""
+    yield tmp_path
+    subprocess.run(["rm", "-rf", "--", str(tmp_path)], check=False)
 
 
 @pytest.fixture

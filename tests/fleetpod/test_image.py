@@ -6,14 +6,12 @@ import bz2
 import json
 import os
 import socket
-import stat
 import tarfile
 from pathlib import Path
 from typing import Literal
 
 import pytest
 
-from fleetpod import image as image_module
 from fleetpod.errors import ImageError
 from fleetpod.image import (
     build_image,
@@ -21,10 +19,13 @@ from fleetpod.image import (
     image_id_of,
     inspect_archive,
     open_decompressed,
-    render_rootfs,
 )
 from fleetpod.image_manifest import MountPoint, host_arch
-from tests.fleetpod.conftest import ArchiveFactory, Entry, manifest_document, write_archive
+from tests.fleetpod.conftest import (
+    ArchiveFactory,
+    Entry,
+    manifest_document,
+)
 
 
 def members_of(path: Path) -> list[tarfile.TarInfo]:
@@ -211,9 +212,32 @@ def test_build_refuses_a_missing_source_and_an_output_inside_it(
 def test_inspect_archive_returns_the_original_manifest_bytes(make_archive: ArchiveFactory) -> None:
     document = manifest_document(annotations=[{"name": "authors", "value": "ops"}])
     archive = make_archive(manifest=document)
-    manifest, original = inspect_archive(archive)
-    assert json.loads(original) == document
-    assert manifest.annotations == (("authors", "ops"),)
+    inspected = inspect_archive(archive)
+    assert json.loads(inspected.manifest_bytes) == document
+    assert inspected.manifest.annotations == (("authors", "ops"),)
+    assert (inspected.special_count, inspected.special_names) == (0, ())
+
+
+def test_inspect_archive_names_the_members_whose_modes_a_render_drops(
+    make_archive: ArchiveFactory,
+) -> None:
+    archive = make_archive(
+        Entry("rootfs/bin/su", data=b"x", mode=0o4755),
+        Entry("rootfs/bin/wall", data=b"x", mode=0o2755),
+        Entry("rootfs/shared", data=b"x", mode=0o666),
+        Entry("rootfs/tmp", kind="dir", mode=0o1777),  # sticky: kept
+        Entry("rootfs/drop", kind="dir", mode=0o777),
+        Entry("rootfs/mail", kind="dir", mode=0o2775),  # set-group-ID directory: kept
+        Entry("rootfs/link", kind="symlink", target="bin/su", mode=0o777),
+    )
+    inspected = inspect_archive(archive)
+    assert inspected.special_count == 4
+    assert inspected.special_names == (
+        "rootfs/bin/su",
+        "rootfs/bin/wall",
+        "rootfs/shared",
+        "rootfs/drop",
+    )
 
 
 def test_a_gzip_archive_is_checked_through_its_compression(make_archive: ArchiveFactory) -> None:
@@ -385,27 +409,6 @@ def test_check_archive_refuses_naming_the_member_and_reason(
 
 
 @pytest.mark.parametrize(
-    ("entries", "base", "message"),
-    [r[1:] for r in ARCHIVE_REFUSALS if r[0] != "bad manifest"],  # rendering skips the manifest
-    ids=[r[0] for r in ARCHIVE_REFUSALS if r[0] != "bad manifest"],
-)
-def test_render_refuses_the_same_archives_and_leaves_nothing(
-    tmp_path: Path,
-    make_archive: ArchiveFactory,
-    entries: list[Entry],
-    base: bool,
-    message: str,
-) -> None:
-    archive = make_archive(*entries, base=base)
-    dest = tmp_path / "tree"
-    with pytest.raises(ImageError) as raised:
-        render_rootfs(archive, dest)
-    assert message in str(raised.value)
-    assert not dest.exists()
-    assert not (tmp_path / "etc").exists()
-
-
-@pytest.mark.parametrize(
     ("content", "message"),
     [
         (b"this is not a tar archive at all" * 40, "is not a valid image archive"),
@@ -429,126 +432,3 @@ def test_a_truncated_archive_is_refused(tmp_path: Path, image_file: Path) -> Non
         check_archive(truncated)
     with pytest.raises(ImageError, match="cannot read image archive"):
         image_id_of(truncated)
-
-
-def test_fifos_are_allowed_only_with_allow_devices_as_root(
-    tmp_path: Path, make_archive: ArchiveFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    archive = make_archive(Entry("rootfs/fifo", kind="fifo", mode=0o640))
-    assert check_archive(archive, allow_devices=True).name == "example.com/app"
-    render_rootfs(archive, tmp_path / "tree", allow_devices=True)
-    fifo = os.lstat(tmp_path / "tree" / "fifo")
-    assert stat.S_ISFIFO(fifo.st_mode)
-    assert stat.S_IMODE(fifo.st_mode) == 0o640
-
-    monkeypatch.setattr(image_module, "_is_root", lambda: False)
-    with pytest.raises(ImageError, match="device node or fifo"):
-        check_archive(archive, allow_devices=True)
-
-
-def test_render_reproduces_the_tree(tmp_path: Path, image_file: Path) -> None:
-    dest = tmp_path / "tree"
-    render_rootfs(image_file, dest)
-
-    hello = dest / "bin" / "hello"
-    assert hello.read_text() == "#!/bin/sh\necho hello\n"
-    assert stat.S_IMODE(os.lstat(hello).st_mode) == 0o755
-    assert stat.S_IMODE(os.lstat(dest / "var" / "empty").st_mode) == 0o700
-    assert os.readlink(dest / "etc" / "motd") == "hostname"
-    assert (
-        os.lstat(dest / "etc" / "hostname").st_ino
-        == os.lstat(dest / "etc" / "hostname.hard").st_ino
-    )
-    assert not (dest / "manifest").exists()
-    assert sorted(os.listdir(dest)) == ["bin", "etc", "var"]
-
-
-def test_render_keeps_ownership_times_and_set_id_bits_as_root(
-    tmp_path: Path, make_archive: ArchiveFactory
-) -> None:
-    archive = make_archive(
-        Entry("rootfs/bin/tool", data=b"x", mode=0o4755, uid=1234, gid=99),
-        Entry("rootfs/data", kind="dir", mode=0o750, uid=7, gid=8),
-        Entry("rootfs/data/link", kind="symlink", target="../bin/tool", uid=7, gid=8),
-    )
-    dest = tmp_path / "tree"
-    render_rootfs(archive, dest)
-    tool = os.lstat(dest / "bin" / "tool")
-    assert (tool.st_uid, tool.st_gid, stat.S_IMODE(tool.st_mode)) == (1234, 99, 0o4755)
-    assert tool.st_mtime == 1_000_000
-    data = os.lstat(dest / "data")
-    assert (data.st_uid, data.st_gid, stat.S_IMODE(data.st_mode)) == (7, 8, 0o750)
-    assert data.st_mtime == 1_000_000
-    assert os.lstat(dest / "data" / "link").st_uid == 7
-
-
-def test_render_as_a_user_drops_set_id_bits_and_ownership(
-    tmp_path: Path, make_archive: ArchiveFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(image_module, "_is_root", lambda: False)
-    archive = make_archive(Entry("rootfs/bin/tool", data=b"x", mode=0o6755, uid=1234, gid=99))
-    render_rootfs(archive, tmp_path / "tree")
-    tool = os.lstat(tmp_path / "tree" / "bin" / "tool")
-    assert stat.S_IMODE(tool.st_mode) == 0o755
-    assert tool.st_uid == os.geteuid()
-
-
-def test_render_creates_missing_parent_directories(
-    tmp_path: Path, make_archive: ArchiveFactory
-) -> None:
-    archive = make_archive(Entry("rootfs/usr/share/doc/readme", data=b"docs"))
-    render_rootfs(archive, tmp_path / "tree")
-    assert (tmp_path / "tree" / "usr" / "share" / "doc" / "readme").read_bytes() == b"docs"
-
-
-def test_render_refuses_an_existing_destination(tmp_path: Path, image_file: Path) -> None:
-    dest = tmp_path / "tree"
-    dest.mkdir()
-    (dest / "keep").write_text("mine")
-    with pytest.raises(ImageError, match="already exists"):
-        render_rootfs(image_file, dest)
-    assert (dest / "keep").read_text() == "mine"
-
-
-def test_render_never_writes_through_a_symlink_even_if_the_checker_let_it_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Defence in depth: with the name checks switched off, the writer still refuses."""
-    monkeypatch.setattr(image_module._MemberChecker, "_problem", lambda self, info: None)
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    archive = write_archive(
-        tmp_path / "evil.aci",
-        [
-            MANIFEST,
-            ROOTFS,
-            Entry("rootfs/escape", kind="symlink", target=str(outside)),
-            Entry("rootfs/escape/planted", data=b"gotcha"),
-        ],
-    )
-    with pytest.raises(ImageError, match="would be written through the symlink 'rootfs/escape'"):
-        render_rootfs(archive, tmp_path / "tree")
-    assert os.listdir(outside) == []
-    assert not (tmp_path / "tree").exists()
-
-
-def test_render_never_hard_links_to_a_file_outside_even_if_the_checker_let_it_pass(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(image_module._MemberChecker, "_problem", lambda self, info: None)
-    secret = tmp_path / "secret"
-    secret.write_text("secret")
-    archive = write_archive(
-        tmp_path / "evil.aci",
-        [
-            MANIFEST,
-            ROOTFS,
-            Entry("rootfs/up", kind="symlink", target=str(tmp_path)),
-            Entry("rootfs/stolen", kind="hardlink", target="rootfs/up/secret"),
-        ],
-    )
-    with pytest.raises(
-        ImageError, match="'rootfs/stolen' links to a file through the symlink 'rootfs/up'"
-    ):
-        render_rootfs(archive, tmp_path / "tree")
-    assert os.stat(secret).st_nlink == 1

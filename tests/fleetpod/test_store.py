@@ -17,7 +17,8 @@ import pytest
 from fleetpod import store as store_module
 from fleetpod.config import Insecure
 from fleetpod.errors import ImageError, PodError, StoreError, TrustError
-from fleetpod.image import build_image, image_id_of, render_rootfs
+from fleetpod.image import build_image, image_id_of
+from fleetpod.render import render_rootfs
 from fleetpod.signature import STATEMENT_TYPE, file_sha256, make_envelope, sign_image
 from fleetpod.store import ImageRecord, ImageStore
 from fleetpod.trust import TrustStore
