@@ -28,7 +28,7 @@ import typer
 
 from fleetpod import stage0
 from fleetpod.cli_images import fetch_command, image_app, key_app, trust_command
-from fleetpod.config import PodPaths, PodSettings, parse_insecure_options
+from fleetpod.config import PodPaths, PodSettings, parse_insecure_options, parse_max_image_size
 from fleetpod.errors import PodError
 from fleetpod.pod_manifest import RunOptions, run_options
 from fleetpod.pods import GcAction, PodInfo, PodState, PodStore, plan_gc
@@ -62,6 +62,13 @@ def fleet_pod(
     insecure_options: Annotated[
         str, typer.Option("--insecure-options", help="none, image, http, tls, all-fetch, all.")
     ] = "none",
+    max_image_size: Annotated[
+        str,
+        typer.Option(
+            "--max-image-size",
+            help="Largest image to fetch or decompress, e.g. 8Gi (default 4Gi).",
+        ),
+    ] = "4Gi",
     debug: Annotated[bool, typer.Option("--debug", help="Tracebacks on errors.")] = False,
 ) -> None:
     """fleet-pod: rkt-style pods run by systemd (stage0: fetch, verify, prepare, exec stage1)."""
@@ -71,6 +78,7 @@ def fleet_pod(
         paths=PodPaths.resolve(data_dir, config_dir),
         insecure=parse_insecure_options(insecure_options),
         debug=debug,
+        max_image_bytes=parse_max_image_size(max_image_size),
     )
 
 
@@ -327,8 +335,9 @@ def gc_command(
         bool, typer.Option("--mark-only", help="Only move exited/expired pods to garbage.")
     ] = False,
 ) -> None:
-    """Mark exited pods as garbage, delete garbage older than the grace period, and remove the
-    rendered trees no pod uses any more (an image renders again when a pod needs it)."""
+    """Mark exited pods as garbage, delete garbage older than the grace period, remove the
+    rendered trees no pod uses any more (an image renders again when a pod needs it) and what
+    killed imports left in the image store's tmp/ (older than the grace period)."""
     grace = parse_duration("--grace-period", grace_period)
     expire = parse_duration("--expire-prepared", expire_prepared)
     pods = _pods(ctx)
@@ -353,6 +362,8 @@ def gc_command(
         for image_id in unused_trees(images.trees(), pods.list()):
             images.remove_tree(image_id)
             typer.echo(f"tree of image {image_id[:39]} removed: no pod uses it")
+        for name in images.remove_leftovers(now=now, grace=grace):
+            typer.echo(f"leftover {name} removed from the image store's tmp/: nothing uses it")
 
 
 def unused_trees(trees: set[str], pods: Sequence[PodInfo]) -> list[str]:

@@ -322,5 +322,6 @@ def fetch_command(
             insecure=settings.insecure,
             warn=warn,
             signature=signature,
+            max_bytes=settings.max_image_bytes,
         )
         typer.echo(record.id)

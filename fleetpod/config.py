@@ -7,6 +7,7 @@ Invariants:
 * `--insecure-options` keeps rkt's vocabulary: a comma list of `none`, `image` (accept unsigned
   or untrusted images), `http` (plain-HTTP fetches), `tls` (any certificate), `all-fetch`
   (image, http, tls) and `all`; any other word is refused by name.
+* `--max-image-size` bounds an image's download and its decompressed tar (`fleetpod.limits`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from fleetd.core.quantity import QuantityError, parse_memory
 from fleetpod.errors import PodError
+from fleetpod.limits import DEFAULT_MAX_IMAGE_BYTES
 
 DEFAULT_DATA_DIR = Path("/var/lib/pyfleet")
 DEFAULT_CONFIG_DIR = Path("/etc/pyfleet")
 DATA_DIR_ENV = "FLEET_POD_DATA_DIR"
 CONFIG_DIR_ENV = "FLEET_POD_CONFIG_DIR"
+MIN_MAX_IMAGE_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,17 @@ def parse_insecure_options(text: str) -> frozenset[Insecure]:
     return frozenset(chosen)
 
 
+def parse_max_image_size(text: str) -> int:
+    """`--max-image-size`: bytes, or a quantity such as `8Gi` or `10G`; at least 1 MiB."""
+    try:
+        size = parse_memory(text)
+    except QuantityError as error:
+        raise PodError(f"invalid --max-image-size {text!r}: {error}") from None
+    if size < MIN_MAX_IMAGE_BYTES:
+        raise PodError(f"invalid --max-image-size {text!r}: below the minimum of 1Mi")
+    return size
+
+
 @dataclass(frozen=True)
 class PodSettings:
     """What every fleet-pod command gets from the global flags (typer's `ctx.obj`)."""
@@ -98,3 +113,4 @@ class PodSettings:
     paths: PodPaths
     insecure: frozenset[Insecure] = frozenset()
     debug: bool = False
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES

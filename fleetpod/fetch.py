@@ -9,8 +9,11 @@ Invariants:
   redirects are followed one by one and each target is checked before anything is sent to it;
   `Insecure.TLS` turns certificate checks off. Each insecure switch that takes effect is reported
   through `warn`.
+* The signature is fetched first; a missing one refuses the image before it is downloaded
+  (unless `Insecure.IMAGE`).
 * Downloads stream into the store's `tmp/` (same filesystem) and are bounded (`max_bytes`,
-  4 GiB by default; signatures 1 MiB); the temporary file is removed whatever happens.
+  4 GiB by default, which also bounds the decompressed image; signatures 1 MiB); the temporary
+  file is removed whatever happens.
 * The image is committed only by `ImageStore.import_archive`, which verifies it first.
 """
 
@@ -18,7 +21,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,11 +32,10 @@ import httpx
 from fleetpod.config import Insecure
 from fleetpod.errors import PodError
 from fleetpod.image import CHUNK
-from fleetpod.limits import MAX_SIGNATURE_BYTES, read_at_most
-from fleetpod.store import ImageRecord, ImageStore
+from fleetpod.limits import DEFAULT_MAX_IMAGE_BYTES, MAX_SIGNATURE_BYTES, read_at_most
+from fleetpod.store import ImageRecord, ImageStore, unsigned_error
 from fleetpod.trust import TrustStore
 
-MAX_DOWNLOAD_BYTES = 4 << 30
 SIGNATURE_SUFFIX = ".sig"
 MISSING_STATUSES = frozenset({404, 410})
 
@@ -47,6 +48,7 @@ class _Importer:
     trust: TrustStore
     insecure: frozenset[Insecure]
     warn: Callable[[str], None]
+    max_bytes: int
 
     def run(self, archive: Path, signature: bytes | None, source: str) -> ImageRecord:
         return self.store.import_archive(
@@ -56,6 +58,7 @@ class _Importer:
             insecure=self.insecure,
             source=source,
             warn=self.warn,
+            max_bytes=self.max_bytes,
         )
 
 
@@ -68,10 +71,13 @@ def fetch(
     warn: Callable[[str], None],
     signature: Path | None = None,
     client: httpx.Client | None = None,
-    max_bytes: int = MAX_DOWNLOAD_BYTES,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> ImageRecord:
-    """Import the image at `source` (path or URL) after verifying it; its record."""
-    importer = _Importer(store=store, trust=trust, insecure=insecure, warn=warn)
+    """Import the image at `source` (path or URL) after verifying it; its record. `max_bytes`
+    bounds the download and the decompressed image."""
+    importer = _Importer(
+        store=store, trust=trust, insecure=insecure, warn=warn, max_bytes=max_bytes
+    )
     if "://" not in source:
         return _fetch_file(importer, Path(source), signature)
     url = urlsplit(source)
@@ -97,7 +103,7 @@ def fetch(
         verify=Insecure.TLS not in insecure, timeout=httpx.Timeout(30.0, read=300.0)
     )
     try:
-        return _fetch_url(importer, source, http, signature, max_bytes)
+        return _fetch_url(importer, source, http, signature)
     finally:
         if own_client:
             http.close()
@@ -121,28 +127,24 @@ def _read_signature(path: Path, *, required: bool) -> bytes | None:
 
 
 def _fetch_url(
-    importer: _Importer,
-    url: str,
-    client: httpx.Client,
-    signature: Path | None,
-    max_bytes: int,
+    importer: _Importer, url: str, client: httpx.Client, signature: Path | None
 ) -> ImageRecord:
+    """The signature first: without one (and without `Insecure.IMAGE`) the image is not
+    downloaded at all."""
     insecure = importer.insecure
-    importer.store.ensure_layout()
-    fd, temporary = tempfile.mkstemp(dir=importer.store.tmp_dir, prefix="fetch-", suffix=".aci")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            if not _download(client, url, out, insecure, max_bytes):
+    if signature is not None:
+        signature_bytes = _read_signature(signature, required=True)
+    else:
+        buffer = io.BytesIO()
+        found = _download(client, url + SIGNATURE_SUFFIX, buffer, insecure, MAX_SIGNATURE_BYTES)
+        signature_bytes = buffer.getvalue() if found else None
+    if signature_bytes is None and Insecure.IMAGE not in insecure:
+        raise unsigned_error(url)
+    with importer.store.temporary_file("fetch-", ".aci") as (temporary, fd):
+        with open(fd, "wb", closefd=False) as out:
+            if not _download(client, url, out, insecure, importer.max_bytes):
                 raise PodError(f"fetching {url} failed: not found (HTTP 404)")
-        if signature is not None:
-            signature_bytes = _read_signature(signature, required=True)
-        else:
-            buffer = io.BytesIO()
-            found = _download(client, url + SIGNATURE_SUFFIX, buffer, insecure, MAX_SIGNATURE_BYTES)
-            signature_bytes = buffer.getvalue() if found else None
-        return importer.run(Path(temporary), signature_bytes, url)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+        return importer.run(temporary, signature_bytes, url)
 
 
 def _download(

@@ -1,4 +1,4 @@
-"""Detached Ed25519 image signatures (reference rkt.md 3.3): make them and verify them.
+"""Detached Ed25519 image signatures: make them and verify them.
 
 A signature file `IMAGE.sig` is a JSON envelope `{"v": 1, "alg": "ed25519", "keyid": <hex>,
 "statement": <base64>, "sig": <base64>}` (or a list of such envelopes, for key rotation: one
@@ -9,10 +9,16 @@ and optionally `expires`. The signed message is `pyfleet-image-sig-v1`, a NUL by
 statement bytes, so a signature cannot be replayed in another protocol that uses the same key.
 
 Invariants:
-* Verification uses only keys the caller trusts for the image's name (`TrustStore.keys_for`),
-  checks the signature before reading anything from the statement, and then binds the statement
-  to the image: same name, same image id, same archive bytes (when both sides know them), not
-  expired. Every refusal is a `TrustError` saying what to do about it, including a file over
+* Verification checks the signature with a trusted key before it trusts anything in the
+  statement (an unverified statement's name only words the message for an untrusted key), and
+  accepts it only when the key is trusted for the name the statement gives
+  (`TrustStore.keys_for`). It then binds the statement to the image: same name, same image id,
+  same archive bytes (when both sides know them), not expired.
+* `verify_archive_signature` does all of that but the name and id, which need the decompressed
+  archive, before anything is decompressed: the statement's `archiveSHA256` ties it to the file
+  as given, so an unsigned, untrusted or altered file is refused at the cost of hashing it.
+  `bind_to_image` finishes the job once the manifest and the id are known.
+* Every refusal is a `TrustError` saying what to do about it, including a file over
   `MAX_SIGNATURE_BYTES` or JSON nested deeper than the parser goes.
 """
 
@@ -26,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -34,6 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fleetd.runtime.files import write_atomically
 from fleetpod.errors import TrustError
 from fleetpod.image import CHUNK, check_archive, image_id_of
+from fleetpod.image_manifest import AC_IDENTIFIER
 from fleetpod.keys import key_id
 from fleetpod.limits import MAX_SIGNATURE_BYTES, size_text
 
@@ -46,10 +53,12 @@ SIGNATURE_BYTES = 64
 
 @dataclass(frozen=True)
 class Verified:
-    """A signature that checked out: who made it and what it says."""
+    """A signature that checked out: who made it and what it says; `covers_archive` when the
+    statement names the exact bytes of the file it was checked against."""
 
     keyid: str
     statement: dict[str, Any]
+    covers_archive: bool = False
 
 
 def canonical_json(value: Any) -> bytes:
@@ -100,6 +109,47 @@ def sign_image(image: Path, private_key: Ed25519PrivateKey, *, now: datetime | N
     return write_atomically(output, make_envelope(statement, private_key))
 
 
+class TrustedKeys(Protocol):
+    """Where verification finds keys: every key trusted for anything, and those for a name."""
+
+    def known_keys(self) -> Mapping[str, Ed25519PublicKey]: ...
+
+    def keys_for(self, name: str) -> Mapping[str, Ed25519PublicKey]: ...
+
+
+@dataclass(frozen=True)
+class _KeysForOneName:
+    """`TrustedKeys` when the caller already knows the name and its keys."""
+
+    name: str
+    trusted: Mapping[str, Ed25519PublicKey]
+
+    def known_keys(self) -> Mapping[str, Ed25519PublicKey]:
+        return self.trusted
+
+    def keys_for(self, name: str) -> Mapping[str, Ed25519PublicKey]:
+        return self.trusted if name == self.name else {}
+
+
+def verify_archive_signature(
+    envelope: bytes,
+    keys: TrustedKeys,
+    *,
+    archive_sha256: str,
+    now: datetime | None = None,
+) -> Verified:
+    """Check `envelope` before the archive is even decompressed: made by a key trusted for the
+    name its statement gives, over the file whose SHA-256 is `archive_sha256` (when the
+    statement names one: `Verified.covers_archive`), not expired. `bind_to_image` must then
+    check the statement against the manifest's name and the image id."""
+    return _verify_envelopes(envelope, keys, archive_sha256=archive_sha256, now=now, expected=None)
+
+
+def bind_to_image(verified: Verified, *, name: str, image_id: str) -> None:
+    """Refuse a verified statement that is about another name or other content."""
+    _check_binding(verified.statement, name=name, image_id=image_id)
+
+
 def verify_signature(
     envelope: bytes,
     trusted: Mapping[str, Ed25519PublicKey],
@@ -110,6 +160,23 @@ def verify_signature(
     now: datetime | None = None,
 ) -> Verified:
     """Check `envelope` against the keys trusted for `name` and bind it to the image."""
+    return _verify_envelopes(
+        envelope,
+        _KeysForOneName(name, trusted),
+        archive_sha256=archive_sha256,
+        now=now,
+        expected=(name, image_id),
+    )
+
+
+def _verify_envelopes(
+    envelope: bytes,
+    keys: TrustedKeys,
+    *,
+    archive_sha256: str | None,
+    now: datetime | None,
+    expected: tuple[str, str] | None,
+) -> Verified:
     document = _parse_json(envelope, "malformed signature file")
     envelopes = document if isinstance(document, list) else [document]
     if not envelopes:
@@ -117,40 +184,51 @@ def verify_signature(
     failures: list[TrustError] = []
     for one in envelopes:
         try:
-            return _verify_one(
-                one, trusted, name=name, image_id=image_id, archive_sha256=archive_sha256, now=now
-            )
+            return _verify_one(one, keys, archive_sha256=archive_sha256, now=now, expected=expected)
         except TrustError as error:
             failures.append(error)
     untrusted = [f for f in failures if isinstance(f, _UntrustedKey)]
     if len(untrusted) == len(failures):
         keyids = ", ".join(f.keyid for f in untrusted)
-        raise _UntrustedKey(keyids, _untrusted_message(keyids, name, trusted))
+        first = untrusted[0]
+        raise _UntrustedKey(keyids, first.name, _untrusted_message(keyids, first.name, keys))
     raise next(f for f in failures if not isinstance(f, _UntrustedKey))
 
 
 class _UntrustedKey(TrustError):
-    def __init__(self, keyid: str, message: str) -> None:
+    def __init__(self, keyid: str, name: str, message: str) -> None:
         super().__init__(message)
         self.keyid = keyid
+        self.name = name
 
 
-def _untrusted_message(keyid: str, name: str, trusted: Mapping[str, Ed25519PublicKey]) -> str:
-    known = ", ".join(sorted(trusted)) or "none"
+def _untrusted_message(keyid: str, name: str, keys: TrustedKeys) -> str:
+    if not AC_IDENTIFIER.match(name):
+        return f"signed by key {keyid}, which is not trusted (and names no image)"
+    known = ", ".join(sorted(keys.keys_for(name))) or "none"
     return (
         f"signed by key {keyid} which is not trusted for {name!r}; trusted keys for it: {known} "
         f"(add one with `fleet-pod trust --prefix {name} KEYFILE`)"
     )
 
 
+def _claimed_name(statement_bytes: bytes) -> str:
+    """The name an unverified statement gives, for a message only; `""` if it gives none."""
+    try:
+        statement = _parse_json(statement_bytes, "statement")
+    except TrustError:
+        return ""
+    name = statement.get("name") if isinstance(statement, dict) else None
+    return name if isinstance(name, str) else ""
+
+
 def _verify_one(
     envelope: Any,
-    trusted: Mapping[str, Ed25519PublicKey],
+    keys: TrustedKeys,
     *,
-    name: str,
-    image_id: str,
     archive_sha256: str | None,
     now: datetime | None,
+    expected: tuple[str, str] | None,
 ) -> Verified:
     if not isinstance(envelope, dict):
         raise TrustError("malformed signature file: not a JSON object")
@@ -165,9 +243,10 @@ def _verify_one(
     signature = _base64_field(envelope, "sig")
     if len(signature) != SIGNATURE_BYTES:
         raise TrustError(f"malformed signature file: sig has {len(signature)} bytes, not 64")
-    public = trusted.get(keyid)
+    public = keys.known_keys().get(keyid)
     if public is None:
-        raise _UntrustedKey(keyid, _untrusted_message(keyid, name, trusted))
+        claimed = expected[0] if expected else _claimed_name(statement_bytes)
+        raise _UntrustedKey(keyid, claimed, _untrusted_message(keyid, claimed, keys))
     try:
         public.verify(signature, signed_message(statement_bytes))
     except InvalidSignature:
@@ -178,10 +257,20 @@ def _verify_one(
     statement = _parse_json(statement_bytes, "malformed signature statement")
     if not isinstance(statement, dict):
         raise TrustError("malformed signature statement: not a JSON object")
-    _check_statement(
-        statement, name=name, image_id=image_id, archive_sha256=archive_sha256, now=now
-    )
-    return Verified(keyid=keyid, statement=statement)
+    if statement.get("type") != STATEMENT_TYPE:
+        raise TrustError(f"signature statement type {statement.get('type')!r} is not supported")
+    if expected is not None:
+        _check_name(statement, expected[0])
+    name = statement.get("name")
+    if not isinstance(name, str) or not AC_IDENTIFIER.match(name):
+        raise TrustError(f"signature statement name {name!r} is not an image name")
+    if keyid not in keys.keys_for(name):
+        raise _UntrustedKey(keyid, name, _untrusted_message(keyid, name, keys))
+    if expected is not None:
+        _check_binding(statement, name=expected[0], image_id=expected[1])
+    covers_archive = _check_archive(statement, archive_sha256)
+    _check_expiry(statement, now)
+    return Verified(keyid=keyid, statement=statement, covers_archive=covers_archive)
 
 
 def _parse_json(data: bytes, problem: str) -> Any:
@@ -206,36 +295,37 @@ def _base64_field(envelope: dict[str, Any], field: str) -> bytes:
         raise TrustError(f"malformed signature file: {field} is not base64") from None
 
 
-def _check_statement(
-    statement: dict[str, Any],
-    *,
-    name: str,
-    image_id: str,
-    archive_sha256: str | None,
-    now: datetime | None,
-) -> None:
-    if statement.get("type") != STATEMENT_TYPE:
-        raise TrustError(f"signature statement type {statement.get('type')!r} is not supported")
+def _check_name(statement: dict[str, Any], name: str) -> None:
     if statement.get("name") != name:
         raise TrustError(
             f"the signature is for image {statement.get('name')!r} but the manifest is named "
             f"{name!r}"
         )
+
+
+def _check_binding(statement: dict[str, Any], *, name: str, image_id: str) -> None:
+    _check_name(statement, name)
     if statement.get("imageID") != image_id:
         raise TrustError(
             f"hash mismatch: the signature is for image {statement.get('imageID')!r} "
             f"but the archive's content is {image_id} (the image was modified or replaced)"
         )
+
+
+def _check_archive(statement: dict[str, Any], archive_sha256: str | None) -> bool:
+    """Whether the statement names exactly this file; refuses one that names another."""
     signed_archive = statement.get("archiveSHA256")
-    if (
-        archive_sha256 is not None
-        and signed_archive is not None
-        and signed_archive != archive_sha256
-    ):
+    if archive_sha256 is None or signed_archive is None:
+        return False
+    if signed_archive != archive_sha256:
         raise TrustError(
             f"archive hash mismatch: the signature is for an archive with SHA-256 "
             f"{signed_archive} but this file has {archive_sha256}"
         )
+    return True
+
+
+def _check_expiry(statement: dict[str, Any], now: datetime | None) -> None:
     expires = statement.get("expires")
     if expires is not None:
         try:

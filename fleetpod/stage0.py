@@ -195,6 +195,7 @@ def resolve_image(
         insecure=settings.insecure,
         warn=warn,
         signature=signature,
+        max_bytes=settings.max_image_bytes,
     )
 
 

@@ -7,15 +7,20 @@ Layout under `PodPaths.images_dir` (ids are `sha512-<128 hex>`, the SHA-512 of t
     index/<id>.json         the record: name, labels, size, imported, last_used, source,
                             signed_by (key id or null), insecure, the signed statement
     trees/<id>/rootfs       the rendered filesystem; `trees/<id>/rendered` is written last
-    tmp/                    temporary files and trees (same filesystem, so renames are atomic)
+    tmp/                    temporary files and trees (same filesystem, so renames are atomic),
+                            each locked (flock) by the process using it
     locks/<id>.lock         per-image flock, held while importing, rendering or removing
 
 Invariants:
-* Nothing is committed before it is verified: the archive is decompressed into `tmp/` while
-  hashing, every member and the manifest are checked, the signature is verified against the
-  keys trusted for the manifest's name (or, with `Insecure.IMAGE`, the caller is warned
-  loudly), and only then is the blob renamed into `blobs/` and the index written (last, so an
-  index entry means a complete image). A refusal leaves nothing behind.
+* Nothing is decompressed before the signature is checked over the file as given (its
+  statement's `archiveSHA256`), so an unsigned, untrusted or altered image costs a hash of the
+  file and nothing more (unless `Insecure.IMAGE`, which warns loudly). Then the archive is
+  decompressed into `tmp/` while hashing, stopping and removing it as soon as it passes
+  `max_bytes`; every member and the manifest are checked; the statement is bound to the
+  manifest's name and the image id; only then is the blob renamed into `blobs/` and the index
+  written (last, so an index entry means a complete image). A refusal leaves nothing behind.
+* `remove_leftovers` removes from `tmp/` only what no process holds (a killed import, download
+  or render) and what is older than the grace period given and `MIN_LEFTOVER_AGE`.
 * An image is listed only when both its index entry and its blob exist; removal deletes the
   blob first, then the tree, the manifest and the index (no new writes needed on a full disk).
 * A tree is used only when its `rendered` marker exists; a tree without it is discarded and
@@ -34,7 +39,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -43,13 +48,15 @@ from fleetpod.config import Insecure
 from fleetpod.errors import ImageError, StoreError, TrustError
 from fleetpod.image import ARCHIVE_ERRORS, CHUNK, compression_of, inspect_archive, open_decompressed
 from fleetpod.image_manifest import ImageManifest, parse_image_manifest
+from fleetpod.limits import DEFAULT_MAX_IMAGE_BYTES, size_text
 from fleetpod.render import force_rmtree, render_rootfs
-from fleetpod.signature import file_sha256, verify_signature
+from fleetpod.signature import Verified, bind_to_image, file_sha256, verify_archive_signature
 from fleetpod.trust import TrustStore
 
 IMAGE_ID = re.compile(r"^sha512-[0-9a-f]{128}$")
 MIN_ID_PREFIX_HEX = 8
 RENDERED = "rendered"
+MIN_LEFTOVER_AGE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -114,59 +121,131 @@ class ImageStore:
         insecure: frozenset[Insecure],
         source: str,
         warn: Callable[[str], None],
+        max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     ) -> ImageRecord:
-        """Verify the image file `archive` and add it to the store (a no-op if present)."""
+        """Verify the image file `archive` and add it to the store (a no-op if present).
+
+        The signature is checked against the file as given before it is decompressed; the
+        decompressed tar may not exceed `max_bytes` (nor may the file)."""
         self.ensure_layout()
         try:
+            file_size = archive.stat().st_size
+            if file_size > max_bytes:
+                raise ImageError(_too_large(f"image file {str(archive)!r} is", max_bytes))
             archive_sha256 = file_sha256(archive)
         except OSError as error:
             raise StoreError(f"cannot read image {str(archive)!r}: {error.strerror}") from None
-        fd, temporary = tempfile.mkstemp(dir=self.tmp_dir, prefix="import-", suffix=".tar")
-        try:
-            image_id, size = _decompress(archive, fd)
-            if compression_of(Path(temporary)) is not None:
+        verified, doubt = _verify_archive(signature, trust, archive_sha256, insecure, source)
+        with self.temporary_file("import-", ".tar") as (temporary, fd):
+            image_id, size = _decompress(archive, fd, max_bytes)
+            if compression_of(temporary) is not None:
                 raise ImageError(f"image {str(archive)!r} is compressed twice")
-            inspected = inspect_archive(Path(temporary), allow_devices=self.allow_devices)
-            manifest, manifest_bytes = inspected.manifest, inspected.manifest_bytes
-            verified = _verify(
-                manifest,
-                image_id=image_id,
-                archive_sha256=archive_sha256,
-                signature=signature,
-                trust=trust,
-                insecure=insecure,
-                source=source,
-                warn=warn,
-            )
+            inspected = inspect_archive(temporary, allow_devices=self.allow_devices)
+            manifest = inspected.manifest
+            if verified is not None:
+                try:
+                    bind_to_image(verified, name=manifest.name, image_id=image_id)
+                except TrustError as error:
+                    if Insecure.IMAGE not in insecure:
+                        raise
+                    verified, doubt = None, error
+            if verified is None:
+                warn(
+                    f"WARNING: SIGNATURE CHECK DISABLED (--insecure-options=image): importing "
+                    f"image {manifest.name!r} ({image_id[:39]}) from {source} although: {doubt}"
+                )
             record = ImageRecord(
                 id=image_id,
                 manifest=manifest,
                 size=size,
                 imported=self.clock(),
                 source=source,
-                signed_by=None if verified is None else verified[0],
+                signed_by=None if verified is None else verified.keyid,
                 insecure=verified is None,
-                statement=None if verified is None else verified[1],
+                statement=None if verified is None else verified.statement,
             )
-            with self._lock(image_id):
-                existing = self._record_or_none(image_id)
-                if existing is not None:
-                    if existing.signed_by is None and record.signed_by is not None:
-                        existing = replace(
-                            existing,
-                            signed_by=record.signed_by,
-                            insecure=False,
-                            statement=record.statement,
-                        )
-                        self._write_index(existing)
-                    return existing
-                os.chmod(temporary, 0o644)
-                os.replace(temporary, self.blobs_dir / image_id)
-                write_atomically(self.manifests_dir / f"{image_id}.json", manifest_bytes)
-                self._write_index(record)
-            return record
+            return self._commit(record, temporary, inspected.manifest_bytes)
+
+    def _commit(self, record: ImageRecord, blob: Path, manifest_bytes: bytes) -> ImageRecord:
+        """Move the verified `blob` in and write the index last; the existing record (upgraded
+        when this import is signed and it was not) if the image is already there."""
+        with self._lock(record.id):
+            existing = self._record_or_none(record.id)
+            if existing is not None:
+                if existing.signed_by is None and record.signed_by is not None:
+                    existing = replace(
+                        existing,
+                        signed_by=record.signed_by,
+                        insecure=False,
+                        statement=record.statement,
+                    )
+                    self._write_index(existing)
+                return existing
+            os.chmod(blob, 0o644)
+            os.replace(blob, self.blobs_dir / record.id)
+            write_atomically(self.manifests_dir / f"{record.id}.json", manifest_bytes)
+            self._write_index(record)
+        return record
+
+    @contextmanager
+    def temporary_file(self, prefix: str, suffix: str) -> Iterator[tuple[Path, int]]:
+        """A new file in `tmp/` and its descriptor, locked (so `remove_leftovers` leaves it
+        alone) and removed at the end, whatever happens."""
+        self.ensure_layout()
+        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=prefix, suffix=suffix)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(name), fd
         finally:
-            Path(temporary).unlink(missing_ok=True)
+            Path(name).unlink(missing_ok=True)
+            os.close(fd)
+
+    @contextmanager
+    def _temporary_directory(self, prefix: str) -> Iterator[Path]:
+        """`temporary_file` for a directory; the caller renames it away or it is removed."""
+        self.ensure_layout()
+        path = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix=prefix))
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield path
+        finally:
+            force_rmtree(path)
+            os.close(fd)
+
+    def remove_leftovers(self, *, now: datetime, grace: timedelta) -> list[str]:
+        """Remove what killed imports, downloads and renders left in `tmp/`: entries that no
+        process holds (each holds a lock on its own) and that were last changed more than
+        `grace` (and at least `MIN_LEFTOVER_AGE`) ago; their names."""
+        oldest = (now - max(grace, MIN_LEFTOVER_AGE)).timestamp()
+        removed: list[str] = []
+        try:
+            entries = sorted(os.scandir(self.tmp_dir), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            return removed
+        for entry in entries:
+            path = Path(entry.path)
+            try:
+                if entry.stat(follow_symlinks=False).st_mtime > oldest:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            except OSError:  # a symlink, or something this store never makes
+                force_rmtree(path)
+                removed.append(entry.name)
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue  # in use
+            try:
+                force_rmtree(path)
+            finally:
+                os.close(fd)
+            removed.append(entry.name)
+        return removed
 
     def resolve(self, ref: str) -> ImageRecord:
         """The image `ref` names: a full id, a unique id prefix, `name` or `name:version`."""
@@ -239,14 +318,10 @@ class ImageStore:
             if (tree / RENDERED).is_file() and (tree / "rootfs").is_dir():
                 return tree / "rootfs"
             force_rmtree(tree)  # an incomplete tree from an interrupted render
-            staging = Path(tempfile.mkdtemp(dir=self.tmp_dir, prefix="tree-"))
-            try:
+            with self._temporary_directory("tree-") as staging:
                 render_rootfs(blob, staging / "rootfs", allow_devices=self.allow_devices)
                 os.chmod(staging, 0o755)
                 os.rename(staging, tree)
-            except BaseException:
-                force_rmtree(staging)
-                raise
             write_atomically(tree / RENDERED, image_id.encode() + b"\n")
         return tree / "rootfs"
 
@@ -327,52 +402,52 @@ class ImageStore:
         write_atomically(self.index_dir / f"{record.id}.json", data)
 
 
-def _decompress(archive: Path, fd: int) -> tuple[str, int]:
-    """Decompress `archive` into the open file `fd`; its image id and uncompressed size."""
+def _decompress(archive: Path, fd: int, max_bytes: int) -> tuple[str, int]:
+    """Decompress `archive` into the open file `fd`; its image id and uncompressed size.
+    Stops at the first chunk past `max_bytes` (the caller then removes what was written)."""
     digest, size = hashlib.sha512(), 0
     try:
-        with os.fdopen(fd, "wb") as out, open_decompressed(archive) as stream:
+        with open(fd, "wb", closefd=False) as out, open_decompressed(archive) as stream:
             while chunk := stream.read(CHUNK):
-                digest.update(chunk)
                 size += len(chunk)
+                if size > max_bytes:
+                    raise ImageError(_too_large(f"image {str(archive)!r} expands to", max_bytes))
+                digest.update(chunk)
                 out.write(chunk)
     except ARCHIVE_ERRORS as error:
         raise ImageError(f"cannot decompress image {str(archive)!r}: {error}") from None
     return "sha512-" + digest.hexdigest(), size
 
 
-def _verify(
-    manifest: ImageManifest,
-    *,
-    image_id: str,
-    archive_sha256: str,
+def _too_large(what: str, max_bytes: int) -> str:
+    return (
+        f"{what} more than {size_text(max_bytes)}, the limit for an image "
+        "(raise it with --max-image-size)"
+    )
+
+
+def unsigned_error(source: str) -> TrustError:
+    """The refusal of an image that comes without a signature."""
+    return TrustError(
+        f"image {source} has no signature (sign it with `fleet-pod image sign --key KEY FILE`, "
+        "or accept it unsigned with --insecure-options=image)"
+    )
+
+
+def _verify_archive(
     signature: bytes | None,
     trust: TrustStore,
+    archive_sha256: str,
     insecure: frozenset[Insecure],
     source: str,
-    warn: Callable[[str], None],
-) -> tuple[str, dict[str, Any]] | None:
-    """(key id, statement) of a valid trusted signature; None if accepted without one."""
+) -> tuple[Verified | None, TrustError | None]:
+    """The signature checked over the file as given, before anything is decompressed: (the
+    verified signature, None), or, with `Insecure.IMAGE`, (None, why it was not)."""
     try:
         if signature is None:
-            raise TrustError(
-                f"image {manifest.name!r} from {source} has no signature (sign it with "
-                "`fleet-pod image sign --key KEY FILE`, or accept it unsigned with "
-                "--insecure-options=image)"
-            )
-        verified = verify_signature(
-            signature,
-            trust.keys_for(manifest.name),
-            name=manifest.name,
-            image_id=image_id,
-            archive_sha256=archive_sha256,
-        )
+            raise unsigned_error(source)
+        return verify_archive_signature(signature, trust, archive_sha256=archive_sha256), None
     except TrustError as error:
         if Insecure.IMAGE not in insecure:
             raise
-        warn(
-            f"WARNING: SIGNATURE CHECK DISABLED (--insecure-options=image): importing image "
-            f"{manifest.name!r} ({image_id[:39]}) from {source} although: {error}"
-        )
-        return None
-    return verified.keyid, verified.statement
+        return None, error

@@ -125,6 +125,10 @@ class TrustStore:
                 keys[path.name] = self._load(path)[0]
         return keys
 
+    def known_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Key id -> key for every trusted key, whatever it is trusted for."""
+        return {key.keyid: self._load(key.path)[0] for key in self.list()}
+
     def _keys_in(self, directory: Path, prefix: str | None) -> KeyList:
         return [self._read(path, prefix) for path in _key_files(directory)]
 

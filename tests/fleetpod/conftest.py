@@ -97,6 +97,33 @@ def write_archive(
 
 
 ArchiveFactory = Callable[..., Path]
+BOMB_CHUNK = 1 << 20
+
+
+def write_gzip_bomb(path: Path, expanded_bytes: int) -> Path:
+    """A gzip image whose `rootfs/zeros` expands to `expanded_bytes` (a multiple of 1 MiB):
+    the manifest and rootfs/, then one gzip member per MiB of zeros, each about 1 KiB. A 10 GiB
+    bomb is a 10 MB file, written in no time."""
+    head = io.BytesIO()
+    with tarfile.open(fileobj=head, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        manifest = json.dumps(manifest_document()).encode()
+        info = tarfile.TarInfo("manifest")
+        info.size = len(manifest)
+        tar.addfile(info, io.BytesIO(manifest))
+        rootfs = tarfile.TarInfo("rootfs")
+        rootfs.type, rootfs.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(rootfs)
+        zeros = tarfile.TarInfo("rootfs/zeros")
+        zeros.size = expanded_bytes
+        tar.addfile(zeros)  # the header only: the data follows as separate gzip members
+        end = head.tell()
+    header = head.getvalue()[:end]
+    member = gzip.compress(bytes(BOMB_CHUNK), compresslevel=9, mtime=0)
+    with open(path, "wb") as out:
+        out.write(gzip.compress(header, mtime=0))
+        for _ in range(expanded_bytes // BOMB_CHUNK):
+            out.write(member)
+    return path
 
 
 def nested_directories(depth: int, name: str = "d") -> list[Entry]:

@@ -21,6 +21,7 @@ from fleetpod.cli import (
 from fleetpod.errors import PodError
 from fleetpod.pods import PodInfo, PodState, PodStore
 from fleetpod.store import ImageStore
+from tests.fleetpod.conftest import write_gzip_bomb
 from tests.fleetpod.test_stage0 import Executed, FakeHost
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -366,3 +367,44 @@ def test_list_rows_short_and_full() -> None:
     (row,) = list_rows([running_pod()], full=True, now=NOW)
     assert row[0] == running_pod().uuid
     assert row[5:] == ("2024-06-01 11:55:00.000", "2024-06-01 11:56:00.000")
+
+
+def test_gc_removes_leftovers_of_killed_imports_after_the_grace_period(cli: Cli) -> None:
+    tmp = cli.data / "images" / "tmp"
+    tmp.mkdir(parents=True)
+    old, young = tmp / "import-killed.tar", tmp / "fetch-recent.aci"
+    old.write_bytes(b"half an image")
+    young.write_bytes(b"a download")
+    two_hours_ago = (datetime.now(UTC) - timedelta(hours=2)).timestamp()
+    os.utime(old, (two_hours_ago, two_hours_ago))
+
+    code, out, _ = cli("gc", "--mark-only")
+    assert (code, out) == (0, "")
+    assert old.exists()
+
+    code, out, err = cli("gc")
+    assert (code, err) == (0, "")
+    assert (
+        out == "leftover import-killed.tar removed from the image store's tmp/: nothing uses it\n"
+    )
+    assert sorted(os.listdir(tmp)) == [young.name]
+
+
+def test_max_image_size_bounds_what_an_import_may_expand_to(cli: Cli, tmp_path: Path) -> None:
+    bomb = write_gzip_bomb(tmp_path / "bomb.aci", 1 << 30)
+    code, out, err = cli("--max-image-size", "16Mi", "fetch", str(bomb))
+    assert (code, out) == (254, "")
+    assert err == (
+        f"fleet-pod: image {str(bomb)!r} expands to more than 16 MiB, the limit for an image "
+        "(raise it with --max-image-size)\n"
+    )
+    assert os.listdir(cli.data / "images" / "tmp") == []
+    assert ImageStore(cli.data / "images").list() == []
+    code, _, err = cli("--max-image-size", "lots", "fetch", str(bomb))
+    assert code == 254
+    assert err.startswith("fleet-pod: invalid --max-image-size 'lots': memory quantity")
+    code, _, err = cli("--max-image-size", "1000", "fetch", str(bomb))
+    assert (code, err) == (
+        254,
+        "fleet-pod: invalid --max-image-size '1000': below the minimum of 1Mi\n",
+    )

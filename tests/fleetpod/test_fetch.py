@@ -133,7 +133,7 @@ def test_https_downloads_the_image_and_its_signature(
 
     record = do_fetch(URL, image_store, trusted_trust_store, client=client)
 
-    assert requests == [URL, URL + ".sig"]
+    assert requests == [URL + ".sig", URL]  # the signature first
     assert (record.id, record.source, record.signed_by) == (
         image_id_of(signed_image),
         URL,
@@ -179,9 +179,11 @@ def test_a_missing_remote_signature_means_unsigned(
     trusted_trust_store: TrustStore,
     warnings_seen: list[str],
 ) -> None:
-    client = serving({URL: signed_image.read_bytes()})
-    with pytest.raises(TrustError, match="has no signature"):
+    requests: list[str] = []
+    client = serving({URL: signed_image.read_bytes()}, requests)
+    with pytest.raises(TrustError, match=f"image {URL} has no signature"):
         do_fetch(URL, image_store, trusted_trust_store, client=client)
+    assert requests == [URL + ".sig"]  # refused before the image is downloaded
     assert_store_empty(image_store)
 
     record = do_fetch(
@@ -281,8 +283,13 @@ def _huge_streamed(request: httpx.Request) -> httpx.Response:
 def test_download_failures_are_reported_and_leave_nothing(
     image_store: ImageStore, trust_store: TrustStore, handler: Handler, message: str
 ) -> None:
+    def signed(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith(".sig"):
+            return httpx.Response(200, content=b"{}")  # not looked at: the image fails first
+        return handler(request)
+
     with pytest.raises(PodError) as raised:
-        do_fetch(URL, image_store, trust_store, client=client_with(handler), max_bytes=1000)
+        do_fetch(URL, image_store, trust_store, client=client_with(signed), max_bytes=1000)
     assert message in str(raised.value)
     assert_store_empty(image_store)
 

@@ -218,7 +218,7 @@ def test_a_redirect_to_plain_http_is_refused_before_it_is_followed(
         node.fetch(url, client=client)
     assert "redirected to plain HTTP" in str(raised.value)
     assert "--insecure-options=http" in str(raised.value)
-    assert server.httpd.requests == [f"/{signed_image.name}"]
+    assert server.httpd.requests == [f"/{signed_image.name}.sig"]  # the signature comes first
     assert plain_server.httpd.requests == []
     assert node.store.list() == []
-    assert list(node.store.tmp_dir.iterdir()) == []
+    assert not node.store.tmp_dir.exists() or list(node.store.tmp_dir.iterdir()) == []

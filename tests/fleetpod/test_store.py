@@ -7,6 +7,9 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +31,9 @@ from tests.fleetpod.conftest import (
     Entry,
     KeyPair,
     manifest_document,
+    nested_directories,
+    open_at_depth,
+    write_gzip_bomb,
 )
 
 NO_INSECURE: frozenset[Insecure] = frozenset()
@@ -70,13 +76,14 @@ def import_signed(
     store: ImageStore, image: Path, trust: TrustStore, **overrides: Any
 ) -> ImageRecord:
     arguments: dict[str, Any] = {
-        "signature": signature_of(image),
         "trust": trust,
         "insecure": NO_INSECURE,
         "source": str(image),
         "warn": pytest.fail,
     }
     arguments.update(overrides)
+    if "signature" not in arguments:
+        arguments["signature"] = signature_of(image)
     return store.import_archive(image, **arguments)
 
 
@@ -180,7 +187,7 @@ def _no_name() -> dict[str, Any]:
 
 
 REFUSALS: list[tuple[str, str, Any, str]] = [
-    ("unsigned", "signed", _unsigned, "image 'example.com/app' from"),
+    ("unsigned", "signed", _unsigned, "has no signature (sign it with"),
     (
         "untrusted key",
         "signed",
@@ -258,20 +265,27 @@ def test_a_refused_import_names_the_cause_and_leaves_nothing(
 def test_refusal_kinds(
     image_store: ImageStore, image_file: Path, trust_store: TrustStore, make_archive: ArchiveFactory
 ) -> None:
-    """Trust problems are `TrustError`, archive problems `ImageError` (both exit 254)."""
-    with pytest.raises(TrustError):
-        image_store.import_archive(
-            image_file,
-            signature=None,
-            trust=trust_store,
-            insecure=NO_INSECURE,
-            source="s",
-            warn=print,
-        )
+    """Trust problems are `TrustError`, archive problems `ImageError` (both exit 254); the
+    signature comes first, so a malformed archive without one is a `TrustError`."""
     crafted = make_archive(Entry("/abs", data=b"x"))
+    for archive in (image_file, crafted):
+        with pytest.raises(TrustError):
+            image_store.import_archive(
+                archive,
+                signature=None,
+                trust=trust_store,
+                insecure=NO_INSECURE,
+                source="s",
+                warn=print,
+            )
     with pytest.raises(ImageError):
         image_store.import_archive(
-            crafted, signature=None, trust=trust_store, insecure=NO_INSECURE, source="s", warn=print
+            crafted,
+            signature=None,
+            trust=trust_store,
+            insecure=INSECURE_IMAGE,
+            source="s",
+            warn=print,
         )
 
 
@@ -572,3 +586,172 @@ def test_touch_records_the_last_use(
     assert last_used > two.imported
     with pytest.raises(StoreError, match="is not in the store"):
         store.touch("sha512-" + "0" * 128)
+
+
+def bomb_envelope(bomb: Path, key: KeyPair) -> bytes:
+    """A trusted signature over the bomb file as it is (the image id is never reached)."""
+    statement = {
+        "type": STATEMENT_TYPE,
+        "name": IMAGE_NAME,
+        "imageID": "sha512-" + "0" * 128,
+        "archiveSHA256": file_sha256(bomb),
+        "labels": {},
+        "created": "2024-01-01T00:00:00Z",
+    }
+    return make_envelope(statement, key.private)
+
+
+def test_a_signature_is_checked_before_anything_is_decompressed(
+    tmp_path: Path, image_store: ImageStore, trusted_trust_store: TrustStore, key_pair: KeyPair
+) -> None:
+    """The file is gzip's magic and then garbage: had it been decompressed, the refusal would
+    be about the archive. It is about the signature: missing, or for other bytes."""
+    garbage = tmp_path / "garbage.aci"
+    garbage.write_bytes(b"\x1f\x8b\x08\x00" + os.urandom(4096))
+    with pytest.raises(TrustError, match="has no signature"):
+        import_signed(image_store, garbage, trusted_trust_store, signature=None)
+    other = tmp_path / "other.aci"
+    other.write_bytes(b"\x1f\x8b\x08\x00" + os.urandom(4096))
+    with pytest.raises(TrustError, match="archive hash mismatch"):
+        import_signed(
+            image_store, garbage, trusted_trust_store, signature=bomb_envelope(other, key_pair)
+        )
+    assert store_files(image_store) == []
+
+
+@pytest.mark.timeout(60)
+def test_an_unsigned_image_of_4000_nested_directories_costs_nothing(
+    image_store: ImageStore, trusted_trust_store: TrustStore, make_archive: ArchiveFactory
+) -> None:
+    archive = make_archive(*nested_directories(4000), compression="gzip")
+    with pytest.raises(TrustError, match="has no signature"):
+        import_signed(image_store, archive, trusted_trust_store, signature=None)
+    assert store_files(image_store) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_signed_3000_deep_image_is_imported_rendered_and_removed(
+    deep_tmp_path: Path,
+    image_store: ImageStore,
+    trusted_trust_store: TrustStore,
+    key_pair: KeyPair,
+    make_archive: ArchiveFactory,
+) -> None:
+    archive = make_archive(
+        *nested_directories(3000),
+        Entry("rootfs" + "/d" * 3000 + "/leaf", data=b"deep"),
+        compression="gzip",
+    )
+    sign_image(archive, key_pair.private)
+    record = import_signed(image_store, archive, trusted_trust_store)
+    rootfs = image_store.render(record.id)
+    fd = open_at_depth(rootfs, 3000)
+    try:
+        assert os.stat("leaf", dir_fd=fd).st_size == 4
+    finally:
+        os.close(fd)
+    image_store.remove(record.id)
+    assert store_files(image_store) == []
+
+
+@pytest.mark.timeout(60)
+def test_a_signed_gzip_bomb_stops_at_the_limit_and_leaves_nothing(
+    tmp_path: Path, image_store: ImageStore, trusted_trust_store: TrustStore, key_pair: KeyPair
+) -> None:
+    """10 GiB in a 10 MB file, signed by a trusted key: decompression stops past 64 MiB."""
+    bomb = write_gzip_bomb(tmp_path / "bomb.aci", 10 << 30)
+    with pytest.raises(ImageError) as raised:
+        import_signed(
+            image_store,
+            bomb,
+            trusted_trust_store,
+            signature=bomb_envelope(bomb, key_pair),
+            max_bytes=64 << 20,
+        )
+    assert str(raised.value) == (
+        f"image {str(bomb)!r} expands to more than 64 MiB, the limit for an image "
+        "(raise it with --max-image-size)"
+    )
+    assert store_files(image_store) == []
+
+
+def test_an_unsigned_bomb_accepted_as_insecure_is_bounded_too(
+    tmp_path: Path, image_store: ImageStore, trust_store: TrustStore
+) -> None:
+    bomb = write_gzip_bomb(tmp_path / "bomb.aci", 1 << 30)
+    with pytest.raises(ImageError, match="expands to more than 16 MiB"):
+        image_store.import_archive(
+            bomb,
+            signature=None,
+            trust=trust_store,
+            insecure=INSECURE_IMAGE,
+            source="s",
+            warn=pytest.fail,
+            max_bytes=16 << 20,
+        )
+    assert store_files(image_store) == []
+
+
+def test_a_file_larger_than_the_limit_is_refused_before_it_is_read(
+    image_store: ImageStore, signed_image: Path, trusted_trust_store: TrustStore
+) -> None:
+    limit = signed_image.stat().st_size - 1
+    with pytest.raises(ImageError, match=f"is more than {limit} bytes, the limit for an image"):
+        import_signed(image_store, signed_image, trusted_trust_store, max_bytes=limit)
+    record = import_signed(
+        image_store, signed_image, trusted_trust_store, max_bytes=record_size(signed_image)
+    )
+    assert record.size == record_size(signed_image)
+
+
+def record_size(image: Path) -> int:
+    with gzip.open(image) as stream:
+        return len(stream.read())
+
+
+HOLDER = """
+import sys, time
+from pathlib import Path
+from fleetpod.store import ImageStore
+with ImageStore(Path(sys.argv[1])).temporary_file("import-", ".tar") as (path, fd):
+    print(path, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_remove_leftovers_removes_what_a_killed_import_left_and_nothing_in_use(
+    image_store: ImageStore,
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(image_store.images_dir)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        held = Path(holder.stdout.readline().strip())
+        stale = image_store.tmp_dir / "tree-abandoned"
+        (stale / "rootfs" / "bin").mkdir(parents=True)
+        (stale / "rootfs" / "bin" / "sh").write_text("x")
+        fresh = image_store.tmp_dir / "fetch-fresh.aci"
+        fresh.write_bytes(b"x")
+        long_ago = time.time() - 7200
+        for path in (held, stale):
+            os.utime(path, (long_ago, long_ago))
+        now = datetime.now(UTC)
+
+        assert image_store.remove_leftovers(now=now, grace=timedelta(hours=3)) == []
+        assert image_store.remove_leftovers(now=now, grace=timedelta(hours=1)) == [stale.name]
+        assert held.exists()  # old, but its import still runs
+        assert fresh.exists()  # nobody holds it, but it is younger than a minute
+
+        holder.kill()
+        holder.wait(timeout=30)
+        assert held.exists()  # what SIGKILL leaves behind
+        assert image_store.remove_leftovers(now=now, grace=timedelta(0)) == [held.name]
+        assert sorted(os.listdir(image_store.tmp_dir)) == [fresh.name]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+        if holder.stdout is not None:
+            holder.stdout.close()
