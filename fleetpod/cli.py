@@ -60,7 +60,8 @@ def fleet_pod(
         Path | None, typer.Option("--config", help="Config directory (env FLEET_POD_CONFIG_DIR).")
     ] = None,
     insecure_options: Annotated[
-        str, typer.Option("--insecure-options", help="none, image, http, tls, all-fetch, all.")
+        str,
+        typer.Option("--insecure-options", help="none, image, http, tls, modes, all-fetch, all."),
     ] = "none",
     max_image_size: Annotated[
         str,

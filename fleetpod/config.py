@@ -5,8 +5,9 @@ Invariants:
   the config directory (trusted keys) to `/etc/pyfleet`; `FLEET_POD_DATA_DIR` and
   `FLEET_POD_CONFIG_DIR`, or the CLI's `--dir` and `--config`, move them (tests, unprivileged use).
 * `--insecure-options` keeps rkt's vocabulary: a comma list of `none`, `image` (accept unsigned
-  or untrusted images), `http` (plain-HTTP fetches), `tls` (any certificate), `all-fetch`
-  (image, http, tls) and `all`; any other word is refused by name.
+  or untrusted images), `http` (plain-HTTP fetches), `tls` (any certificate), `modes` (keep the
+  set-user-ID, set-group-ID and world-write bits of the files of an image imported with it),
+  `all-fetch` (image, http, tls) and `all`; any other word is refused by name.
 * `--max-image-size` bounds an image's download and its decompressed tar (`fleetpod.limits`).
 """
 
@@ -70,6 +71,7 @@ class Insecure(StrEnum):
     IMAGE = "image"
     HTTP = "http"
     TLS = "tls"
+    MODES = "modes"
 
 
 _GROUPS: dict[str, frozenset[Insecure]] = {
@@ -77,6 +79,7 @@ _GROUPS: dict[str, frozenset[Insecure]] = {
     "image": frozenset({Insecure.IMAGE}),
     "http": frozenset({Insecure.HTTP}),
     "tls": frozenset({Insecure.TLS}),
+    "modes": frozenset({Insecure.MODES}),
     "all-fetch": frozenset({Insecure.IMAGE, Insecure.HTTP, Insecure.TLS}),
     "all": frozenset(Insecure),
 }

@@ -2,16 +2,23 @@
 
 Layout under `PodPaths.images_dir` (ids are `sha512-<128 hex>`, the SHA-512 of the tar):
 
-    blobs/<id>              the uncompressed image tar (mode 0644)
+    blobs/<id>              the uncompressed image tar (mode 0600)
     manifests/<id>.json     the image's manifest, as found in the archive
     index/<id>.json         the record: name, labels, size, imported, last_used, source,
-                            signed_by (key id or null), insecure, the signed statement
+                            signed_by (key id or null), insecure, keep_modes, the statement
     trees/<id>/rootfs       the rendered filesystem; `trees/<id>/rendered` is written last
     tmp/                    temporary files and trees (same filesystem, so renames are atomic),
                             each locked (flock) by the process using it
     locks/<id>.lock         per-image flock, held while importing, rendering or removing
 
 Invariants:
+* The store is private to its owner (root on a node): `images/` and every directory in it are
+  0700, made so again by `ensure_layout` if they were not, so no other user reaches a rendered
+  tree, its set-user-ID files or its writable files.
+* A render drops the set-ID and world-write bits of the image's files (`members.mode_of`) unless
+  the image's record says `keep_modes`, which only an import with `Insecure.MODES` of an image
+  holding such files sets. The first import decides: a later one that asks otherwise is told how
+  to change it (remove the image, fetch it again).
 * Nothing is decompressed before the signature is checked over the file as given (its
   statement's `archiveSHA256`), so an unsigned, untrusted or altered image costs a hash of the
   file and nothing more (unless `Insecure.IMAGE`, which warns loudly). Then the archive is
@@ -29,12 +36,14 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -46,7 +55,14 @@ from typing import Any
 from fleetd.runtime.files import write_atomically
 from fleetpod.config import Insecure
 from fleetpod.errors import ImageError, StoreError, TrustError
-from fleetpod.image import ARCHIVE_ERRORS, CHUNK, compression_of, inspect_archive, open_decompressed
+from fleetpod.image import (
+    ARCHIVE_ERRORS,
+    CHUNK,
+    Inspected,
+    compression_of,
+    inspect_archive,
+    open_decompressed,
+)
 from fleetpod.image_manifest import ImageManifest, parse_image_manifest
 from fleetpod.limits import DEFAULT_MAX_IMAGE_BYTES, size_text
 from fleetpod.render import force_rmtree, render_rootfs
@@ -56,6 +72,7 @@ from fleetpod.trust import TrustStore
 IMAGE_ID = re.compile(r"^sha512-[0-9a-f]{128}$")
 MIN_ID_PREFIX_HEX = 8
 RENDERED = "rendered"
+PRIVATE = 0o700
 MIN_LEFTOVER_AGE = timedelta(minutes=1)
 
 
@@ -70,6 +87,7 @@ class ImageRecord:
     source: str
     signed_by: str | None
     insecure: bool = False
+    keep_modes: bool = False
     last_used: datetime | None = None
     statement: dict[str, Any] | None = None
 
@@ -107,10 +125,21 @@ class ImageStore:
         self.locks_dir = self.images_dir / "locks"
 
     def ensure_layout(self) -> None:
-        for directory in (self.blobs_dir, self.manifests_dir, self.index_dir, self.trees_dir):
-            directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-        for directory in (self.tmp_dir, self.locks_dir):
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        """Make the store's directories, all of them private (0700), also if they were not."""
+        self.images_dir.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for directory in (
+            self.images_dir,
+            self.blobs_dir,
+            self.manifests_dir,
+            self.index_dir,
+            self.trees_dir,
+            self.tmp_dir,
+            self.locks_dir,
+        ):
+            with contextlib.suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+            if stat.S_IMODE(directory.stat().st_mode) != PRIVATE:
+                directory.chmod(PRIVATE)
 
     def import_archive(
         self,
@@ -154,6 +183,7 @@ class ImageStore:
                     f"WARNING: SIGNATURE CHECK DISABLED (--insecure-options=image): importing "
                     f"image {manifest.name!r} ({image_id[:39]}) from {source} although: {doubt}"
                 )
+            keep_modes = Insecure.MODES in insecure and inspected.special_count > 0
             record = ImageRecord(
                 id=image_id,
                 manifest=manifest,
@@ -162,9 +192,12 @@ class ImageStore:
                 source=source,
                 signed_by=None if verified is None else verified.keyid,
                 insecure=verified is None,
+                keep_modes=keep_modes,
                 statement=None if verified is None else verified.statement,
             )
-            return self._commit(record, temporary, inspected.manifest_bytes)
+            committed = self._commit(record, temporary, inspected.manifest_bytes)
+            _report_modes(committed, inspected, asked=Insecure.MODES in insecure, warn=warn)
+            return committed
 
     def _commit(self, record: ImageRecord, blob: Path, manifest_bytes: bytes) -> ImageRecord:
         """Move the verified `blob` in and write the index last; the existing record (upgraded
@@ -181,7 +214,7 @@ class ImageStore:
                     )
                     self._write_index(existing)
                 return existing
-            os.chmod(blob, 0o644)
+            os.chmod(blob, 0o600)
             os.replace(blob, self.blobs_dir / record.id)
             write_atomically(self.manifests_dir / f"{record.id}.json", manifest_bytes)
             self._write_index(record)
@@ -318,9 +351,14 @@ class ImageStore:
             if (tree / RENDERED).is_file() and (tree / "rootfs").is_dir():
                 return tree / "rootfs"
             force_rmtree(tree)  # an incomplete tree from an interrupted render
+            record = self._record_or_none(image_id)
             with self._temporary_directory("tree-") as staging:
-                render_rootfs(blob, staging / "rootfs", allow_devices=self.allow_devices)
-                os.chmod(staging, 0o755)
+                render_rootfs(
+                    blob,
+                    staging / "rootfs",
+                    allow_devices=self.allow_devices,
+                    keep_modes=record is not None and record.keep_modes,
+                )
                 os.rename(staging, tree)
             write_atomically(tree / RENDERED, image_id.encode() + b"\n")
         return tree / "rootfs"
@@ -377,6 +415,7 @@ class ImageStore:
                 source=str(document["source"]),
                 signed_by=document.get("signed_by"),
                 insecure=bool(document.get("insecure", False)),
+                keep_modes=document.get("keep_modes") is True,
                 last_used=None if last_used is None else datetime.fromisoformat(last_used),
                 statement=document.get("statement"),
             )
@@ -396,6 +435,7 @@ class ImageStore:
             "source": record.source,
             "signed_by": record.signed_by,
             "insecure": record.insecure,
+            "keep_modes": record.keep_modes,
             "statement": record.statement,
         }
         data = json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"
@@ -424,6 +464,40 @@ def _too_large(what: str, max_bytes: int) -> str:
         f"{what} more than {size_text(max_bytes)}, the limit for an image "
         "(raise it with --max-image-size)"
     )
+
+
+def _report_modes(
+    record: ImageRecord, inspected: Inspected, *, asked: bool, warn: Callable[[str], None]
+) -> None:
+    """Say which files lose (or keep) their set-ID and world-write bits, and a request the
+    stored record does not follow."""
+    if inspected.special_count == 0:
+        return
+    image = f"image {record.name!r} ({record.id[:39]})"
+    names = ", ".join(inspected.special_names)
+    more = inspected.special_count - len(inspected.special_names)
+    files = f"{inspected.special_count} file(s) ({names}{f' and {more} more' if more else ''})"
+    if record.keep_modes:
+        warn(
+            f"WARNING: SET-ID AND WORLD-WRITABLE MODES KEPT (--insecure-options=modes): {image} "
+            f"has {files} with set-user-ID, set-group-ID or world-write bits"
+        )
+        if not asked:
+            warn(
+                f"{image} was imported with --insecure-options=modes and keeps those bits; to "
+                f"drop them, `fleet-pod image rm {record.id[:39]}` and fetch it again"
+            )
+    elif asked:
+        warn(
+            f"{image} is already in the store with the set-ID and world-write bits of {files} "
+            f"dropped; to keep them, `fleet-pod image rm {record.id[:39]}` and fetch it again "
+            "with --insecure-options=modes"
+        )
+    else:
+        warn(
+            f"{image}: {files} lose their set-user-ID, set-group-ID or world-write bits when "
+            "rendered (keep them with --insecure-options=modes, for an image you trust)"
+        )
 
 
 def unsigned_error(source: str) -> TrustError:

@@ -7,10 +7,12 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -501,9 +503,9 @@ def test_render_once_then_reuse_the_tree(
     calls: list[Path] = []
     real_render = render_rootfs
 
-    def counting(tar: Path, dest: Path, *, allow_devices: bool = False) -> None:
+    def counting(tar: Path, dest: Path, **options: bool) -> None:
         calls.append(dest)
-        real_render(tar, dest, allow_devices=allow_devices)
+        real_render(tar, dest, **options)
 
     monkeypatch.setattr(store_module, "render_rootfs", counting)
 
@@ -755,3 +757,139 @@ def test_remove_leftovers_removes_what_a_killed_import_left_and_nothing_in_use(
         holder.wait(timeout=30)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+@pytest.fixture
+def open_parent() -> Iterator[Path]:
+    """A directory any user may pass through (0711), as `/var/lib` is: what keeps others out of
+    the store must be the store's own modes."""
+    parent = Path(tempfile.mkdtemp(prefix="pyfleet-store-"))
+    parent.chmod(0o711)
+    yield parent
+    subprocess.run(["rm", "-rf", "--", str(parent)], check=False)
+
+
+def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        check=False,
+        user=NOBODY,
+        group=NOBODY,
+        extra_groups=[],
+        capture_output=True,
+        text=True,
+    )
+
+
+NOBODY = 65534
+
+
+def setid_image(tmp_path: Path, key: KeyPair) -> Path:
+    source = tmp_path / "setid-src"
+    (source / "bin").mkdir(parents=True)
+    (source / "tmp").mkdir()
+    (source / "tmp").chmod(0o1777)
+    su = source / "bin" / "su"
+    su.write_bytes(b"#!/bin/sh\nid -u\n")
+    su.chmod(0o4755)
+    shared = source / "shared"
+    shared.write_text("every pod of the image\n")
+    shared.chmod(0o666)
+    image = tmp_path / "setid.aci"
+    build_image(source, image, name=IMAGE_NAME, version="1.0", exec_=["/bin/su"])
+    sign_image(image, key.private)
+    return image
+
+
+def test_no_other_user_reaches_the_store_or_a_rendered_tree(
+    open_parent: Path, tmp_path: Path, key_pair: KeyPair, trusted_trust_store: TrustStore
+) -> None:
+    store = ImageStore(open_parent / "data" / "images")
+    record = import_signed(store, setid_image(tmp_path, key_pair), trusted_trust_store, warn=print)
+    rootfs = store.render(record.id)
+    for directory in (store.images_dir, *store.images_dir.iterdir(), rootfs.parent):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700, directory
+    for path in (rootfs / "bin" / "su", rootfs / "shared", store.blobs_dir / record.id):
+        denied = as_nobody("stat", str(path))
+        assert denied.returncode != 0
+        assert "Permission denied" in denied.stderr
+    assert as_nobody("stat", str(open_parent / "data")).returncode == 0  # only the store is shut
+
+
+def test_a_store_made_before_is_made_private(
+    open_parent: Path, tmp_path: Path, key_pair: KeyPair, trusted_trust_store: TrustStore
+) -> None:
+    store = ImageStore(open_parent / "images")
+    for directory in (store.trees_dir, store.blobs_dir):
+        directory.mkdir(parents=True, mode=0o755)
+    store.images_dir.chmod(0o755)
+    import_signed(store, setid_image(tmp_path, key_pair), trusted_trust_store, warn=print)
+    assert stat.S_IMODE(store.images_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.trees_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(store.blobs_dir.stat().st_mode) == 0o700
+
+
+def test_set_id_and_world_write_bits_are_dropped_and_the_import_says_so(
+    tmp_path: Path,
+    image_store: ImageStore,
+    key_pair: KeyPair,
+    trusted_trust_store: TrustStore,
+    warnings_seen: list[str],
+) -> None:
+    image = setid_image(tmp_path, key_pair)
+    record = import_signed(image_store, image, trusted_trust_store, warn=warnings_seen.append)
+    assert record.keep_modes is False
+    assert warnings_seen == [
+        f"image 'example.com/app' ({record.id[:39]}): 2 file(s) (rootfs/bin/su, rootfs/shared) "
+        "lose their set-user-ID, set-group-ID or world-write bits when rendered (keep them with "
+        "--insecure-options=modes, for an image you trust)"
+    ]
+    rootfs = image_store.render(record.id)
+    assert stat.S_IMODE(os.lstat(rootfs / "bin" / "su").st_mode) == 0o755
+    assert stat.S_IMODE(os.lstat(rootfs / "shared").st_mode) == 0o664
+    assert stat.S_IMODE(os.lstat(rootfs / "tmp").st_mode) == 0o1777
+
+    warnings_seen.clear()
+    again = import_signed(
+        image_store,
+        image,
+        trusted_trust_store,
+        insecure=frozenset({Insecure.MODES}),
+        warn=warnings_seen.append,
+    )
+    assert again.keep_modes is False  # the first import decided
+    assert "is already in the store with the set-ID and world-write bits" in warnings_seen[0]
+    assert f"`fleet-pod image rm {record.id[:39]}` and fetch it again" in warnings_seen[0]
+
+
+def test_an_image_imported_with_insecure_modes_keeps_them(
+    tmp_path: Path,
+    image_store: ImageStore,
+    key_pair: KeyPair,
+    trusted_trust_store: TrustStore,
+    warnings_seen: list[str],
+) -> None:
+    record = import_signed(
+        image_store,
+        setid_image(tmp_path, key_pair),
+        trusted_trust_store,
+        insecure=frozenset({Insecure.MODES}),
+        warn=warnings_seen.append,
+    )
+    assert record.keep_modes is True
+    assert image_store.resolve(record.id).keep_modes is True
+    assert warnings_seen[0].startswith(
+        "WARNING: SET-ID AND WORLD-WRITABLE MODES KEPT (--insecure-options=modes): image "
+    )
+    rootfs = image_store.render(record.id)
+    assert stat.S_IMODE(os.lstat(rootfs / "bin" / "su").st_mode) == 0o4755
+    assert stat.S_IMODE(os.lstat(rootfs / "shared").st_mode) == 0o666
+
+
+def test_insecure_modes_on_an_image_without_such_files_records_nothing(
+    image_store: ImageStore, signed_image: Path, trusted_trust_store: TrustStore
+) -> None:
+    record = import_signed(
+        image_store, signed_image, trusted_trust_store, insecure=frozenset({Insecure.MODES})
+    )
+    assert record.keep_modes is False
