@@ -9,7 +9,8 @@ every node, and trusts the key there for the image's name prefix only. Then:
   the node's trust store), and stage1 (systemd-nspawn) becomes the unit's main process. The app
   runs in its own root (its `/` is not the node's: a writable overlay on the rendered image,
   mounted in the container's namespace only), its output is in the unit's journal under the
-  app's name, and the unit's memory limit is on its cgroup.
+  app's name, and the unit's memory limit is on its cgroup. The node's image store is 0700: no
+  other user of the node reaches the rendered tree.
 * Killing the agent (fleetd, SIGKILL) and restarting fleetd leave the container running (same
   main PID, same app PID).
 * `fleetctl stop` stops the container; the pod is exited, `fleet-pod gc` keeps it within the
@@ -19,7 +20,8 @@ every node, and trusts the key there for the image's name prefix only. Then:
 * On a node, `fleet-pod fetch` refuses, naming the cause and adding nothing to the store: an
   unsigned image, one signed by a key the node does not trust or trusts only for another prefix,
   a tampered image (another build beside the first one's signature), archives with a `../`
-  member or an absolute symlink, and manifests without a name or with a bad one.
+  member, an absolute symlink or a symlink that climbs out through another one, manifests
+  without a name or with a bad one, and a signed gzip bomb past `--max-image-size`.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from testcontainers.core.container import DockerContainer
 from fleetpod.image import build_image, image_id_of
 from fleetpod.keys import generate_key_pair, load_private_key
 from fleetpod.signature import STATEMENT_TYPE, file_sha256, make_envelope, sign_image
-from tests.fleetpod.conftest import Entry, manifest_document, write_archive
+from tests.fleetpod.conftest import Entry, manifest_document, write_archive, write_gzip_bomb
 from tests.rig.cluster import NODE_NAMES, Cluster
 from tests.rig.nodes import TEST_TIMEOUT, run_in
 
@@ -50,8 +52,9 @@ NAME = "example.com/hello"
 MEMORY = 64_000_000
 APP_COMMAND = "echo hello from $(hostname) with / holding: $(ls /); exec sleep 100000"
 BUSYBOX_APPLETS = ("sh", "echo", "ls", "sleep", "hostname", "cat")
+MAX_IMAGE_SIZE = "64Mi"
 REFUSED = [
-    ("unsigned", r"image 'example.com/hello' from .* has no signature"),
+    ("unsigned", r"image /srv/images/unsigned\.aci has no signature"),
     ("untrusted", r"signed by key \w+ which is not trusted for 'example.com/hello'"),
     ("other-prefix", r"not trusted for 'example.com/other'; trusted keys for it: none"),
     ("tampered", r"hash mismatch"),
@@ -59,6 +62,11 @@ REFUSED = [
     ("absolute-link", r"is a symlink to the absolute path '/bin/x'"),
     ("no-name", r"manifest has no name"),
     ("bad-name", r"manifest name 'Not A Name' is not an AC identifier"),
+    (
+        "composed-link",
+        r"'rootfs/esc' is a symlink to .*, which leaves rootfs/ through the symlinks",
+    ),
+    ("bomb", r"expands to more than 64 MiB, the limit for an image \(raise it with --max-image"),
 ]
 """Each image a node must refuse, and what the refusal says."""
 
@@ -84,13 +92,13 @@ def crafted(path: Path, *extra: Entry, manifest: dict[str, Any] | None = None) -
     return write_archive(path, members, compression="gzip")
 
 
-def sign_anyway(path: Path, key: Ed25519PrivateKey) -> Path:
+def sign_anyway(path: Path, key: Ed25519PrivateKey, *, image_id: str | None = None) -> Path:
     """`path.sig`: a valid signature by `key` for example.com/hello, even of a malformed archive
     (`sign_image` checks the archive first)."""
     statement = {
         "type": STATEMENT_TYPE,
         "name": NAME,
-        "imageID": image_id_of(path),
+        "imageID": image_id or image_id_of(path),
         "archiveSHA256": file_sha256(path),
         "labels": {},
         "created": "2026-01-01T00:00:00Z",
@@ -179,9 +187,21 @@ def images(shared_cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) ->
             "bad-name.aci",
             crafted(work / "bad-name.aci", manifest=manifest_document(name="Not A Name")),
         ),
+        (
+            "composed-link.aci",
+            crafted(
+                work / "composed-link.aci",
+                Entry("rootfs/a", kind="dir", mode=0o755),
+                Entry("rootfs/a/L", kind="symlink", target=".."),
+                Entry("rootfs/esc", kind="symlink", target="a/L/" * 8 + "../" * 16 + "etc/x"),
+            ),
+        ),
     ):
         files[file] = path
         files[file + ".sig"] = sign_anyway(path, signer)
+    # 1 GiB of zeros in a 1 MB file, signed (the signature binds the file, not its content).
+    files["bomb.aci"] = write_gzip_bomb(work / "bomb.aci", 1 << 30)
+    files["bomb.aci.sig"] = sign_anyway(files["bomb.aci"], signer, image_id="sha512-" + "0" * 128)
     for node in NODE_NAMES:
         container = shared_cluster.nodes[node]
         put_files(container, files)
@@ -272,6 +292,13 @@ def test_a_container_unit_runs_in_its_own_root_and_outlives_fleetd(
     assert f"{pod_dir}/rootfs" not in run_in(node, ["cat", "/proc/self/mountinfo"])[1]
     _, mounts = run_in(node, ["cat", f"/proc/{app}/mountinfo"])
     assert any(line.split()[4] == "/" and " overlay " in line for line in mounts.splitlines())
+    # The image store is root's alone: no other user of the node reaches the rendered tree.
+    store = "/var/lib/pyfleet/images"
+    assert run_in(node, ["stat", "-c", "%a", store, f"{store}/trees"]) == (0, "700\n700")
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    code, denied = run_in(node, [*nobody, "ls", f"{store}/trees"])
+    assert code != 0, denied
+    assert "Permission denied" in denied, denied
 
     # The memory limit is on the unit's cgroup, which holds the whole container.
     properties = run_in(
@@ -340,7 +367,18 @@ def test_a_node_refuses_images_it_cannot_trust(
 ) -> None:
     node = cluster.nodes["node3"]
     store = "/var/lib/pyfleet-refusals"
-    code, output = run_in(node, ["fleet-pod", "--dir", store, "fetch", images.refused[image]])
+    code, output = run_in(
+        node,
+        [
+            "fleet-pod",
+            "--dir",
+            store,
+            "--max-image-size",
+            MAX_IMAGE_SIZE,
+            "fetch",
+            images.refused[image],
+        ],
+    )
     assert code == 254, output
     assert re.search(cause, output), output
     listed = run_in(node, ["fleet-pod", "--dir", store, "image", "list"])[1]
