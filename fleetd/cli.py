@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from fleetd import __version__
 from fleetd.config import Config, ConfigError, help_text, load_config
+from fleetd.runtime.limits import raise_open_files_limit
 from fleetd.runtime.logs import configure_logging
 from fleetd.runtime.supervise import install_signal_handlers
 from fleetd.server import MachineIdError, serve
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"fleetd version {__version__}\n")
         return 0
     configure_logging(config.verbosity)
+    raise_open_files_limit()  # systemd's soft limit of 1,024 is for select() users; fleetd is not
     try:
         asyncio.run(_run(config))
     except MachineIdError as exc:

@@ -8,6 +8,10 @@
 * `host:port` is TCP, allowed only with `api_token_file` (the config refuses TCP without it):
   every request on a TCP listener needs `Authorization: Bearer <token>`, the file's content
   with surrounding whitespace stripped; an empty or unreadable file is refused.
+* Every listener is bounded (`fleetd.api.connections`): at most `max_connections` connections,
+  by default its share of the open-files limit, each listener its own; beyond that a prompt 503;
+  a request must arrive within the header and body timeouts. fleetd, not asyncio, accepts the
+  connections, so running out of descriptors is refused and logged once per interval.
 * Shutdown is bounded: once cancelled, the listeners stop accepting, requests in flight get up
   to `shutdown_timeout` seconds, the socket files this component created are removed, and the
   cancellation propagates.
@@ -30,13 +34,17 @@ from typing import Final
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fleetd.api.app import create_app
+from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.config import Config
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
+from fleetd.runtime.limits import connections_per_listener, open_files_limit
 
 log = structlog.get_logger(__name__)
 
@@ -147,25 +155,75 @@ def open_listeners(addresses: Sequence[str]) -> Iterator[list[Listener]]:
                         os.unlink(listener.path)
 
 
+def _quiet_on_disconnect(app: ASGIApp) -> ASGIApp:
+    """`app`, except that a client gone before its request's body was in ends the request
+    silently: there is nobody to answer, and uvicorn would log a traceback for each."""
+
+    async def serve_request(scope: Scope, receive: Receive, send: Send) -> None:
+        with contextlib.suppress(ClientDisconnect):
+            await app(scope, receive, send)
+
+    return serve_request
+
+
 class _Server(uvicorn.Server):
+    """uvicorn's server, with the listener's gate accepting connections instead of asyncio."""
+
+    def __init__(self, config: uvicorn.Config, gate: ListenerGate) -> None:
+        super().__init__(config)
+        self._gate = gate
+        self._accepting: asyncio.Task[None] | None = None
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield  # fleetd handles SIGTERM/SIGINT and cancels this component
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.lifespan.startup()  # lifespan is "off": nothing runs
+        self.servers = []
+        state = self.lifespan.state
 
-async def serve_on(app: FastAPI, listener: Listener, *, shutdown_timeout: float) -> None:
+        def make_protocol() -> GuardedH11Protocol:
+            return GuardedH11Protocol(self.config, self.server_state, state, gate=self._gate)
+
+        self._accepting = asyncio.create_task(
+            self._gate.serve(make_protocol), name=f"api-accept:{self._gate.address}"
+        )
+        self._accepting.add_done_callback(self._accepting_ended)
+        self.started = True
+
+    def _accepting_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("API accept loop failed", address=self._gate.address, exc_info=exc)
+            self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
+        await super().shutdown(sockets)
+
+
+async def serve_on(
+    app: FastAPI,
+    listener: Listener,
+    gate: ListenerGate,
+    *,
+    shutdown_timeout: float,
+) -> None:
     """Serve `app` on one listener until cancelled, then shut down within the timeout."""
     config = uvicorn.Config(
-        app,
+        _quiet_on_disconnect(app),
         lifespan="off",
         log_config=None,
         access_log=False,
         server_header=False,
         proxy_headers=False,
         ws="none",
+        timeout_keep_alive=gate.limits.keep_alive_timeout,
         timeout_graceful_shutdown=max(1, math.ceil(shutdown_timeout)),
     )
-    server = _Server(config)
+    server = _Server(config, gate)
     serving = asyncio.create_task(server.serve(sockets=[listener.sock]), name="uvicorn")
     log.info("API listening", address=listener.address)
     try:
@@ -181,7 +239,12 @@ async def serve_on(app: FastAPI, listener: Listener, *, shutdown_timeout: float)
 
 
 async def serve_api(
-    config: Config, client: EtcdClient, keys: Keys, *, shutdown_timeout: float = 5.0
+    config: Config,
+    client: EtcdClient,
+    keys: Keys,
+    *,
+    shutdown_timeout: float = 5.0,
+    limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen, shared safely
 ) -> None:
     """Run the API view and serve the v1 API on `config.listen` until cancelled."""
     tcp = [address for address in config.listen if not address.startswith("/")]
@@ -196,10 +259,21 @@ async def serve_api(
     )
     local_app = create_app(service)
     remote_app = create_app(service, token=token) if token is not None else local_app
+    open_files = open_files_limit()
+    limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
+    log.info(
+        "API connection limits",
+        connections_per_listener=limit,
+        open_files_limit=open_files,
+        header_timeout=limits.header_timeout,
+        body_timeout=limits.body_timeout,
+        keep_alive_timeout=limits.keep_alive_timeout,
+    )
     with open_listeners(config.listen) as listeners:
         async with asyncio.TaskGroup() as group:
             group.create_task(view.run(), name="api-view")
             for listener in listeners:
                 app = local_app if listener.is_unix else remote_app
-                serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout)
+                gate = ListenerGate(listener.address, listener.sock, limit, limits)
+                serving = serve_on(app, listener, gate, shutdown_timeout=shutdown_timeout)
                 group.create_task(serving, name=f"api:{listener.address}")

@@ -8,8 +8,10 @@ import os
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +19,7 @@ import structlog
 
 from devtools.etcd_server import free_port
 from fleetd import __version__
+from fleetd.api.connections import ConnectionLimits
 from fleetd.api.serve import ApiStartError, bind_tcp, bind_unix, read_token, serve_api
 from fleetd.config import Config
 from fleetd.registry.client import EtcdClient
@@ -29,15 +32,27 @@ UNIT = {
 }
 
 
+@dataclass
+class Served:
+    """The running API component and what it has logged so far."""
+
+    task: asyncio.Task[None]
+    logs: list[MutableMapping[str, Any]]
+
+
 @contextlib.asynccontextmanager
-async def serving(config: Config, etcd: EtcdClient) -> AsyncIterator[asyncio.Task[None]]:
+async def serving(
+    config: Config,
+    etcd: EtcdClient,
+    limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen
+) -> AsyncIterator[Served]:
     """serve_api in the background (its logs captured, not printed); stopped, bounded, after."""
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(
-            serve_api(config, etcd, Keys(config.etcd_key_prefix), shutdown_timeout=2)
+            serve_api(config, etcd, Keys(config.etcd_key_prefix), shutdown_timeout=2, limits=limits)
         )
         try:
-            yield task
+            yield Served(task, logs)
         finally:
             task.cancel()
             started = time.monotonic()
@@ -64,7 +79,7 @@ def unix_client(path: Path) -> httpx.AsyncClient:
 async def test_serves_on_a_unix_socket(tmp_path: Path, etcd: EtcdClient, key_prefix: str) -> None:
     path = tmp_path / "fleet.sock"
     config = Config(listen=(str(path),), etcd_key_prefix=key_prefix)
-    async with serving(config, etcd) as task, unix_client(path) as client:
+    async with serving(config, etcd) as served, unix_client(path) as client:
         await wait_until(lambda: ready(client), "the API to answer on its socket", within=10)
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
         assert stat.S_ISSOCK(os.stat(path).st_mode)
@@ -75,7 +90,7 @@ async def test_serves_on_a_unix_socket(tmp_path: Path, etcd: EtcdClient, key_pre
         assert created.status_code == 201
         units = (await client.get("/fleet/v1/units")).json()["units"]
         assert [(u["name"], u["desiredState"]) for u in units] == [("a.service", "loaded")]
-        assert not task.done()
+        assert not served.task.done()
     assert not path.exists()
 
 
