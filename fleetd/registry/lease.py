@@ -1,19 +1,29 @@
 """A lease kept alive on its own asyncio task, and the one authority on whether it still holds.
 
 `Lease.grant` asks etcd for a lease; `start()` (or `async with lease`) runs its
-keep-alive: one LeaseKeepAlive stream, a ping every ttl/3, so two pings may be
-lost or delayed by a busy event loop before the lease is in danger.
+keep-alive: one LeaseKeepAlive stream, a ping every ttl/3 counted from when the
+previous acknowledged ping was sent, so two pings may be lost or delayed before
+the lease is in danger.
 
 Invariants:
 
 - `alive` is computed from the clock on every read: it turns False as soon as
-  the TTL has run out since the last ping etcd acknowledged, even if the
-  keep-alive task has been starved and has not noticed yet. Code that acts
+  the TTL has run out since the last ping etcd acknowledged was sent, even if
+  the keep-alive task has been starved and has not noticed yet. Code that acts
   as the lease's owner checks `alive` (or races `wait_lost`) before acting.
-- Lost is final. Once a reply says TTL <= 0, or no ping has been acknowledged
-  for a whole TTL, the lease is lost for good and the task ends; etcd may
-  still keep the lease a little longer, but its holder must act as if not.
-  Grant a new lease to carry on.
+- etcd decides whether the lease is lost, not a local timer alone: etcd never
+  renews a lease whose TTL has run out (it revokes it and answers TTL 0), so a
+  ping acknowledged with a TTL > 0 proves the lease never lapsed, however late
+  the reply is read. The lease is lost when etcd answers TTL <= 0, or when a
+  ping sent once the local deadline has passed gets no answer. So a stall of
+  the event loop (CPU work, a descheduled process) past the local deadline
+  loses the lease only if etcd let it go too; if not, `alive`, False during
+  the stall, turns True again with etcd's answer.
+- A ping waits for its reply for the client's timeout of loop time it could
+  use: a stretch in which CPU work held the loop is not counted, because a
+  reply that came in meanwhile is read only once the loop runs again.
+- Lost is final. Once lost, the task ends; etcd may still keep the lease a
+  little longer, but its holder must act as if not. Grant a new lease to carry on.
 - Transient errors (etcd restarting, stream broken) only make the task
   reconnect with a short backoff; they do not lose the lease by themselves.
 - `revoke()` stops the task, marks the lease lost, then revokes it in etcd on a
@@ -29,20 +39,23 @@ from typing import Self
 
 import structlog
 
-from fleetd.registry.client import EtcdClient
-from fleetd.registry.errors import EtcdError, LeaseNotFound
+from fleetd.registry.client import EtcdClient, LeaseKeepAliveStream
+from fleetd.registry.errors import EtcdError, EtcdUnavailable, LeaseNotFound
+from fleetd.runtime.logs import ThrottledLog
 
 log = structlog.get_logger(__name__)
 
 RETRY_MIN = 0.05  # first reconnect delay after a failed ping, seconds
 RETRY_MAX = 1.0
+PING_STEP = 0.05
+"""Seconds between two looks at a pending ping (a look more than this late is not charged)."""
+PING_LIMIT = 24 * 3600.0
+"""The deadline handed to the ping itself: never the one that decides (see `_ping`)."""
+LATE_REPORT_INTERVAL = 60.0
 
 
 class Lease:
-    """A granted lease whose keep-alive runs on its own asyncio task.
-
-    One LeaseKeepAlive bidi stream, a ping every ttl/3.
-    """
+    """A granted lease whose keep-alive runs on its own asyncio task (see the module)."""
 
     def __init__(self, client: EtcdClient, lease_id: int, ttl: int, expires_at: float) -> None:
         self.id = lease_id
@@ -126,35 +139,83 @@ class Lease:
 
     async def _keep_alive(self) -> None:
         stream = self._client.lease_keepalive()
-        interval = self.ttl / 3
+        late = ThrottledLog(
+            log,
+            "lease keep-alive ran late: the event loop was blocked",
+            interval=LATE_REPORT_INTERVAL,
+            lease=self.id,
+        )
         retry = RETRY_MIN
         failing = False
         try:
             while True:
-                remaining = self._expires_at - time.monotonic()
-                if remaining <= 0:
-                    self._mark_lost(f"no keep-alive acknowledged for {self.ttl}s")
-                    return
                 sent_at = time.monotonic()
+                overdue = sent_at - self._expires_at  # > 0: this ping decides
                 try:
-                    ttl = await stream.ping(self.id, timeout=min(remaining, self._client.timeout))
+                    ttl = await self._ping(stream)
                 except EtcdError as err:
+                    stream.close()  # the next ping opens a new stream
+                    if overdue >= 0:
+                        self._mark_lost(f"no keep-alive acknowledged for {self.ttl}s")
+                        return
                     if not failing:
                         log.warning("lease keep-alive failing", lease=self.id, error=str(err))
                         failing = True
-                    delay, retry = retry, min(retry * 2, RETRY_MAX, interval)
+                    next_at = time.monotonic() + retry
+                    retry = min(retry * 2, RETRY_MAX, self.ttl / 3)
                 else:
                     if ttl <= 0:
                         self._mark_lost("etcd reports the lease expired")
                         return
                     self._expires_at = sent_at + ttl
+                    if overdue >= 0:
+                        log.warning(
+                            "lease held: etcd acknowledged a keep-alive sent after its local "
+                            "deadline",
+                            lease=self.id,
+                            late=round(overdue, 3),
+                        )
                     if failing:
                         log.info("lease keep-alive recovered", lease=self.id, ttl=ttl)
                         failing = False
-                    delay, retry = interval, RETRY_MIN
-                await asyncio.sleep(max(0.0, min(delay, self._expires_at - time.monotonic())))
+                    retry = RETRY_MIN
+                    next_at = sent_at + ttl / 3  # from the send: a slow reply delays nothing
+                wake_at = min(next_at, self._expires_at)
+                await asyncio.sleep(max(0.0, wake_at - time.monotonic()))
+                lateness = time.monotonic() - wake_at
+                if lateness > self.ttl / 3:
+                    late.note(late_ms=round(lateness * 1000))
         except Exception:
             log.exception("lease keep-alive crashed", lease=self.id)
             self._mark_lost("keep-alive crashed")
         finally:
+            late.close()
             stream.close()
+
+    async def _ping(self, stream: LeaseKeepAliveStream) -> int:
+        """Refresh the lease once; etcd's TTL in reply (<= 0: the lease is gone).
+
+        Raises EtcdError, or EtcdUnavailable when no reply came within the client's timeout of
+        loop time the ping could have used. The ping runs as a task of its own, and this waits
+        for it in steps of `PING_STEP` without cancelling it: a reply that came in while CPU
+        work held the loop completes the ping before the wait's timer is looked at (a timer
+        inside the ping would cancel it first and throw the reply away), and a step that ends
+        more than a step late is not charged, since the loop, not etcd, was the one too slow.
+        """
+        loop = asyncio.get_running_loop()
+        pinging = asyncio.create_task(stream.ping(self.id, timeout=PING_LIMIT))
+        budget = self._client.timeout
+        try:
+            while budget > 0:
+                step = min(PING_STEP, budget)
+                started = loop.time()
+                done, _ = await asyncio.wait({pinging}, timeout=step)
+                if done:
+                    return pinging.result()
+                if loop.time() - started <= step + PING_STEP:
+                    budget -= step
+        finally:
+            if not pinging.done():
+                pinging.cancel()
+                await asyncio.gather(pinging, return_exceptions=True)
+        raise EtcdUnavailable(f"LeaseKeepAlive: no reply within {self._client.timeout}s")

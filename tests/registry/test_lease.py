@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.lease import Lease
+from tests.engine.cluster import wait_until
 
 TTL = 2
 
@@ -115,6 +116,67 @@ async def test_keepalive_reconnects_after_a_restart_shorter_than_the_ttl(
     assert events == ["lease keep-alive failing", "lease keep-alive recovered"]
 
 
+async def test_past_its_local_deadline_a_lease_is_lost_only_if_etcd_says_so(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    """As after a stall of the event loop: the local deadline has passed, and the next ping
+    decides. etcd still holds this lease, so it is kept; etcd has dropped that one, so it is
+    lost. (It used to be lost on the local clock alone, without asking etcd.)"""
+    held_id = await etcd.lease_grant(30)
+    await etcd.put(key_prefix + "member", b"here", lease=held_id)
+    with capture_logs() as logs:
+        async with Lease(etcd, held_id, 30, time.monotonic() - 1) as held:
+            assert not held.alive  # nobody may act on it until etcd has answered
+
+            async def alive_again() -> bool:
+                return held.alive
+
+            await wait_until(alive_again, "etcd's answer to the overdue keep-alive", within=10)
+            assert held.lost_reason == ""
+            assert await etcd.get(key_prefix + "member") is not None
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "lease held: etcd acknowledged a keep-alive sent after its local deadline"
+    ]
+
+    dropped_id = await etcd.lease_grant(30)
+    await etcd.lease_revoke(dropped_id)
+    dropped = Lease(etcd, dropped_id, 30, time.monotonic() - 1)
+    dropped.start()
+    await asyncio.wait_for(dropped.wait_lost(), 10)
+    assert dropped.lost_reason == "etcd reports the lease expired"
+
+
 async def test_grant_refuses_a_ttl_below_one_second(etcd: EtcdClient) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         await Lease.grant(etcd, 0)
+
+
+async def test_the_lease_holds_while_cpu_work_starves_the_event_loop(
+    etcd: EtcdClient, etcd_server: EtcdServer, key_prefix: str
+) -> None:
+    """CPU work that gives the loop back only every 0.2 s, four times the keep-alive client's
+    request timeout, for two TTLs: etcd receives every keep-alive, so the lease must hold.
+
+    It used to be lost ("no keep-alive acknowledged for 4s", with etcd fine): each reply came
+    in while the loop was blocked, and the ping's own timer, due by then, cancelled the read
+    and threw the reply away. A ping takes some ten turns of the loop, 2 s here, within the TTL.
+    """
+    ttl = 4
+    asked_at = time.monotonic()
+    lease_id = await etcd.lease_grant(ttl)
+    await etcd.put(key_prefix + "member", b"here", lease=lease_id)
+    starved = await EtcdClient.connect([etcd_server.endpoint], timeout=0.05)
+    try:
+        with capture_logs() as logs:
+            async with Lease(starved, lease_id, ttl, asked_at + ttl) as lease:
+                busy_until = time.monotonic() + 2 * ttl
+                while time.monotonic() < busy_until:
+                    time.sleep(0.2)  # noqa: ASYNC251 - CPU work holding the loop
+                    await asyncio.sleep(0)
+                assert lease.lost_reason == ""
+                assert lease.alive
+                assert await etcd.lease_ttl(lease_id) > 0
+                assert await etcd.get(key_prefix + "member") is not None
+    finally:
+        await starved.close()
+    assert not [e for e in logs if e["event"] == "lease lost"]
