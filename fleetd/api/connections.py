@@ -259,7 +259,11 @@ class ListenerGate:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, counted by its listener's gate and held to the request deadlines."""
+    """uvicorn's h11 protocol, counted by its listener's gate and held to the request deadlines.
+
+    It relies on what uvicorn's `H11Protocol` has (its h11 `conn`, `transport` and `loop`, and
+    the `data_received` and `on_response_complete` steps); uvicorn is pinned in constraints.txt.
+    """
 
     def __init__(
         self,

@@ -40,6 +40,24 @@ def test_fleet_service_is_enabled_and_fleetd_is_active(node1: DockerContainer) -
     assert restarts == (0, "0"), fleetd_journal(node1)
 
 
+def test_fleetd_runs_with_room_for_its_connections(node1: DockerContainer) -> None:
+    """fleet.service's LimitNOFILE reaches fleetd (systemd's default soft limit is 1,024), and
+    the API shares it out: 1,024 connections for the node's one listener."""
+
+    def stated() -> tuple[bool, str]:
+        journal = fleetd_journal(node1, lines=200)
+        return '"connections_per_listener": 1024' in journal, journal
+
+    wait_for(stated, "fleetd to log its API connection limits")
+    assert run_in(node1, ["systemctl", "show", "-p", "LimitNOFILE", "--value", "fleet"]) == (
+        0,
+        "65536",
+    )
+    _, pid = run_in(node1, ["systemctl", "show", "-p", "MainPID", "--value", "fleet.service"])
+    _, limits = run_in(node1, ["cat", f"/proc/{pid}/limits"])
+    assert re.search(r"^Max open files\s+65536\s+65536\s+files", limits, re.MULTILINE), limits
+
+
 def test_fleetd_version_runs_inside_the_node(node1: DockerContainer) -> None:
     assert run_in(node1, ["fleetd", "--version"]) == (0, f"fleetd version {__version__}")
     assert run_in(node1, ["/opt/pyfleet/bin/fleetctl", "--version"])[0] == 0
