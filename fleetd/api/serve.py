@@ -35,7 +35,7 @@ import structlog
 import uvicorn
 from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
@@ -155,13 +155,30 @@ def open_listeners(addresses: Sequence[str]) -> Iterator[list[Listener]]:
                         os.unlink(listener.path)
 
 
+class _ClientGone(BaseException):
+    """Raised into the app when its client hangs up before the request's body is in. Not an
+    `Exception`: no handler in the app may take it for a failure to report and answer."""
+
+
 def _quiet_on_disconnect(app: ASGIApp) -> ASGIApp:
-    """`app`, except that a client gone before its request's body was in ends the request
-    silently: there is nobody to answer, and uvicorn would log a traceback for each."""
+    """`app`, except that a client gone before its request's body was in (it hung up, or was
+    closed for sending too slowly) ends the request silently: there is nobody to answer, and a
+    line per such client, let alone a traceback, would let any client fill the log."""
 
     async def serve_request(scope: Scope, receive: Receive, send: Send) -> None:
-        with contextlib.suppress(ClientDisconnect):
-            await app(scope, receive, send)
+        body_in = False
+
+        async def receive_unless_gone() -> Message:
+            nonlocal body_in
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_in = True
+            elif message["type"] == "http.disconnect" and not body_in:
+                raise _ClientGone
+            return message
+
+        with contextlib.suppress(_ClientGone, ClientDisconnect):
+            await app(scope, receive_unless_gone if scope["type"] == "http" else receive, send)
 
     return serve_request
 
@@ -207,11 +224,15 @@ class _Server(uvicorn.Server):
 async def serve_on(
     app: FastAPI,
     listener: Listener,
-    gate: ListenerGate,
     *,
     shutdown_timeout: float,
+    gate: ListenerGate | None = None,
 ) -> None:
-    """Serve `app` on one listener until cancelled, then shut down within the timeout."""
+    """Serve `app` on one listener until cancelled, then shut down within the timeout; `gate`
+    admits its connections (default: the default limits, the open-files limit all its own)."""
+    if gate is None:
+        limit = connections_per_listener(open_files_limit(), 1)
+        gate = ListenerGate(listener.address, listener.sock, limit, ConnectionLimits())
     config = uvicorn.Config(
         _quiet_on_disconnect(app),
         lifespan="off",
@@ -275,5 +296,5 @@ async def serve_api(
             for listener in listeners:
                 app = local_app if listener.is_unix else remote_app
                 gate = ListenerGate(listener.address, listener.sock, limit, limits)
-                serving = serve_on(app, listener, gate, shutdown_timeout=shutdown_timeout)
+                serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
                 group.create_task(serving, name=f"api:{listener.address}")
