@@ -501,10 +501,12 @@ async def collect(run: Run, cluster: Cluster, rss: tuple[int, int]) -> None:
     """The children's figures, once the phases are over."""
     assert cluster.fleetd is not None
     stats = [await agents.stop(CHILD_ANSWER_WITHIN) for agents in cluster.agents[:-1]]
-    engine = await cluster.fleetd.ask("stats", CHILD_ANSWER_WITHIN)
+    peak = rss_kib(cluster.fleetd.pid)[1]
+    engine = await cluster.fleetd.stop(CHILD_ANSWER_WITHIN)
+    if engine is None:
+        raise ChildFailed(f"fleetd gave no figures (log: {cluster.fleetd.log})")
     gets = (await cluster.probes[0].stop(CHILD_ANSWER_WITHIN) or {}).get("samples", [])
     lists = (await cluster.probes[1].stop(CHILD_ANSWER_WITHIN) or {}).get("samples", [])
-    peak = rss_kib(cluster.fleetd.pid)[1]
     idle, filled = rss
     running = run.result.get("fill", {}).get("running", 0)
     run.result["api"] = api_figures(run, gets, lists)
