@@ -58,6 +58,7 @@ from bench.running import RunningWatch
 from bench.scale_proc import Child, ChildFailed, percentiles, rss_kib
 from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import EtcdClient
+from fleetd.registry.errors import EtcdError
 from fleetd.registry.keys import Keys
 
 PREFIX = "/scale/"
@@ -227,8 +228,6 @@ async def fill(run: Run, http: httpx.AsyncClient, watch: RunningWatch, client: E
     last = max((watch.first_running[u] for u in sent if u in watch.first_running), default=ended)
     running = sum(1 for u in names if u in watch.first_running)
     run.errors.extend(errors)
-    writes = await key_writes(client, keys)
-    _, end_revision = await client.get_prefix(keys.leader)
     run.result["fill"] = {
         "submit_s": round(submitted - started, 2),
         "put_per_s": round(len(sent) / max(submitted - started, 1e-9)),
@@ -236,9 +235,16 @@ async def fill(run: Run, http: httpx.AsyncClient, watch: RunningWatch, client: E
         "running": running,
         "all_running": done,
         "all_running_s": round(last - started, 2),
+        "after_last_submit_s": round(last - submitted, 2),
         "units_per_s": round(running / max(last - started, 1e-9)),
         "latency_ms": latencies(sent, watch.first_running),
     }
+    try:
+        writes = await key_writes(client, keys)
+        _, end_revision = await client.get_prefix(keys.leader)
+    except EtcdError as exc:
+        run.errors.append(f"fill: cannot count the key writes: {exc}")
+        return
     run.result["etcd"] = {
         "key_writes_per_unit": round(writes / max(running, 1), 2),
         "revisions_per_unit": round((end_revision - start_revision) / max(running, 1), 2),
@@ -585,8 +591,8 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     cluster = Cluster(server, Path(tempfile.mkdtemp(prefix="pyfleet-scale-", dir="/dev/shm")))
     try:
         await phases(run, cluster)
-    except ChildFailed as exc:
-        run.errors.append(str(exc))
+    except (ChildFailed, EtcdError) as exc:
+        run.errors.append(f"{type(exc).__name__}: {exc}")
     finally:
         for child in cluster.children:
             child.kill()
