@@ -27,11 +27,13 @@ Phases, each bounded (a phase that runs out of time reports how far it got; the 
 
 API GET latency and list-all time are reported for each phase (and for `--idle-seconds` before
 the fill, with every machine registered and nothing to place), fleetd's RSS before and after the
-fill and at its peak, the engine's full and incremental pass counts and pass times, and what the
-agents did. Targets are reported beside the figures, never asserted. One JSON line goes to
-stdout, the same (indented) to `bench/results/scale.json`.
+fill and at its peak, the engine's full and incremental pass counts and pass times, what the
+agents did, and the CPU seconds each part used in each phase (etcd, fleetd, the agents, the probes,
+this driver: on a shared machine they say who had to wait for whom). Targets are reported beside
+the figures, never asserted. One JSON line goes to stdout, the same (indented) to
+`bench/results/scale.json`.
 
-    PYTHONPATH=. .venv/bin/python -m bench.scale      # 1,000 machines, 10,000 units
+    PYTHONPATH=. .venv/bin/python -m bench.scale      # 1,000 machines, 5,000 units
     PYTHONPATH=. .venv/bin/python -m bench.scale --machines 10000 --units 100000 \\
         --ttl 30 --deadline 3600                       # the full size
 """
@@ -55,7 +57,7 @@ import httpx
 
 from bench.logs import warnings_only
 from bench.running import RunningWatch
-from bench.scale_proc import Child, ChildFailed, percentiles, rss_kib
+from bench.scale_proc import Child, ChildFailed, cpu_seconds, percentiles, rss_kib
 from devtools.etcd_server import EtcdServer
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.errors import EtcdError
@@ -400,6 +402,23 @@ def rss_at(run: Run, moment: float) -> int:
     return before[-1] if before else 0
 
 
+def cpu_use(cluster: Cluster) -> dict[str, float]:
+    """CPU seconds used so far by each part: etcd, fleetd, the agents, the probes, this driver."""
+    parts = {"driver": cpu_seconds(os.getpid())}
+    if cluster.server.process is not None:
+        parts["etcd"] = cpu_seconds(cluster.server.process.pid)
+    if cluster.fleetd is not None:
+        parts["fleetd"] = cluster.fleetd.cpu()
+    parts["agents"] = sum(agents.cpu() for agents in cluster.agents)
+    parts["probes"] = sum(probe.cpu() for probe in cluster.probes)
+    return parts
+
+
+def cpu_since(cluster: Cluster, before: dict[str, float]) -> dict[str, float]:
+    now = cpu_use(cluster)
+    return {part: round(now[part] - before.get(part, 0.0), 1) for part in now}
+
+
 @dataclass
 class Cluster:
     """The processes of one run, as they are started."""
@@ -506,13 +525,13 @@ async def start_probes(run: Run, cluster: Cluster) -> None:
 async def collect(run: Run, cluster: Cluster, rss: tuple[int, int]) -> None:
     """The children's figures, once the phases are over."""
     assert cluster.fleetd is not None
+    gets = (await cluster.probes[0].stop(CHILD_ANSWER_WITHIN) or {}).get("samples", [])
+    lists = (await cluster.probes[1].stop(CHILD_ANSWER_WITHIN) or {}).get("samples", [])
     stats = [await agents.stop(CHILD_ANSWER_WITHIN) for agents in cluster.agents[:-1]]
     peak = rss_kib(cluster.fleetd.pid)[1]
     engine = await cluster.fleetd.stop(CHILD_ANSWER_WITHIN)
     if engine is None:
         raise ChildFailed(f"fleetd gave no figures (log: {cluster.fleetd.log})")
-    gets = (await cluster.probes[0].stop(CHILD_ANSWER_WITHIN) or {}).get("samples", [])
-    lists = (await cluster.probes[1].stop(CHILD_ANSWER_WITHIN) or {}).get("samples", [])
     idle, filled = rss
     running = run.result.get("fill", {}).get("running", 0)
     run.result["api"] = api_figures(run, gets, lists)
@@ -562,12 +581,18 @@ async def phases(run: Run, cluster: Cluster) -> None:
             transport=transport, base_url="http://fleet", timeout=60.0, limits=limits
         ) as http:
             idle = rss_at(run, time.monotonic())
+            before = cpu_use(cluster)
             await fill(run, http, watch, client)
+            run.result["fill"]["cpu_s"] = cpu_since(cluster, before)
             filled = rss_at(run, time.monotonic())
             if run.within(1) > 0:
+                before = cpu_use(cluster)
                 await churn(run, http, watch)
+                run.result.setdefault("churn", {})["cpu_s"] = cpu_since(cluster, before)
         if run.within(1) > 0:
+            before = cpu_use(cluster)
             await failover(run, cluster.agents[-1], cluster.doomed, watch)
+            run.result["failover"]["cpu_s"] = cpu_since(cluster, before)
         await collect(run, cluster, (idle, filled))
     finally:
         tasks = [task for task in (following, reporting, sampling) if task is not None]
@@ -615,7 +640,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--machines", type=int, default=1000)
-    parser.add_argument("--units", type=int, default=10000)
+    parser.add_argument("--units", type=int, default=5000)
     parser.add_argument("--procs", type=int, default=4, help="agent processes (plus the 1%%)")
     parser.add_argument("--ttl", type=int, default=10, help="machine lease TTL, seconds")
     parser.add_argument("--concurrency", type=int, default=32, help="API writes in flight")

@@ -7,7 +7,8 @@ counted so far) and `stop` (reply with its final figures, then exit). End of inp
 Its logs (warnings and errors) go to stderr, which the driver sends to a file per child.
 
 `Child` is the driver's side, every wait bounded; `serve_commands` is the child's side.
-`rss_kib(pid)` reads a process's resident set (and its peak) from /proc.
+`rss_kib(pid)` and `cpu_seconds(pid)` read a process's resident set (and its peak) and the CPU
+time it has used from /proc.
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ class Child:
         self.log = log
         self.process: asyncio.subprocess.Process | None = None
         self._log_file: TextIO | None = None
+        self._cpu = 0.0
 
     @property
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def cpu(self) -> float:
+        """CPU seconds the child has used (its last known figure once it is gone)."""
+        if self.process is not None:
+            self._cpu = max(self._cpu, cpu_seconds(self.process.pid))
+        return self._cpu
 
     async def start(self) -> None:
         self._log_file = self.log.open("w", encoding="utf-8")
@@ -124,6 +132,16 @@ def rss_kib(pid: int) -> tuple[int, int]:
     except (FileNotFoundError, ProcessLookupError):
         pass
     return found["VmRSS"], found["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time `pid` has used so far, in seconds (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def say(reply: Reply) -> None:
