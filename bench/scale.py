@@ -111,7 +111,8 @@ async def bounded(run: Run, what: str, bound: float, wait: Awaitable[None]) -> b
         async with asyncio.timeout(limit):
             await wait
     except TimeoutError:
-        run.errors.append(f"{what}: not done within {limit:.0f}s")
+        when = f"within {limit:.0f}s" if limit > 0 else "by the run's deadline (--deadline)"
+        run.errors.append(f"{what}: not done {when}")
         return False
     return True
 
@@ -237,7 +238,7 @@ async def fill(run: Run, http: httpx.AsyncClient, watch: RunningWatch, client: E
         "running": running,
         "all_running": done,
         "all_running_s": round(last - started, 2),
-        "after_last_submit_s": round(last - submitted, 2),
+        "after_last_submit_s": round(last - submitted, 2) if done else None,
         "units_per_s": round(running / max(last - started, 1e-9)),
         "latency_ms": latencies(sent, watch.first_running),
     }
