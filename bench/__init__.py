@@ -1,1 +1,2 @@
-"""Scale and latency benchmarks: real etcd, real engine, simulated agents; JSON results."""
+"""Scale and latency benchmarks: real etcd, real engine and API, real agents on the fake systemd;
+JSON results."""

@@ -1,12 +1,13 @@
 """pyfleet's main job for now: a local cluster on a real etcd, driven with fleetctl.
 
-It starts etcd and two `fleetd` processes (engine candidates and API servers: one on a unix socket,
-one also on TCP with a bearer token), brings up three machines as `devtools.simagent` stand-ins
-for the agent (a record under `machines/<id>` on a kept-alive lease, and the unit states an agent
-publishes; the real agent on systemd arrives with the agent issue), then drives the cluster the way
-a user does: `fleetctl start` of the example units in `units/`, `list-machines`,
-`list-unit-files`, `list-units`. It then takes a machine away and kills the leading fleetd, and
-shows the cluster recover through the other fleetd's TCP API. Everything it started is stopped.
+It starts etcd and two `fleetd` processes (engine candidates and API servers, each on a unix
+socket and on TCP with a bearer token), brings up three machines, each the real agent on an
+in-memory systemd (`devtools.fakehost`: the machine record on a kept-alive lease, the schedule
+watch, the unit files and the published states are the agent's own; only the units' processes
+are not real), then drives the cluster the way a user does: `fleetctl start` of the example
+units in `units/`, `list-machines`, `list-unit-files`, `list-units`. It then takes a machine
+away and kills the leading fleetd, and shows the cluster recover through the other fleetd's TCP
+API. Everything it started is stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from devtools.etcd_server import EtcdServer, free_port
-from devtools.simagent import SimulatedAgent
+from devtools.fakehost import FakeHost
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import decode_leader
 from fleetd.registry.keys import Keys
@@ -115,8 +116,8 @@ class Cluster:
     keys: Keys
     socks: dict[str, Path]
     fleetds: dict[str, subprocess.Popen[bytes]]
-    agents: dict[str, SimulatedAgent]
-    remote: str
+    hosts: dict[str, FakeHost]
+    remotes: dict[str, str]  # each fleetd's TCP API, by engine id
     token: str
 
 
@@ -135,7 +136,7 @@ async def drive(cluster: Cluster) -> None:
 
     lost = "9f2c44e6d87a4c2f8b1e3d5a70cc0003"
     say(f"machine {lost[:8]}... goes away")
-    await cluster.agents.pop(lost).stop()
+    await cluster.hosts.pop(lost).leave()
 
     async def moved_off() -> bool:
         kvs, _ = await cluster.client.get_prefix(cluster.keys.schedule_of(lost))
@@ -147,11 +148,10 @@ async def drive(cluster: Cluster) -> None:
     say(f"killing the leading fleetd {first[:8]}...; asking the other one over TCP")
     cluster.fleetds[first].send_signal(signal.SIGKILL)
     cluster.fleetds[first].wait()
-    await fleetctl(
-        cluster.remote, "start", "--block-attempts=5", "web@3.service", token=cluster.token
-    )
-    await fleetctl(cluster.remote, "destroy", "web@2.service", "web@3.service", token=cluster.token)
-    await fleetctl(cluster.remote, "list-unit-files", token=cluster.token)
+    (remote,) = (address for engine, address in cluster.remotes.items() if engine != first)
+    await fleetctl(remote, "start", "--block-attempts=5", "web@3.service", token=cluster.token)
+    await fleetctl(remote, "destroy", "web@2.service", "web@3.service", token=cluster.token)
+    await fleetctl(remote, "list-unit-files", token=cluster.token)
     new = await leader(cluster.client, cluster.keys)
     print(f"engine leader now: fleetd {new[:8]}... (was {first[:8]}...)")
 
@@ -163,36 +163,34 @@ async def main() -> None:
     (workdir / "token").chmod(0o600)  # fleetd refuses a token file others can read
     etcd = EtcdServer()
     fleetds: dict[str, subprocess.Popen[bytes]] = {}
-    agents: dict[str, SimulatedAgent] = {}
-    tasks: list[asyncio.Task[None]] = []
+    hosts: dict[str, FakeHost] = {}
     client: EtcdClient | None = None
     try:
         say(f"starting etcd on {etcd.endpoint}")
         etcd.start()
         keys = Keys("/fleet-demo/")
         client = await EtcdClient.connect([etcd.endpoint])
-        tcp = f"127.0.0.1:{free_port()}"
+        tcp = {m: f"127.0.0.1:{free_port()}" for m in ENGINES}
         socks = {m: workdir / f"fleet-{m[:4]}.sock" for m in ENGINES}
-        say(f"starting two fleetd: APIs on {socks[ENGINES[0]]} and {socks[ENGINES[1]]} + {tcp}")
-        fleetds[ENGINES[0]] = start_fleetd(
-            etcd.endpoint, keys.prefix, ENGINES[0], workdir, str(socks[ENGINES[0]])
-        )
-        fleetds[ENGINES[1]] = start_fleetd(
-            etcd.endpoint, keys.prefix, ENGINES[1], workdir, str(socks[ENGINES[1]]), tcp
-        )
-        say("three machines join (simulated agents: records on leases, published unit states)")
+        for engine in ENGINES:
+            say(f"starting fleetd {engine[:8]}...: API on {socks[engine]} and {tcp[engine]}")
+            fleetds[engine] = start_fleetd(
+                etcd.endpoint, keys.prefix, engine, workdir, str(socks[engine]), tcp[engine]
+            )
+        remotes = {engine: f"http://{address}" for engine, address in tcp.items()}
+        say("three machines join (the real agent on an in-memory systemd)")
         for machine_id, (ip, metadata) in MACHINES.items():
-            agent = SimulatedAgent(client, keys, machine_id, metadata, ip=ip, ttl=5)
-            agents[machine_id] = agent
-            tasks.append(asyncio.create_task(agent.run()))
-        await drive(Cluster(client, keys, socks, fleetds, agents, f"http://{tcp}", token))
+            units_directory = workdir / "hosts" / machine_id
+            host = FakeHost(
+                client, keys, machine_id, units_directory, metadata=metadata, ip=ip, ttl=5
+            )
+            hosts[machine_id] = host
+            host.start()
+        await drive(Cluster(client, keys, socks, fleetds, hosts, remotes, token))
         say("done; stopping everything")
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for agent in agents.values():
-            await agent.stop()
+        for host in hosts.values():
+            await host.leave()
         if client is not None:
             await client.close()
         for proc in fleetds.values():

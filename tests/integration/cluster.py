@@ -1,7 +1,8 @@
-"""The pieces of the integration cluster: its machines, the simulated agents, and fleetctl runs.
+"""The pieces of the integration cluster: its machines, and fleetctl runs.
 
-`SimulatedAgent` is the only stand-in (there is no systemd here): everything else the tests talk
-to is pyfleet's own code on a real etcd. `Cluster` is what the `fleet_cluster` fixture
+systemd is the only stand-in (each machine is the real agent on the fake systemd,
+`devtools.fakehost.FakeHost`): everything else the tests talk to is pyfleet's own code on a real
+etcd. `Cluster` is what the `fleet_cluster` fixture
 (`conftest.py`) hands to a test: the etcd client and key layout, the endpoints of the served API,
 a working directory for local unit files, and `fleetctl` runs over either endpoint.
 
@@ -21,13 +22,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from devtools.fakehost import FakeHost
 from fleetctl.app import main
 from fleetd.core.model import Placement
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import UnitStateRecord, decode_placement, decode_state
 from fleetd.registry.keys import Keys
-from fleetd.registry.lease import Lease
 
 WEB = "1a2b3c4d5e6f40718293a4b5c6d7e8f9"
 DB1 = "5e6f7a8b9c0d41e2a3b4c5d6e7f80912"
@@ -35,7 +36,7 @@ DB2 = "9c0d1e2f3a4b45c6d7e8f90a1b2c3d4e"
 MACHINE_ROLES = {WEB: "web", DB1: "db", DB2: "db"}
 """Each machine's only metadata, `role`. Ids sort WEB < DB1 < DB2, so the engine's tie-break
 (lowest id) is known."""
-IP = "127.0.0.1"  # what tests.engine.cluster.add_machine registers for every machine
+IP = "127.0.0.1"  # every machine's public IP
 TOKEN = "integration-token-4f1e"
 
 POLL_INTERVAL = 0.05
@@ -62,7 +63,7 @@ class Result:
 class Cluster:
     """A running cluster, the endpoints of its API, and a directory for local unit files.
 
-    `agents` and `leases` hold each live machine's agent task and lease, by machine id.
+    `hosts` holds each live machine (its agent on the fake systemd), by machine id.
     """
 
     client: EtcdClient
@@ -71,16 +72,12 @@ class Cluster:
     socket_path: str
     port: int
     workdir: Path
-    agents: dict[str, asyncio.Task[None]]
-    leases: dict[str, Lease]
+    hosts: dict[str, FakeHost]
 
     async def remove_machine(self, machine_id: str) -> None:
         """The machine goes away: its agent stops and its lease is revoked, which deletes its
         `machines/` record and the states it published, as when a node dies."""
-        agent = self.agents.pop(machine_id)
-        agent.cancel()
-        await asyncio.gather(agent, return_exceptions=True)
-        await self.leases.pop(machine_id).revoke()
+        await self.hosts.pop(machine_id).leave()
 
     @property
     def unix_endpoint(self) -> str:

@@ -1,17 +1,18 @@
 """The integration cluster: fleetctl against the real API, engine and etcd, over real sockets.
 
 `fleet_cluster` brings up, on the suite's etcd and under the test's own key prefix:
-* three machines registered as agents register them (`machines/<id>` on kept-alive leases, by
-  `tests.engine.cluster.add_machine`): `WEB` (role=web), `DB1` and `DB2` (role=db);
+* three machines, each the real agent on the fake systemd (`devtools.fakehost.FakeHost`, with a
+  units directory of its own): `WEB` (role=web), `DB1` and `DB2` (role=db); each registers
+  `machines/<id>` on its own kept-alive lease, runs what is scheduled on it and publishes the
+  states;
 * a real `Engine`, campaigning as `WEB`;
-* one `devtools.simagent.SimulatedAgent` per machine;
 * the v1 API served by `fleetd.api.serve.serve_api`, exactly as fleetd serves it: on a unix
   socket (no token) and on TCP 127.0.0.1 with a bearer token read from a token file, with pages
   of `PAGE_SIZE` items.
 
 It returns once the API answers with its view ready and lists the three machines, the engine
-leads and every agent watches its schedule, so each test starts from a settled cluster; the
-current directory is then the cluster's `workdir`, where tests write their unit files.
+leads and every agent is registered and has read its schedule, so each test starts from a settled
+cluster; the current directory is then the cluster's `workdir`, where tests write their unit files.
 
 fleetctl's wait windows are shortened through `fleetctl.wait`'s module constants; every other
 wait is for a condition, with a deadline.
@@ -32,16 +33,17 @@ import pytest
 import structlog
 
 from devtools.etcd_server import free_port
-from devtools.simagent import SimulatedAgent
+from devtools.fakehost import FakeHost
 from fleetctl import wait
 from fleetd.api.serve import serve_api
 from fleetd.config import Config
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
-from tests.engine.cluster import add_machine, running, wait_until
+from tests.engine.cluster import running, wait_until
 from tests.integration.cluster import (
     ATTEMPT_WINDOW,
+    IP,
     MACHINE_ROLES,
     POLL_INTERVAL,
     TOKEN,
@@ -138,15 +140,14 @@ async def fleet_cluster(
         token_limit=PAGE_SIZE,
     )
 
-    leases = {
-        machine: await add_machine(etcd, keys, machine, role=role)
+    hosts = {
+        machine: FakeHost(
+            etcd, keys, machine, tmp_path / "hosts" / machine, metadata={"role": role}, ip=IP
+        )
         for machine, role in MACHINE_ROLES.items()
     }
-    agents = [SimulatedAgent(etcd, keys, machine, lease=lease) for machine, lease in leases.items()]
-    agent_tasks = {
-        agent.machine_id: asyncio.create_task(agent.run(), name=f"agent-{agent.machine_id}")
-        for agent in agents
-    }
+    for host in hosts.values():
+        host.start()
     api = asyncio.create_task(serve_api(config, etcd, keys, shutdown_timeout=1.0), name="api")
     engine = Engine(etcd, keys, WEB, reconcile_interval=ENGINE_INTERVAL)
     try:
@@ -160,17 +161,16 @@ async def fleet_cluster(
             await wait_until(settled, "the API", within=STARTUP_WITHIN)
             async with asyncio.timeout(STARTUP_WITHIN):
                 await engine.leading.wait()
-                for agent in agents:
-                    await agent.watching.wait()
-            cluster = Cluster(
-                etcd, keys, engine, socket_path, port, workdir, dict(agent_tasks), dict(leases)
-            )
+                for host in hosts.values():
+                    await host.ready()
+            cluster = Cluster(etcd, keys, engine, socket_path, port, workdir, dict(hosts))
             yield cluster
-            for task in (engine_task, api, *cluster.agents.values()):
+            agents = [host.task for host in cluster.hosts.values()]
+            for task in (engine_task, api, *agents):
+                assert task is not None
                 assert not task.done(), f"{task.get_name()} stopped during the test"
     finally:
-        for task in (api, *agent_tasks.values()):
-            task.cancel()
-        await asyncio.gather(api, *agent_tasks.values(), return_exceptions=True)
-        for lease in leases.values():
-            await lease.revoke()
+        api.cancel()
+        await asyncio.gather(api, return_exceptions=True)
+        for host in hosts.values():
+            await host.leave()

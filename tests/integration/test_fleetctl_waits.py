@@ -1,6 +1,6 @@
-"""fleetctl's waits over the unix socket, against the real engine and simulated agents:
-`--no-block`, destroy waiting for a running unit to go, and units that cannot be placed (pyfleet's
-fix for fleet#1348: a timeout with the engine's reason, not a silent hang).
+"""fleetctl's waits over the unix socket, against the real engine and the real agents (on the fake
+systemd): `--no-block`, destroy waiting for a running unit to go, and units that cannot be placed
+(pyfleet's fix for fleet#1348: a timeout with the engine's reason, not a silent hang).
 
 Wait windows are `ATTEMPT_WINDOW` long here (see `tests/integration/cluster.py`).
 """
