@@ -256,3 +256,76 @@ def parse_subnet_key_name(name: str) -> IPv4Network:
     if not isinstance(network, IPv4Network):
         raise ValueError(f"{name!r} is not an IPv4 subnet")
     return network
+
+
+@dataclass(frozen=True, slots=True)
+class SubnetLease:
+    """One machine's subnet lease, stored at `network/subnets/<name>` in flannel's JSON:
+    `{"PublicIP": ..., "BackendType": ..., "BackendData": {...}}`. vxlan's BackendData is
+    `{"VNI": n, "VtepMAC": "aa:bb:.."}`; host-gw has none."""
+
+    subnet: IPv4Network
+    public_ip: IPv4Address
+    backend_type: str = DEFAULT_BACKEND
+    vni: int | None = None
+    vtep_mac: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        if self.backend_type == "vxlan":
+            data = {"VNI": self.vni, "VtepMAC": self.vtep_mac}
+        return {
+            "PublicIP": str(self.public_ip),
+            "BackendType": self.backend_type,
+            "BackendData": data,
+        }
+
+    def encode(self) -> bytes:
+        return json.dumps(self.as_json(), separators=(",", ":")).encode()
+
+
+def _mac(raw: object) -> str:
+    if not isinstance(raw, str):
+        raise ValueError(f"BackendData.VtepMAC: must be a MAC address string, not {raw!r}")
+    parts = raw.split(":")
+    if len(parts) != 6 or not all(
+        len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p) for p in parts
+    ):
+        raise ValueError(f"BackendData.VtepMAC: {raw!r} is not a MAC address")
+    return raw.lower()
+
+
+def decode_subnet_lease(name: str, value: bytes) -> SubnetLease:
+    """A lease from its key name and stored JSON; ValueError naming the field when malformed."""
+    subnet = parse_subnet_key_name(name)
+    try:
+        raw = json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise ValueError(f"subnet lease {name}: not JSON: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ValueError(f"subnet lease {name}: not a JSON object")
+    try:
+        public_ip = ip_address(str(raw.get("PublicIP")))
+    except ValueError:
+        raise ValueError(
+            f"subnet lease {name}: PublicIP {raw.get('PublicIP')!r} is not an address"
+        ) from None
+    if not isinstance(public_ip, IPv4Address):
+        raise ValueError(f"subnet lease {name}: PublicIP {public_ip} is not IPv4")
+    kind = raw.get("BackendType", DEFAULT_BACKEND)
+    if kind not in BACKENDS:
+        raise ValueError(f"subnet lease {name}: BackendType {kind!r} is not supported")
+    if kind == "host-gw":
+        return SubnetLease(subnet, public_ip, "host-gw")
+    data = raw.get("BackendData")
+    if not isinstance(data, dict):
+        raise ValueError(f"subnet lease {name}: BackendData must be an object for vxlan")
+    try:
+        vni = _integer(data.get("VNI"), "BackendData.VNI", 1, MAX_VNI)
+    except NetworkConfigError as exc:
+        raise ValueError(f"subnet lease {name}: {exc}") from None
+    try:
+        mac = _mac(data.get("VtepMAC"))
+    except ValueError as exc:
+        raise ValueError(f"subnet lease {name}: {exc}") from None
+    return SubnetLease(subnet, public_ip, "vxlan", vni, mac)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 from hypothesis import given
@@ -13,7 +13,9 @@ from fleetd.core.network import (
     Backend,
     NetworkConfigError,
     NetworkFull,
+    SubnetLease,
     choose_subnet,
+    decode_subnet_lease,
     parse_network_config,
     parse_subnet_key_name,
     subnet_key_name,
@@ -143,3 +145,35 @@ def test_lease_names_are_flannels() -> None:
 def test_vxlan_takes_its_headers_from_the_mtu() -> None:
     assert Backend("vxlan").mtu(1500) == 1450
     assert Backend("host-gw").mtu(1500) == 1500
+
+
+def test_subnet_lease_round_trips_in_flannel_json() -> None:
+    vxlan = SubnetLease(
+        IPv4Network("10.244.3.0/24"), IPv4Address("10.0.0.5"), "vxlan", 1, "aa:bb:cc:dd:ee:ff"
+    )
+    assert decode_subnet_lease("10.244.3.0-24", vxlan.encode()) == vxlan
+    assert vxlan.as_json() == {
+        "PublicIP": "10.0.0.5",
+        "BackendType": "vxlan",
+        "BackendData": {"VNI": 1, "VtepMAC": "aa:bb:cc:dd:ee:ff"},
+    }
+    host_gw = SubnetLease(IPv4Network("10.244.4.0/24"), IPv4Address("10.0.0.6"), "host-gw")
+    assert decode_subnet_lease("10.244.4.0-24", host_gw.encode()) == host_gw
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (b"{", "not JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"PublicIP": "nope", "BackendType": "host-gw"}', "PublicIP"),
+        (b'{"PublicIP": "::1", "BackendType": "host-gw"}', "not IPv4"),
+        (b'{"PublicIP": "10.0.0.5", "BackendType": "udp"}', "BackendType"),
+        (b'{"PublicIP": "10.0.0.5", "BackendType": "vxlan"}', "BackendData"),
+        (b'{"PublicIP": "10.0.0.5", "BackendData": {"VNI": 0, "VtepMAC": "aa"}}', "VNI"),
+        (b'{"PublicIP": "10.0.0.5", "BackendData": {"VNI": 1, "VtepMAC": "aa"}}', "VtepMAC"),
+    ],
+)
+def test_malformed_subnet_lease_names_the_field(value: bytes, field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        decode_subnet_lease("10.244.3.0-24", value)
