@@ -3,8 +3,9 @@ and waiting with fleet's messages.
 
 Role: the steps of fleet's `submit`, `load`, `start`, `stop`, `unload`, each
 printing what fleet prints:
-* `create_units`: resolve the arguments (`fleetctl.units`), PUT the new units, then wait for
-  each to be `inactive` (`Unit X inactive`), as fleet does even for `start`;
+* `create_units`: resolve the arguments (`fleetctl.units`), PUT the new units (warning first,
+  in fleet's log format, about an `[X-Fleet]` key fleet does not know), then wait for each to be
+  `inactive` (`Unit X inactive`), as fleet does even for `start`;
 * `set_target_states`: set a desired state, skipping units already there (fleet's silence);
 * `wait_triggered`: `Triggered global unit X start` for global units (never waited for), then
   `Triggered unit X start` with `--no-block`, else wait (`Unit X launched on M.../IP`).
@@ -37,6 +38,7 @@ from fleetctl.units import Resolution, resolve_units
 from fleetctl.wait import wait_for_unit_states
 from fleetd.core.names import mangle_unit_name, split_unit_name
 from fleetd.core.states import Command, JobState
+from fleetd.core.submission import unrecognized_key_warning
 
 NO_BLOCK = -1
 BLOCK_FOREVER = 0
@@ -124,6 +126,9 @@ def create_units(
             for text in resolution.info:
                 out.say(text)
             if resolution.unit_file is not None:
+                warning = unrecognized_key_warning(resolution.name, resolution.unit_file)
+                if warning is not None:  # fleet logged it: level, its source position, message
+                    out.warn(f"WARN fleetctl.go:674: {warning}")
                 next(written)
                 out.unit(resolution.name, created=True, replaced=resolution.replacing)
                 created.append(resolution.name)

@@ -1,6 +1,7 @@
 """`fleetctl destroy UNIT...`: remove units from the cluster, stopping them where they run.
 
-Deletes each named unit; a unit that does not exist is skipped silently. By default it then
+Deletes each named unit; a unit that does not exist is skipped silently, and when none of them
+existed fleet's `Units not found in registry` goes to stderr (exit 0). By default it then
 waits until each deleted unit is gone: out of the registry *and* no machine reporting a state
 for it (stopped and unloaded), printing `Destroyed X` as each goes. `--no-block` prints
 `Destroyed X` right after the delete. fleet had this test inverted (it waited only with
@@ -52,6 +53,9 @@ def destroy(
                 code = 1
             elif existed:
                 deleted.append(name)
+        if code == 0 and not deleted:
+            out.note("Units not found in registry")
+            return 0
 
         def gone(name: str) -> None:
             out.say(f"Destroyed {name}")

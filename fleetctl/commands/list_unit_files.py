@@ -21,7 +21,7 @@ from fleetctl.session import Session
 
 FIELDS = ("desc", "dstate", "global", "hash", "state", "target", "tmachine", "unit")
 DEFAULT_FIELDS = "unit,hash,dstate,state,target"
-TMACHINE_DEPRECATED = 'WARNING: the "tmachine" field is deprecated; use "target" instead.'
+TMACHINE_DEPRECATED = 'WARNING: The "tmachine" field is deprecated. Use "target" instead'
 
 
 def list_unit_files(

@@ -19,12 +19,16 @@ Paths follow Go's ServeMux as fleet used it: no slash redirects, `/units/` and `
 404 with an empty message, `/`, `/fleet/v1` and `/v1-alpha` are 405; unknown query parameters
 (`alt=json`) are ignored. Only `/fleet/v1` appears in the OpenAPI document; `/v1-alpha` is the
 same handlers.
+
+A PUT that stores a unit with `[X-Fleet]` keys fleet does not know (accepted, and ignored by the
+engine, as in fleet) names them in `X-Pyfleet-Ignored-Keys`: a JSON list of strings, ASCII only.
 """
 
 from __future__ import annotations
 
 import functools
 import hmac
+import json
 from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
@@ -45,8 +49,11 @@ from fleetd.api.errors import (
 )
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
+from fleetd.core.requirements import unrecognized_keys
+from fleetd.core.unitfile import UnitFile
 
 PREFIXES: Final = ("/fleet/v1", "/v1-alpha")
+IGNORED_KEYS_HEADER: Final = "X-Pyfleet-Ignored-Keys"
 MAX_BODY_BYTES: Final = 1 << 20
 SERVER_HEADER: Final = f"fleetd/{__version__}"
 OPEN_PATHS: Final = frozenset({"/healthz"})
@@ -153,7 +160,11 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
             raise BadRequest(f"unable to decode body: {exc}") from None
         outcome = await service.set_unit(name, unit)
         created = outcome in (SetOutcome.CREATED, SetOutcome.REPLACED)
-        return Response(status_code=201 if created else 204)
+        response = Response(status_code=201 if created else 204)
+        ignored = unrecognized_keys(UnitFile(unit.options))
+        if ignored:
+            response.headers[IGNORED_KEYS_HEADER] = json.dumps(list(ignored))
+        return response
 
     @router.delete(
         "/units/{name}",

@@ -18,7 +18,8 @@ Reading rules, in order:
    * `Conflicts` (after `X-Conflicts`): each value split on whitespace; every piece is a glob.
    * `Global`: the last value decides; truthy values are true/yes/1/on/t in any case.
    * `Replaces`: globs, one per value, not split.
-   * Any other key is kept in `unknown_keys` (fleetctl warns; the API does not check).
+   * Any other key is kept in `unknown_keys` and otherwise ignored (fleetctl warns; the API
+     stores the unit and names the keys it ignored).
    Repeated names in `machine_of`, `conflicts` and `replaces` are kept once, in first-seen order.
 
 Globs follow Go's `path.Match` (see `glob_match`).  Matching works on characters, where Go
@@ -188,6 +189,12 @@ def parse_requirements(unit_name: str, unit: UnitFile) -> Requirements:
         replaces=_unique(joined("Replaces")),
         unknown_keys=tuple(key for key in values if key not in KNOWN_KEYS),
     )
+
+
+def unrecognized_keys(unit: UnitFile) -> tuple[str, ...]:
+    """The `[X-Fleet]` keys of `unit` fleet does not know, each once, in first-seen order."""
+    names = [o.name for o in unit.options if o.section == X_FLEET]
+    return _unique([name for name in names if name not in KNOWN_KEYS])
 
 
 def validate_requirements(req: Requirements) -> None:

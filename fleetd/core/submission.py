@@ -15,11 +15,13 @@ trace. What it refuses:
 * a unit file with no options, or one whose serialized form does not parse back (a line of 2048
   bytes or more, fleet's own round-trip check) or cannot be hashed (lone surrogates);
 * a template (`foo@.service`) asked to be loaded or launched (fleet checked this only on update);
-* an `[X-Fleet]` key fleet does not know (fleetctl only warned; pyfleet refuses, since a typo such
-  as `MachineMetdata=` would otherwise silently place the unit anywhere);
 * contradictory requirements, with fleet's messages (`MachineID cannot be used with Conflicts`);
 * an `[X-Container]` section the agent could not turn into `fleet-pod run` (`core.container`),
   or one in a unit that is not a service.
+
+An `[X-Fleet]` key fleet does not know is accepted and stored, as fleet did: the engine ignores
+it, fleetctl warns about it (`unrecognized_key_warning`) and the API names it in a response
+header, so a typo such as `MachineMetdata=` is still seen.
 
 Records have size limits, counted as stored in etcd (the JSON the codec writes, where a
 character outside ASCII takes up to 12 bytes): MAX_UNIT_RECORD_BYTES for `units/<name>` and
@@ -41,6 +43,7 @@ from fleetd.core.requirements import (
     Requirements,
     RequirementsError,
     parse_requirements,
+    unrecognized_keys,
     validate_requirements,
 )
 from fleetd.core.states import JobState
@@ -107,6 +110,15 @@ def parse_unit_text(name: str, text: str) -> UnitFile:
         raise InvalidUnit(f"unit {name}: malformed unit file: {exc}") from None
 
 
+def unrecognized_key_warning(name: str, unit: UnitFile) -> str | None:
+    """fleetctl's warning for a unit with an `[X-Fleet]` key fleet does not know (the first one,
+    as fleet reported one), or None."""
+    keys = unrecognized_keys(unit)
+    if not keys:
+        return None
+    return f"Unit {name}: unrecognized requirement in [X-Fleet] section: {go_quote(keys[0])}"
+
+
 def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
     """The unit's requirements, once every check above has passed."""
     try:
@@ -136,9 +148,6 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
     if info.is_template and desired is not JobState.INACTIVE:
         raise InvalidUnit(f"cannot activate template {go_quote(name)}")
     requirements = parse_requirements(name, unit)
-    if requirements.unknown_keys:
-        keys = ", ".join(go_quote(k) for k in requirements.unknown_keys)
-        raise InvalidUnit(f"unit {name}: unrecognized requirement in [X-Fleet] section: {keys}")
     try:
         validate_requirements(requirements)
         container = parse_container(unit)

@@ -195,14 +195,6 @@ REFUSED_CREATES = [
     (
         JSON,
         json.dumps(
-            unit_body(("Service", "ExecStart", "/x"), ("X-Fleet", "MachineMetdata", "a=b"))
-        ).encode(),
-        400,
-        'unit a.service: unrecognized requirement in [X-Fleet] section: "MachineMetdata"',
-    ),
-    (
-        JSON,
-        json.dumps(
             unit_body(("X-Fleet", "MachineID", M1), ("X-Fleet", "Conflicts", "b*"))
         ).encode(),
         400,
@@ -315,6 +307,30 @@ async def test_updates_and_replaces(api: httpx.AsyncClient, etcd: EtcdClient, ke
         "name": "a.service",
         "options": [{"name": "ExecStart", "section": "Service", "value": "/bin/other"}],
     }
+
+
+async def test_unknown_x_fleet_keys_are_stored_and_named_in_a_header(
+    api: httpx.AsyncClient,
+) -> None:
+    lines = [
+        ("Service", "ExecStart", "/x"),
+        ("X-Fleet", "MachineMetdata", "a=b"),
+        ("X-Fleet", "Weight", "1"),
+        ("X-Fleet", "MachineMetdata", "c=d"),
+        ("X-Fleet", "Global", "false"),
+    ]
+    created = await put(api, "a.service", unit_body(*lines))
+    assert created.status_code == 201
+    assert json.loads(created.headers["x-pyfleet-ignored-keys"]) == ["MachineMetdata", "Weight"]
+    got = (await api.get("/fleet/v1/units/a.service")).json()
+    assert got["options"] == options_json(options(*lines))
+    # a known key only, or a state change: no header
+    plain = await put(api, "b.service", unit_body(("X-Fleet", "Global", "false")))
+    assert plain.status_code == 201
+    assert "x-pyfleet-ignored-keys" not in plain.headers
+    update = await put(api, "a.service", {"desiredState": "loaded"})
+    assert update.status_code == 204
+    assert "x-pyfleet-ignored-keys" not in update.headers
 
 
 async def test_get_and_delete(api: httpx.AsyncClient) -> None:

@@ -163,13 +163,6 @@ TEMPLATE = UnitRecord("t@.service", TEMPLATE_OPTS, UnitFile(TEMPLATE_OPTS).hash,
         ),
         (
             "a.service",
-            UnitRequest(options=OPTS + options(("X-Fleet", "MachineMetdata", "a=b"))),
-            None,
-            InvalidUnit,
-            'unrecognized requirement in [X-Fleet] section: "MachineMetdata"',
-        ),
-        (
-            "a.service",
             UnitRequest(
                 options=OPTS
                 + options(("X-Fleet", "Global", "1"), ("X-Fleet", "MachineOf", "b.service"))

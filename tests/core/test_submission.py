@@ -16,6 +16,7 @@ from fleetd.core.submission import (
     check_unit,
     parse_unit_text,
     stored_unit_bytes_at_least,
+    unrecognized_key_warning,
 )
 from fleetd.core.unitfile import UnitFile, UnitOption, parse_unit
 
@@ -56,12 +57,6 @@ def test_a_good_unit_passes_with_its_requirements() -> None:
         ("web@.service", parse_unit(GOOD), JobState.LOADED, "cannot activate template"),
         (
             "a.service",
-            _xfleet("MachineMetdata=role=db"),
-            JobState.LAUNCHED,
-            r'unrecognized requirement in \[X-Fleet\] section: "MachineMetdata"',
-        ),
-        (
-            "a.service",
             _xfleet("MachineID=abc\nConflicts=b.service"),
             JobState.LAUNCHED,
             "MachineID cannot be used with Conflicts",
@@ -97,6 +92,17 @@ def test_bad_units_are_refused_with_the_problem_named(
 ) -> None:
     with pytest.raises(InvalidUnit, match=message):
         check_unit(name, unit, desired)
+
+
+def test_unknown_x_fleet_keys_are_accepted_and_named_in_fleets_warning() -> None:
+    unit = _xfleet("MachineMetdata=role=db\nWeight=2\nMachineMetdata=x=y\nGlobal=no")
+    requirements = check_unit("a.service", unit, JobState.LAUNCHED)
+    assert requirements.unknown_keys == ("MachineMetdata", "Weight")
+    assert requirements.metadata == ()  # the engine sees no constraint from them
+    assert unrecognized_key_warning("a.service", unit) == (
+        'Unit a.service: unrecognized requirement in [X-Fleet] section: "MachineMetdata"'
+    )
+    assert unrecognized_key_warning("a.service", _xfleet("Global=no")) is None
 
 
 def test_a_template_may_be_submitted_inactive() -> None:

@@ -44,7 +44,6 @@ async def test_put_get_delete(etcd: EtcdClient, key_prefix: str) -> None:
     ("name", "text", "message"),
     [
         ("hello", GOOD, "invalid unit name"),
-        ("hello.service", GOOD + "\n[X-Fleet]\nMachineMetdata=a=b\n", "unrecognized requirement"),
         ("hello.service", GOOD + "\n[X-Fleet]\nGlobal=1\nReplaces=x\n", "Global cannot be used"),
     ],
 )

@@ -32,6 +32,11 @@ def test_missing_units_are_skipped_silently(run: Run, fleet: FakeFleet) -> None:
     assert run("destroy", "nope", "b") == Result(0, "Destroyed b.service\n", "")
 
 
+def test_no_unit_in_the_registry_is_fleets_message(run: Run, fleet: FakeFleet) -> None:
+    assert run("destroy", "nope", "other") == Result(0, "", "Units not found in registry\n")
+    assert run("destroy", "--no-block", "nope") == Result(0, "", "Units not found in registry\n")
+
+
 def test_a_failed_delete_does_not_stop_the_others(run: Run, fleet: FakeFleet) -> None:
     fleet.add_unit("a.service", HELLO)
     fleet.add_unit("b.service", HELLO)

@@ -55,7 +55,7 @@ def test_full(run: Run, cluster: FakeFleet) -> None:
 
 def test_tmachine_is_a_deprecated_alias(run: Run, cluster: FakeFleet) -> None:
     result = run("list-unit-files", "--no-legend", "--fields", "unit,tmachine")
-    assert result.err == 'WARNING: the "tmachine" field is deprecated; use "target" instead.\n'
+    assert result.err == 'WARNING: The "tmachine" field is deprecated. Use "target" instead\n'
     assert "hello.service\t113f16a7.../172.17.8.103\n" in result.out
 
 
