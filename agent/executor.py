@@ -3,8 +3,20 @@
 `read_local_units` is the agent's snapshot of this machine: the unit files in the units
 directory, systemd's states of them (one call for all), and the launch intents.
 
-`apply_agent_tasks` performs a plan in order, logging each task with its reason, and stops at the
-first failure (the reconcile loop retries the pass with backoff). What each task does:
+`apply_agent_tasks` performs a plan stage by stage, in the plan's order (unloads, writes and
+links, the reload, stops, starts), logging each task with its reason:
+
+* the tasks of an unload, stop or start stage run side by side, up to `in_flight` units at once
+  (systemd handles concurrent jobs; the D-Bus adapter also caps the calls in flight), started in
+  the plan's order; a start or stop returns once systemd has queued the job, and the unloads wait
+  for their own stop jobs at the same time, not one after another;
+* writes and links run one after another, in order: they are quick, and a unit file is linked
+  only after it is written;
+* the first failure ends the pass: no further task of its stage is started (those already under
+  way finish), no later stage runs, and the failure is raised (the reconcile loop retries the
+  pass with backoff).
+
+What each task does:
 
 * write: the file, and the intent "not launched" at its hash;
 * link, reload: the port call of the same name;
@@ -17,11 +29,14 @@ first failure (the reconcile loop retries the pass with backoff). What each task
 * unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running; only then
   unlink it, reset its failed state and remove its file (fleet#1216: never remove the file of a
   unit that may still run); the intent is forgotten.
+
+Launch intents are saved in batches within a stage (`LaunchIntents.batched`) and at its end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Sequence
 
 import structlog
@@ -44,6 +59,19 @@ log = structlog.get_logger(__name__)
 
 STOP_TIMEOUT = 120.0  # seconds an unload waits for its unit to stop (systemd's default is 90)
 STOPPED_STATES = frozenset({"inactive", "failed"})
+IN_FLIGHT = 64
+"""Units an unload, stop or start stage works on at once."""
+
+_STAGES: dict[type, str] = {
+    UnloadUnit: "unload",
+    WriteUnit: "load",
+    LinkUnit: "load",
+    ReloadSystemd: "reload",
+    StopUnit: "stop",
+    StartUnit: "start",
+}
+_SIDE_BY_SIDE = frozenset({"unload", "stop", "start"})
+_TASK_ERRORS = (SystemdError, OSError, ValueError)
 
 
 class UnitDidNotStop(SystemdError):
@@ -74,21 +102,68 @@ async def apply_agent_tasks(
     intents: LaunchIntents,
     *,
     stop_timeout: float = STOP_TIMEOUT,
+    in_flight: int = IN_FLIGHT,
 ) -> None:
-    """Perform `tasks` in order; raise the first failure (the tasks after it are not run)."""
-    for task in tasks:
-        unit = getattr(task, "unit", None)
-        log.info("agent task", task=task_name(task), unit=unit, reason=task.reason)
+    """Perform `tasks` stage by stage; raise the first failure (later stages are not run)."""
+    if in_flight < 1:
+        raise ValueError("in_flight must be at least 1")
+    for stage, group in itertools.groupby(tasks, key=lambda task: _STAGES[type(task)]):
+        stage_tasks = list(group)
+        with intents.batched():
+            if stage in _SIDE_BY_SIDE and len(stage_tasks) > 1:
+                await _side_by_side(manager, stage_tasks, intents, stop_timeout, in_flight)
+            else:
+                for task in stage_tasks:
+                    await _perform(manager, task, intents, stop_timeout)
+
+
+async def _side_by_side(
+    manager: UnitManager,
+    tasks: list[AgentTask],
+    intents: LaunchIntents,
+    stop_timeout: float,
+    in_flight: int,
+) -> None:
+    """Run `tasks` (of different units) at most `in_flight` at once, started in order; after a
+    failure nothing more is started, and the first failure is raised once the others are done."""
+    slots = asyncio.Semaphore(in_flight)
+    failures: list[BaseException] = []
+
+    async def run(task: AgentTask) -> None:
         try:
-            await _apply(manager, task, intents, stop_timeout)
-        except (SystemdError, OSError, ValueError) as exc:
-            log.warning(
-                "agent task failed, leaving the rest of the plan for the next pass",
-                task=task_name(task),
-                unit=unit,
-                error=str(exc),
-            )
-            raise
+            await _perform(manager, task, intents, stop_timeout)
+        except _TASK_ERRORS as exc:
+            failures.append(exc)
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as group:
+        for task in tasks:
+            await slots.acquire()
+            if failures:
+                slots.release()
+                break
+            group.create_task(run(task))
+    if failures:
+        raise failures[0]
+
+
+async def _perform(
+    manager: UnitManager, task: AgentTask, intents: LaunchIntents, stop_timeout: float
+) -> None:
+    """Log one task with its reason and perform it; a failure is logged and raised."""
+    unit = getattr(task, "unit", None)
+    log.info("agent task", task=task_name(task), unit=unit, reason=task.reason)
+    try:
+        await _apply(manager, task, intents, stop_timeout)
+    except _TASK_ERRORS as exc:
+        log.warning(
+            "agent task failed, leaving the rest of the plan for the next pass",
+            task=task_name(task),
+            unit=unit,
+            error=str(exc),
+        )
+        raise
 
 
 async def _apply(
