@@ -13,6 +13,10 @@ signatures are systemd's own (`org.freedesktop.systemd1(5)`), so nothing is intr
     Get("org.freedesktop.systemd1.Unit", "LoadError") -> v (ss)  only for a refused unit
     Subscribe()                                                  or systemd sends no signals
 
+Links and unlinks asked for at the same time go to systemd together, in one `LinkUnitFiles` or
+`DisableUnitFiles` call of many files (`coalesce.Coalescer`): systemd scans its whole runtime
+unit directory on each such call, so a thousand calls of one unit cost a thousand scans.
+
 Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`
 and `Reloading(b active)` on the manager, and `PropertiesChanged` on unit objects, whose paths
 come from systemd's own answers (never computed here). Each becomes a change notification for
@@ -46,6 +50,7 @@ import structlog
 from dbus_fast import BusType, DBusFastError, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from agent.systemd.coalesce import Coalescer
 from agent.systemd.files import UnitFileStore
 from agent.systemd.journal import last_error
 from agent.systemd.port import (
@@ -110,12 +115,12 @@ def add_match_message(rule: str) -> Message:
     )
 
 
-def link_message(path: Path) -> Message:
-    return manager_call("LinkUnitFiles", "asbb", [[str(path)], True, True])
+def link_message(*paths: Path) -> Message:
+    return manager_call("LinkUnitFiles", "asbb", [[str(path) for path in paths], True, True])
 
 
-def disable_message(name: str) -> Message:
-    return manager_call("DisableUnitFiles", "asb", [[name], True])
+def disable_message(*names: str) -> Message:
+    return manager_call("DisableUnitFiles", "asb", [list(names), True])
 
 
 def start_message(name: str) -> Message:
@@ -289,6 +294,8 @@ class DbusUnitManager:
         self._jobs = JobTracker()
         self._paths: dict[str, str] = {}  # unit object path -> unit name
         self._hub = ChangeHub()
+        self._links = Coalescer(self._link_files)
+        self._unlinks = Coalescer(self._disable_files)
         self.connections = 0  # successful connections so far
 
     @property
@@ -429,11 +436,17 @@ class DbusUnitManager:
         self._hub.notify(name)
 
     async def link_unit(self, name: str) -> None:
-        await self._call(link_message(self._files.path_for(name)), name)
+        await self._links.submit(self._files.path_for(name))
 
     async def unlink_unit(self, name: str) -> None:
         self._files.path_for(name)
-        await self._call(disable_message(name), name)
+        await self._unlinks.submit(name)
+
+    async def _link_files(self, paths: list[Path]) -> None:
+        await self._call(link_message(*paths), ", ".join(path.name for path in paths))
+
+    async def _disable_files(self, names: list[str]) -> None:
+        await self._call(disable_message(*names), ", ".join(names))
 
     async def reload(self) -> None:
         await self._call(manager_call("Reload"), within=self._reload_timeout)

@@ -402,3 +402,24 @@ def test_unit_paths_follow_systemds_escaping() -> None:
     # The mock must name objects as systemd does, or PropertiesChanged would not match.
     assert unit_path("web@1.service") == "/org/freedesktop/systemd1/unit/web_401_2eservice"
     assert unit_path("1a.service") == "/org/freedesktop/systemd1/unit/_31a_2eservice"
+
+
+async def test_links_and_unlinks_asked_together_go_to_systemd_together(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    names = [f"u{i:02d}.service" for i in range(40)]
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        for name in names:
+            await adapter.write_unit_file(name, RUNS)
+        await asyncio.gather(*(adapter.link_unit(name) for name in names))
+        links = [args for call, args in mock_systemd.calls if call == "LinkUnitFiles"]
+        assert sorted(f for files, _, _ in links for f in files) == [
+            str(units_dir / name) for name in names
+        ]
+        assert len(links) < len(names)  # requests made while a call was in flight shared one
+        assert set(mock_systemd.model.links) == set(names)
+        await asyncio.gather(*(adapter.unlink_unit(name) for name in names))
+        unlinks = [args for call, args in mock_systemd.calls if call == "DisableUnitFiles"]
+        assert sorted(f for files, _ in unlinks for f in files) == names
+        assert len(unlinks) < len(names)
+        assert mock_systemd.model.links == {}
