@@ -1,7 +1,9 @@
 """Read the local units, and apply the agent's planned tasks through the `UnitManager`.
 
 `read_local_units` is the agent's snapshot of this machine: the unit files in the units
-directory, systemd's states of them (one call for all), and the launch intents.
+directory, systemd's states of them (one call for all), and the launch intents; `local_units`
+puts the same snapshot together from states read earlier (the agent re-reads only the units
+systemd signalled about).
 
 `apply_agent_tasks` performs a plan stage by stage, in the plan's order (unloads, writes and
 links, the reload, stops, starts), logging each task with its reason:
@@ -37,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -53,7 +55,7 @@ from agent.plan import (
     WriteUnit,
     task_name,
 )
-from agent.systemd.port import SystemdError, UnitManager, UnitRefused
+from agent.systemd.port import SystemdError, UnitManager, UnitRefused, UnitStatus
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +84,14 @@ async def read_local_units(manager: UnitManager, intents: LaunchIntents) -> dict
     """The units in the units directory with their systemd states and launch intents."""
     files = await manager.list_unit_files()
     states = await manager.unit_states(sorted(files)) if files else {}
+    return local_units(files, states, intents)
+
+
+def local_units(
+    files: Mapping[str, str], states: Mapping[str, UnitStatus], intents: LaunchIntents
+) -> dict[str, LocalUnit]:
+    """The snapshot the planner takes: each unit file (name -> hash) with its systemd states
+    (`states` has every name of `files`) and its launch intent."""
     local: dict[str, LocalUnit] = {}
     for name, hash_ in files.items():
         status = states[name]

@@ -258,3 +258,25 @@ async def test_acts_only_on_a_schedule_it_has_read(
     finally:
         manager.close()
         await client.close()
+
+
+async def test_a_signal_about_one_unit_makes_the_agent_read_that_unit_only(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    names = ["a.service", "b.service", "c.service"]
+    for name in names:  # already running here: the agent finds nothing to do
+        record = await schedule(etcd, keys, name, service(description=name))
+        manager.seed(name, record.unit_file.serialize())
+    agent = Agent(etcd, keys, manager, HERE, reconcile_interval=3600)  # no safety tick here
+    async with background(agent.run()):
+
+        async def both_read_all() -> bool:  # the agent's first pass and the publisher's
+            return manager.unit_state_calls.count(frozenset(names)) == 2
+
+        await wait_until(both_read_all, "the first full reads")
+        calls = len(manager.unit_state_calls)
+        systemd.crash("b.service")
+        await passes_go_by(agent, 1)
+        assert set(manager.unit_state_calls[calls:]) == {frozenset({"b.service"})}
+        assert systemd.starts["b.service"] == 0  # running before, failed now: left alone
+        await release(etcd, agent)
