@@ -8,15 +8,14 @@ systemd signalled about).
 `apply_agent_tasks` performs a plan stage by stage, in the plan's order (unloads, writes and
 links, the reload, stops, starts), logging each task with its reason:
 
-* the tasks of an unload, stop or start stage run side by side, up to `in_flight` units at once
-  (systemd handles concurrent jobs; the D-Bus adapter also caps the calls in flight), started in
-  the plan's order; a start or stop returns once systemd has queued the job, and the unloads wait
-  for their own stop jobs at the same time, not one after another;
-* writes and links run one after another, in order: they are quick, and a unit file is linked
-  only after it is written;
-* the first failure ends the pass: no further task of its stage is started (those already under
+* within a stage, each unit's tasks run in order (a unit file is linked after it is written),
+  and up to `in_flight` units at once, started in the plan's order: systemd handles concurrent
+  jobs, and the D-Bus adapter caps the calls in flight and sends links and unlinks asked for
+  together in one call. A start or stop returns once systemd has queued the job, and unloads
+  wait for their own stop jobs at the same time, not one after another;
+* the first failure ends the pass: no further unit of its stage is started (those already under
   way finish), no later stage runs, and the failure is raised (the reconcile loop retries the
-  pass with backoff).
+  pass with backoff). With `in_flight=1` everything runs one task at a time, in the plan's order.
 
 What each task does:
 
@@ -62,7 +61,7 @@ log = structlog.get_logger(__name__)
 STOP_TIMEOUT = 120.0  # seconds an unload waits for its unit to stop (systemd's default is 90)
 STOPPED_STATES = frozenset({"inactive", "failed"})
 IN_FLIGHT = 64
-"""Units an unload, stop or start stage works on at once."""
+"""Units a stage works on at once."""
 
 _STAGES: dict[type, str] = {
     UnloadUnit: "unload",
@@ -72,7 +71,7 @@ _STAGES: dict[type, str] = {
     StopUnit: "stop",
     StartUnit: "start",
 }
-_SIDE_BY_SIDE = frozenset({"unload", "stop", "start"})
+_SIDE_BY_SIDE = frozenset({"unload", "load", "stop", "start"})
 _TASK_ERRORS = (SystemdError, OSError, ValueError)
 
 
@@ -134,26 +133,31 @@ async def _side_by_side(
     stop_timeout: float,
     in_flight: int,
 ) -> None:
-    """Run `tasks` (of different units) at most `in_flight` at once, started in order; after a
-    failure nothing more is started, and the first failure is raised once the others are done."""
+    """Run the tasks of each unit in order, and at most `in_flight` units at once, started in the
+    order of the plan; after a failure no unit is started, and the first failure is raised once
+    the units under way are done."""
+    chains: dict[str | None, list[AgentTask]] = {}
+    for task in tasks:
+        chains.setdefault(getattr(task, "unit", None), []).append(task)
     slots = asyncio.Semaphore(in_flight)
     failures: list[BaseException] = []
 
-    async def run(task: AgentTask) -> None:
+    async def run(chain: list[AgentTask]) -> None:
         try:
-            await _perform(manager, task, intents, stop_timeout)
+            for task in chain:
+                await _perform(manager, task, intents, stop_timeout)
         except _TASK_ERRORS as exc:
             failures.append(exc)
         finally:
             slots.release()
 
     async with asyncio.TaskGroup() as group:
-        for task in tasks:
+        for chain in chains.values():
             await slots.acquire()
             if failures:
                 slots.release()
                 break
-            group.create_task(run(task))
+            group.create_task(run(chain))
     if failures:
         raise failures[0]
 

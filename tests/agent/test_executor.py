@@ -80,7 +80,8 @@ async def test_the_first_failure_stops_the_rest(
         StartUnit("a.service", sha(RUNS), "go"),
     ]
     with structlog.testing.capture_logs() as logs, pytest.raises(UnitRefused):
-        await apply_agent_tasks(manager, tasks, LaunchIntents(None))
+        # One unit at a time, so the plan's order alone decides what ran before the failure.
+        await apply_agent_tasks(manager, tasks, LaunchIntents(None), in_flight=1)
     assert systemd.calls == [("link", "a.service")]
     assert set(await manager.list_unit_files()) == {"a.service", "b.service"}  # c not written
     failed = [e for e in logs if e["event"].startswith("agent task failed")]
@@ -305,3 +306,59 @@ async def test_intents_are_saved_in_batches_within_a_stage(
     await apply_agent_tasks(manager, tasks, intents)
     assert len(saves) <= 2 * (200 // 64 + 1)  # 400 changes: every 64, and at each stage's end
     assert all(LaunchIntents(path).launched(name, sha(RUNS)) is True for name in names)
+
+
+class GatedLinks(FakeUnitManager):
+    """A systemd whose LinkUnitFiles calls wait at a gate; counts the calls in progress."""
+
+    def __init__(self, units_dir: Path) -> None:
+        super().__init__(units_dir)
+        self.gate = asyncio.Event()
+        self.linking = 0
+        self.most = 0
+
+    async def link_unit(self, name: str) -> None:
+        self.linking += 1
+        self.most = max(self.most, self.linking)
+        try:
+            await self.gate.wait()
+            await super().link_unit(name)
+        finally:
+            self.linking -= 1
+
+
+async def test_units_are_written_and_linked_side_by_side(units_dir: Path) -> None:
+    manager = GatedLinks(units_dir)
+    names = [f"u{i}.service" for i in range(10)]
+    tasks: list[AgentTask] = [t for name in names for t in install(name, RUNS)]
+    tasks.append(ReloadSystemd("10 units"))
+    applying = asyncio.create_task(
+        apply_agent_tasks(manager, tasks, LaunchIntents(None), in_flight=4)
+    )
+
+    async def four_linking() -> bool:
+        return manager.linking == 4
+
+    await wait_until(four_linking, "four links in progress at once")
+    assert len(await manager.list_unit_files()) == 4  # each unit's file before its link
+    assert manager.systemd.reloads == 0
+    manager.gate.set()
+    await applying
+    assert manager.most == 4
+    assert set(manager.systemd.links) == set(names)
+    assert manager.systemd.reloads == 1
+    manager.close()
+
+
+async def test_a_failed_link_among_many_ends_the_pass(
+    manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    names = [f"u{i}.service" for i in range(10)]
+    manager.refuse[("link", "u1.service")] = UnitRefused("LinkUnitFiles", "u1.service", "x.Y", "no")
+    tasks: list[AgentTask] = [t for name in names for t in install(name, RUNS)]
+    tasks += [ReloadSystemd("10 units"), *(StartUnit(n, sha(RUNS), "go") for n in names)]
+    with pytest.raises(UnitRefused):
+        await apply_agent_tasks(manager, tasks, LaunchIntents(None), in_flight=2)
+    assert "u9.service" not in await manager.list_unit_files()  # not started after the failure
+    assert systemd.reloads == 0
+    assert not any(call == "start" for call, _ in systemd.calls)
