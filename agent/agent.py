@@ -25,6 +25,9 @@ Invariants:
   reconnection, and at least once per safety tick. systemd signals every change of a unit's
   states, so the others are as they were read, and a thousand units that start at once do not
   make every pass read a thousand states.
+* A pass plans against the newest schedule it has: when more entries arrived while it read unit
+  files from etcd (the engine writes a burst in several transactions), it takes them too (up to
+  `CATCH_UP` times), so a burst is one pass and one `daemon-reload`, not several.
 * Unit file text comes from `units/<name>` in etcd, checked against the scheduled hash, and is
   cached by hash; a unit whose stored file no longer has the scheduled hash waits for the engine.
 """
@@ -62,6 +65,8 @@ log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
 FETCH_CONCURRENCY = 16
+CATCH_UP = 3
+"""How many times a pass takes the newer schedule that arrived while it read unit files."""
 
 
 class UnitFilesUnavailable(Exception):
@@ -99,6 +104,7 @@ class Agent:
         self.loop = ReconcileLoop("agent", self._pass, interval=reconcile_interval)
         self.schedule: dict[str, Placement] | None = None  # None until read once
         self.schedule_revision = 0
+        self.schedule_changes = 0  # schedule reads that changed it, so far
         self._prefix = keys.schedule_of(machine.id)
         self._refused: set[str] = set()  # schedule keys refused (logged once each)
         self._texts: dict[str, str] = {}  # unit file text by hash
@@ -145,6 +151,7 @@ class Agent:
                     self.schedule = schedule
             self.schedule_revision = revision
             if changed:
+                self.schedule_changes += 1
                 self.loop.trigger()
 
     def _take(
@@ -180,10 +187,16 @@ class Agent:
     async def _pass(self) -> None:
         if self.schedule is None:
             return  # not read yet: acting now would take "unknown" for "nothing scheduled"
-        desired = dict(self.schedule)
+        desired, seen = dict(self.schedule), self.schedule_changes
         current = await self._read_local_units()
         self._ours = desired.keys() | current.keys()
         unreadable = await self._fetch_unit_files(desired, current)
+        for _ in range(CATCH_UP):  # the schedule grew while the files were read: take it all
+            if self.schedule_changes == seen:
+                break
+            desired, seen = dict(self.schedule), self.schedule_changes
+            self._ours = desired.keys() | current.keys()
+            unreadable = await self._fetch_unit_files(desired, current)
         tasks = plan_agent(desired, current, self._texts)
         if tasks:
             await apply_agent_tasks(
