@@ -64,7 +64,7 @@ from fleetd.runtime.loop import ReconcileLoop
 log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
-FETCH_CONCURRENCY = 16
+FETCH_CONCURRENCY = 64  # unit records read from etcd at once (a burst needs hundreds)
 CATCH_UP = 3
 """How many times a pass takes the newer schedule that arrived while it read unit files."""
 
