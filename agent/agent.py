@@ -6,7 +6,7 @@
 * the schedule watch: `schedule/<own id>/` and nothing else (a `PrefixWatcher`, which resumes
   from its last revision after an outage and re-reads after a compaction);
 * a `ReconcileLoop` pass on every schedule change, on every systemd change to a unit of ours, and
-  on a slow safety tick: snapshot (`read_local_units`), pure plan (`plan_agent`), execute
+  on a slow safety tick: snapshot (`local_units`), pure plan (`plan_agent`), execute
   (`apply_agent_tasks`);
 * a follower of the `UnitManager`'s change feed that triggers the loop;
 * the state publisher (`agent.publisher`).
@@ -20,6 +20,14 @@ Invariants:
   with the scheduled hash alone, and the heart re-attaches to the machine's lease.
 * A schedule entry whose name could escape the units directory is refused (logged, never
   written); an entry that cannot be decoded is logged and the last good one kept.
+* The snapshot's systemd states are re-read only for the units systemd signalled about since
+  they were last read (and for new files); all of them at start, after a reload or a
+  reconnection, and at least once per safety tick. systemd signals every change of a unit's
+  states, so the others are as they were read, and a thousand units that start at once do not
+  make every pass read a thousand states.
+* A pass plans against the newest schedule it has: when more entries arrived while it read unit
+  files from etcd (the engine writes a burst in several transactions), it takes them too (up to
+  `CATCH_UP` times), so a burst is one pass and one `daemon-reload`, not several.
 * Unit file text comes from `units/<name>` in etcd, checked against the scheduled hash, and is
   cached by hash; a unit whose stored file no longer has the scheduled hash waits for the engine.
 """
@@ -28,18 +36,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
+import time
 from pathlib import Path
 
 import structlog
 
-from agent.executor import STOP_TIMEOUT, apply_agent_tasks, read_local_units
+from agent.executor import STOP_TIMEOUT, apply_agent_tasks, local_units
 from agent.heart import Heart
 from agent.intents import INTENTS_FILE, LaunchIntents
 from agent.plan import LocalUnit, plan_agent
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
 from agent.systemd.files import SYSTEM_DROPINS, default_container_program
-from agent.systemd.port import ChangeFeed, UnitManager
+from agent.systemd.port import ChangeFeed, UnitManager, UnitStatus
 from fleetd import __version__
 from fleetd.core.model import Machine, Placement
 from fleetd.core.names import unit_file_name_problem
@@ -54,7 +64,9 @@ from fleetd.runtime.loop import ReconcileLoop
 log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
-FETCH_CONCURRENCY = 16
+FETCH_CONCURRENCY = 64  # unit records read from etcd at once (a burst needs hundreds)
+CATCH_UP = 3
+"""How many times a pass takes the newer schedule that arrived while it read unit files."""
 
 
 class UnitFilesUnavailable(Exception):
@@ -92,10 +104,15 @@ class Agent:
         self.loop = ReconcileLoop("agent", self._pass, interval=reconcile_interval)
         self.schedule: dict[str, Placement] | None = None  # None until read once
         self.schedule_revision = 0
+        self.schedule_changes = 0  # schedule reads that changed it, so far
         self._prefix = keys.schedule_of(machine.id)
         self._refused: set[str] = set()  # schedule keys refused (logged once each)
         self._texts: dict[str, str] = {}  # unit file text by hash
         self._ours: set[str] = set()  # names desired or present at the last pass
+        self._states: dict[str, UnitStatus] = {}  # systemd's states of the local units, as read
+        self._unread: set[str] = set()  # units systemd signalled about since the last read
+        self._read_all = True  # every state must be read again (start, reload, reconnection)
+        self._read_all_at = -math.inf  # monotonic time of the last full read
 
     async def run(self) -> None:
         """Run every part until cancelled; units keep running after it ends."""
@@ -134,6 +151,7 @@ class Agent:
                     self.schedule = schedule
             self.schedule_revision = revision
             if changed:
+                self.schedule_changes += 1
                 self.loop.trigger()
 
     def _take(
@@ -157,6 +175,10 @@ class Agent:
     async def _follow(self, feed: ChangeFeed) -> None:
         while True:
             changed = await feed.next()
+            if changed.everything:
+                self._read_all = True
+            else:
+                self._unread |= changed.names
             if changed.touches(self._ours):
                 self.loop.trigger()
 
@@ -165,10 +187,16 @@ class Agent:
     async def _pass(self) -> None:
         if self.schedule is None:
             return  # not read yet: acting now would take "unknown" for "nothing scheduled"
-        desired = dict(self.schedule)
-        current = await read_local_units(self._manager, self.intents)
+        desired, seen = dict(self.schedule), self.schedule_changes
+        current = await self._read_local_units()
         self._ours = desired.keys() | current.keys()
         unreadable = await self._fetch_unit_files(desired, current)
+        for _ in range(CATCH_UP):  # the schedule grew while the files were read: take it all
+            if self.schedule_changes == seen:
+                break
+            desired, seen = dict(self.schedule), self.schedule_changes
+            self._ours = desired.keys() | current.keys()
+            unreadable = await self._fetch_unit_files(desired, current)
         tasks = plan_agent(desired, current, self._texts)
         if tasks:
             await apply_agent_tasks(
@@ -180,6 +208,25 @@ class Agent:
             raise UnitFilesUnavailable(
                 f"{unreadable} scheduled unit file(s) could not be read from etcd"
             )
+
+    async def _read_local_units(self) -> dict[str, LocalUnit]:
+        """The snapshot: every unit file, with the states of those that may have changed read
+        again (see the module docstring), and the launch intents."""
+        files = await self._manager.list_unit_files()
+        now = time.monotonic()
+        read_all = self._read_all or now - self._read_all_at >= self.loop.interval
+        names = {n for n in files if read_all or n in self._unread or n not in self._states}
+        self._read_all, self._unread = False, set()
+        try:
+            fresh = await self._manager.unit_states(sorted(names)) if names else {}
+        except BaseException:
+            self._read_all |= read_all
+            self._unread |= names
+            raise
+        if read_all:
+            self._read_all_at = now
+        self._states = {name: fresh.get(name) or self._states[name] for name in files}
+        return local_units(files, self._states, self.intents)
 
     async def _fetch_unit_files(
         self, desired: dict[str, Placement], current: dict[str, LocalUnit]

@@ -1,10 +1,23 @@
 """Read the local units, and apply the agent's planned tasks through the `UnitManager`.
 
 `read_local_units` is the agent's snapshot of this machine: the unit files in the units
-directory, systemd's states of them (one call for all), and the launch intents.
+directory, systemd's states of them (one call for all), and the launch intents; `local_units`
+puts the same snapshot together from states read earlier (the agent re-reads only the units
+systemd signalled about).
 
-`apply_agent_tasks` performs a plan in order, logging each task with its reason, and stops at the
-first failure (the reconcile loop retries the pass with backoff). What each task does:
+`apply_agent_tasks` performs a plan stage by stage, in the plan's order (unloads, writes and
+links, the reload, stops, starts), logging each task with its reason:
+
+* within a stage, each unit's tasks run in order (a unit file is linked after it is written),
+  and up to `in_flight` units at once, started in the plan's order: systemd handles concurrent
+  jobs, and the D-Bus adapter caps the calls in flight and sends links and unlinks asked for
+  together in one call. A start or stop returns once systemd has queued the job, and unloads
+  wait for their own stop jobs at the same time, not one after another;
+* the first failure ends the pass: no further unit of its stage is started (those already under
+  way finish), no later stage runs, and the failure is raised (the reconcile loop retries the
+  pass with backoff). With `in_flight=1` everything runs one task at a time, in the plan's order.
+
+What each task does:
 
 * write: the file, and the intent "not launched" at its hash;
 * link, reload: the port call of the same name;
@@ -17,12 +30,15 @@ first failure (the reconcile loop retries the pass with backoff). What each task
 * unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running; only then
   unlink it, reset its failed state and remove its file (fleet#1216: never remove the file of a
   unit that may still run); the intent is forgotten.
+
+Launch intents are saved in batches within a stage (`LaunchIntents.batched`) and at its end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 
 import structlog
 
@@ -38,12 +54,25 @@ from agent.plan import (
     WriteUnit,
     task_name,
 )
-from agent.systemd.port import SystemdError, UnitManager, UnitRefused
+from agent.systemd.port import SystemdError, UnitManager, UnitRefused, UnitStatus
 
 log = structlog.get_logger(__name__)
 
 STOP_TIMEOUT = 120.0  # seconds an unload waits for its unit to stop (systemd's default is 90)
 STOPPED_STATES = frozenset({"inactive", "failed"})
+IN_FLIGHT = 64
+"""Units a stage works on at once."""
+
+_STAGES: dict[type, str] = {
+    UnloadUnit: "unload",
+    WriteUnit: "load",
+    LinkUnit: "load",
+    ReloadSystemd: "reload",
+    StopUnit: "stop",
+    StartUnit: "start",
+}
+_SIDE_BY_SIDE = frozenset({"unload", "load", "stop", "start"})
+_TASK_ERRORS = (SystemdError, OSError, ValueError)
 
 
 class UnitDidNotStop(SystemdError):
@@ -54,6 +83,14 @@ async def read_local_units(manager: UnitManager, intents: LaunchIntents) -> dict
     """The units in the units directory with their systemd states and launch intents."""
     files = await manager.list_unit_files()
     states = await manager.unit_states(sorted(files)) if files else {}
+    return local_units(files, states, intents)
+
+
+def local_units(
+    files: Mapping[str, str], states: Mapping[str, UnitStatus], intents: LaunchIntents
+) -> dict[str, LocalUnit]:
+    """The snapshot the planner takes: each unit file (name -> hash) with its systemd states
+    (`states` has every name of `files`) and its launch intent."""
     local: dict[str, LocalUnit] = {}
     for name, hash_ in files.items():
         status = states[name]
@@ -74,21 +111,73 @@ async def apply_agent_tasks(
     intents: LaunchIntents,
     *,
     stop_timeout: float = STOP_TIMEOUT,
+    in_flight: int = IN_FLIGHT,
 ) -> None:
-    """Perform `tasks` in order; raise the first failure (the tasks after it are not run)."""
+    """Perform `tasks` stage by stage; raise the first failure (later stages are not run)."""
+    if in_flight < 1:
+        raise ValueError("in_flight must be at least 1")
+    for stage, group in itertools.groupby(tasks, key=lambda task: _STAGES[type(task)]):
+        stage_tasks = list(group)
+        with intents.batched():
+            if stage in _SIDE_BY_SIDE and len(stage_tasks) > 1:
+                await _side_by_side(manager, stage_tasks, intents, stop_timeout, in_flight)
+            else:
+                for task in stage_tasks:
+                    await _perform(manager, task, intents, stop_timeout)
+
+
+async def _side_by_side(
+    manager: UnitManager,
+    tasks: list[AgentTask],
+    intents: LaunchIntents,
+    stop_timeout: float,
+    in_flight: int,
+) -> None:
+    """Run the tasks of each unit in order, and at most `in_flight` units at once, started in the
+    order of the plan; after a failure no unit is started, and the first failure is raised once
+    the units under way are done."""
+    chains: dict[str | None, list[AgentTask]] = {}
     for task in tasks:
-        unit = getattr(task, "unit", None)
-        log.info("agent task", task=task_name(task), unit=unit, reason=task.reason)
+        chains.setdefault(getattr(task, "unit", None), []).append(task)
+    slots = asyncio.Semaphore(in_flight)
+    failures: list[BaseException] = []
+
+    async def run(chain: list[AgentTask]) -> None:
         try:
-            await _apply(manager, task, intents, stop_timeout)
-        except (SystemdError, OSError, ValueError) as exc:
-            log.warning(
-                "agent task failed, leaving the rest of the plan for the next pass",
-                task=task_name(task),
-                unit=unit,
-                error=str(exc),
-            )
-            raise
+            for task in chain:
+                await _perform(manager, task, intents, stop_timeout)
+        except _TASK_ERRORS as exc:
+            failures.append(exc)
+        finally:
+            slots.release()
+
+    async with asyncio.TaskGroup() as group:
+        for chain in chains.values():
+            await slots.acquire()
+            if failures:
+                slots.release()
+                break
+            group.create_task(run(chain))
+    if failures:
+        raise failures[0]
+
+
+async def _perform(
+    manager: UnitManager, task: AgentTask, intents: LaunchIntents, stop_timeout: float
+) -> None:
+    """Log one task with its reason and perform it; a failure is logged and raised."""
+    unit = getattr(task, "unit", None)
+    log.info("agent task", task=task_name(task), unit=unit, reason=task.reason)
+    try:
+        await _apply(manager, task, intents, stop_timeout)
+    except _TASK_ERRORS as exc:
+        log.warning(
+            "agent task failed, leaving the rest of the plan for the next pass",
+            task=task_name(task),
+            unit=unit,
+            error=str(exc),
+        )
+        raise
 
 
 async def _apply(

@@ -10,7 +10,9 @@ restarted fleetd knows what it started and starts nothing twice.
 The executor records `launched=False` when it writes a unit or stops it, `True` when it starts
 it, and forgets the unit when it unloads it.
 
-Invariants: the file is replaced atomically after each change. An intent counts only for the
+Invariants: the file is replaced atomically after each change, or, inside `batched()`, after
+every `every` changes and when the block ends (also when it raises): a pass that starts a
+thousand units writes the file a few dozen times, not a thousand. An intent counts only for the
 hash it was recorded at; a unit without a record for its hash gets `None`, and the planner then
 infers from systemd's state. A missing or unreadable file means no records (logged when
 unreadable).
@@ -18,7 +20,9 @@ unreadable).
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import structlog
@@ -36,6 +40,8 @@ class LaunchIntents:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._records: dict[str, tuple[str, bool]] = {}
+        self._batch_every = 0  # inside `batched()`: save after this many changes (0: each one)
+        self._unsaved = 0
         if path is not None:
             self._read(path)
 
@@ -75,7 +81,27 @@ class LaunchIntents:
         if self._records.pop(name, None) is not None:
             self._save()
 
+    @contextlib.contextmanager
+    def batched(self, every: int = 64) -> Iterator[None]:
+        """Within the block, save after every `every` changes; save what is left at its end."""
+        if every < 1:
+            raise ValueError("batched(every) needs every >= 1")
+        outer = self._batch_every
+        self._batch_every = every if outer == 0 else outer
+        try:
+            yield
+        finally:
+            self._batch_every = outer
+            if outer == 0 and self._unsaved:
+                self._write()
+
     def _save(self) -> None:
+        self._unsaved += 1
+        if self._batch_every == 0 or self._unsaved >= self._batch_every:
+            self._write()
+
+    def _write(self) -> None:
+        self._unsaved = 0
         if self.path is None:
             return
         data = {name: {"hash": h, "launched": up} for name, (h, up) in self._records.items()}

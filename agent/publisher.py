@@ -2,9 +2,11 @@
 
 Driven by the `UnitManager`'s change feed, not by polling: a notification marks its unit dirty
 and triggers a `ReconcileLoop` pass, which reads systemd's states of every dirty unit in one call
-and writes what changed in batched transactions. A burst of notifications before a pass is one
-pass, and a state that equals the published one is not written again, so a burst of changes to a
-unit is one write. A slow safety tick re-checks every unit.
+and writes what changed in transactions of up to 128 operations, a few of them in flight at once
+(a thousand units that change together are 8 transactions, not a thousand writes in turn). A
+burst of notifications before a pass is one pass, and a state that equals the published one is
+not written again, so a burst of changes to a unit is one write. A slow safety tick re-checks
+every unit.
 
 What is published, for each unit file in the units directory: `UnitStateRecord(loadState,
 activeState, subState, hash, since)`, where `hash` is the file's hash and `since` the time the
@@ -36,6 +38,7 @@ from fleetd.runtime.loop import ReconcileLoop
 log = structlog.get_logger(__name__)
 
 MAX_TXN_OPS = 128
+TXNS_IN_FLIGHT = 4
 SAFETY_INTERVAL = 60.0
 
 
@@ -181,19 +184,31 @@ class StatePublisher:
             if old is not None and _same(old, record):
                 continue
             writes.append((name, Put(key, encode_state(record), lease=lease_id), record))
-        for start in range(0, len(writes), MAX_TXN_OPS):
-            batch = writes[start : start + MAX_TXN_OPS]
-            await self._client.txn([], [op for _, op, _ in batch])
-            for name, _, written in batch:
-                self._stale.discard(name)
-                if written is None:
-                    self._published.pop(name, None)
-                    log.debug("unit state removed", unit=name)
-                else:
-                    self._published[name] = written
-                    log.debug(
-                        "unit state published",
-                        unit=name,
-                        state=f"{written.active_state}/{written.sub_state}",
-                    )
-            self.writes += len(batch)
+        batches = [writes[i : i + MAX_TXN_OPS] for i in range(0, len(writes), MAX_TXN_OPS)]
+        slots = asyncio.Semaphore(TXNS_IN_FLIGHT)
+
+        async def commit(batch: list[tuple[str, Put | Delete, UnitStateRecord | None]]) -> None:
+            async with slots:
+                await self._client.txn([], [op for _, op, _ in batch])
+            self._written(batch)
+
+        outcomes = await asyncio.gather(*map(commit, batches), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _written(self, batch: list[tuple[str, Put | Delete, UnitStateRecord | None]]) -> None:
+        """Note what one committed transaction wrote."""
+        for name, _, written in batch:
+            self._stale.discard(name)
+            if written is None:
+                self._published.pop(name, None)
+                log.debug("unit state removed", unit=name)
+            else:
+                self._published[name] = written
+                log.debug(
+                    "unit state published",
+                    unit=name,
+                    state=f"{written.active_state}/{written.sub_state}",
+                )
+        self.writes += len(batch)

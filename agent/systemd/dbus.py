@@ -13,6 +13,10 @@ signatures are systemd's own (`org.freedesktop.systemd1(5)`), so nothing is intr
     Get("org.freedesktop.systemd1.Unit", "LoadError") -> v (ss)  only for a refused unit
     Subscribe()                                                  or systemd sends no signals
 
+Links and unlinks asked for at the same time go to systemd together, in one `LinkUnitFiles` or
+`DisableUnitFiles` call of many files (`coalesce.Coalescer`): systemd scans its whole runtime
+unit directory on each such call, so a thousand calls of one unit cost a thousand scans.
+
 Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`
 and `Reloading(b active)` on the manager, and `PropertiesChanged` on unit objects, whose paths
 come from systemd's own answers (never computed here). Each becomes a change notification for
@@ -23,13 +27,21 @@ Invariants:
 * At most `max_in_flight` (32) calls are in flight: below dbus-daemon's limit of 128 pending
   replies per connection, and clear of dbus-fast's EAGAIN-on-flood bug (reference deps.md 3).
 * Every call has a deadline; an error reply raises `UnitRefused` with systemd's error name and
-  message; no connection, a lost connection or no answer in time raises `SystemdUnavailable`.
+  message; no connection, a lost connection, no answer in time, or an error from the bus itself
+  (`BUS_ERRORS`: no reply, limits exceeded, ...) raises `SystemdUnavailable`.
+* At most `MAX_PENDING_JOBS` (128) of our jobs are queued in systemd at once: a start or stop
+  waits for a slot, which is freed when its job ends, or after `JOB_SLOT_HOLD` (5 s) for a job
+  that takes longer (a slow unit must not hold up the others). systemd keeps one match rule on
+  its own bus connection per job a client has pending, dbus-daemon allows it 512, and past that
+  systemd drops off the bus (seen on the rig with a thousand starts queued at once).
 * The JobRemoved race: a job can finish, and its signal arrive, before the reply that names the
   job. `JobTracker` buffers such signals while a job call is in flight and pairs them with the
   reply, so no job result is lost and the buffer stays empty when no call is in flight.
 * `run()` connects, subscribes, and on any failure or disconnection logs it and reconnects with
   capped backoff (reset only by a connection that held); it never gives up. After each
   (re)connection every subscriber hears "everything changed", since signals may have been missed.
+  When systemd itself leaves the bus and comes back (`NameOwnerChanged`), it has forgotten our
+  `Subscribe`: the adapter drops its connection and reconnects, as after any loss.
 """
 
 from __future__ import annotations
@@ -46,6 +58,7 @@ import structlog
 from dbus_fast import BusType, DBusFastError, Message, MessageType
 from dbus_fast.aio import MessageBus
 
+from agent.systemd.coalesce import Coalescer
 from agent.systemd.files import UnitFileStore
 from agent.systemd.journal import last_error
 from agent.systemd.port import (
@@ -78,10 +91,38 @@ STABLE_CONNECTION: Final = 10.0  # seconds a connection must hold to reset the b
 LIST_CHUNK: Final = 512  # names per ListUnitsByNames call
 
 MATCH_RULES: Final = (
-    f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER_INTERFACE}'",
+    f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER_INTERFACE}',"
+    "member='JobRemoved'",
     f"type='signal',sender='{SYSTEMD}',interface='{PROPERTIES_INTERFACE}',"
-    f"member='PropertiesChanged',path_namespace='{UNIT_PATH_NAMESPACE}'",
+    f"member='PropertiesChanged',path_namespace='{UNIT_PATH_NAMESPACE}',arg0='{UNIT_INTERFACE}'",
+    f"type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER_INTERFACE}',"
+    "member='Reloading'",
 )
+"""The signals the adapter hears from systemd: only these, so that the thousands of others a busy
+systemd sends (`UnitNew`, `JobNew`, the properties of other interfaces) cost nothing to parse."""
+BUS_NAME_RULE: Final = (
+    "type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+    f"member='NameOwnerChanged',arg0='{SYSTEMD}'"
+)
+"""systemd leaving the bus and coming back (it drops its connection when it cannot keep up, and
+forgets who subscribed): the adapter then reconnects and subscribes again."""
+BUS_ERRORS: Final = frozenset(
+    f"org.freedesktop.DBus.Error.{name}"
+    for name in (
+        "NoReply",
+        "Timeout",
+        "TimedOut",
+        "Disconnected",
+        "LimitsExceeded",
+        "NoMemory",
+        "ServiceUnknown",
+        "NameHasNoOwner",
+    )
+)
+"""Errors that come from the bus, not from systemd: the call did not get to systemd, or its
+answer got lost; they are transient (`SystemdUnavailable`), not a refusal."""
+MAX_PENDING_JOBS: Final = 128
+JOB_SLOT_HOLD: Final = 5.0
 
 
 # ---------------------------------------------------------------- messages
@@ -110,12 +151,12 @@ def add_match_message(rule: str) -> Message:
     )
 
 
-def link_message(path: Path) -> Message:
-    return manager_call("LinkUnitFiles", "asbb", [[str(path)], True, True])
+def link_message(*paths: Path) -> Message:
+    return manager_call("LinkUnitFiles", "asbb", [[str(path) for path in paths], True, True])
 
 
-def disable_message(name: str) -> Message:
-    return manager_call("DisableUnitFiles", "asb", [[name], True])
+def disable_message(*names: str) -> Message:
+    return manager_call("DisableUnitFiles", "asb", [list(names), True])
 
 
 def start_message(name: str) -> Message:
@@ -266,6 +307,8 @@ class DbusUnitManager:
         *,
         bus_address: str | None = None,
         max_in_flight: int = MAX_IN_FLIGHT,
+        max_pending_jobs: int = MAX_PENDING_JOBS,
+        job_slot_hold: float = JOB_SLOT_HOLD,
         call_timeout: float = 60.0,
         reload_timeout: float = 300.0,
         backoff: Backoff | None = None,
@@ -284,11 +327,15 @@ class DbusUnitManager:
         self._reload_timeout = reload_timeout
         self._backoff = backoff if backoff is not None else Backoff(initial=0.2, maximum=10.0)
         self._semaphore = asyncio.Semaphore(max_in_flight)
+        self._job_slots = asyncio.Semaphore(max_pending_jobs)
+        self._job_slot_hold = job_slot_hold
         self._bus: MessageBus | None = None
         self._connected = asyncio.Event()
         self._jobs = JobTracker()
         self._paths: dict[str, str] = {}  # unit object path -> unit name
         self._hub = ChangeHub()
+        self._links = Coalescer(self._link_files)
+        self._unlinks = Coalescer(self._disable_files)
         self.connections = 0  # successful connections so far
 
     @property
@@ -358,7 +405,7 @@ class DbusUnitManager:
         try:
             async with asyncio.timeout(self._call_timeout):
                 bus.add_message_handler(self._on_message)
-                for rule in MATCH_RULES:
+                for rule in (*MATCH_RULES, BUS_NAME_RULE):
                     await self._send(bus, add_match_message(rule))
                 await self._send(bus, manager_call("Subscribe"))
         except BaseException as exc:
@@ -380,6 +427,8 @@ class DbusUnitManager:
         if reply is None:
             raise SystemdUnavailable(f"{member}: the connection to systemd closed")
         if reply.message_type is MessageType.ERROR:
+            if reply.error_name in BUS_ERRORS:
+                raise SystemdUnavailable(f"{member}: {_error_text(reply)} ({reply.error_name})")
             raise UnitRefused(member, unit, reply.error_name or "", _error_text(reply))
         return reply
 
@@ -400,14 +449,33 @@ class DbusUnitManager:
                 ) from None
 
     async def _job_call(self, message: Message, unit: str) -> Job:
+        await self._job_slots.acquire()
         self._jobs.call_started()
         try:
             reply = await self._call(message, unit)
             path = reply.body[0]
         except BaseException:
             self._jobs.call_failed()
+            self._job_slots.release()
             raise
-        return self._jobs.queued(unit, path)
+        job = self._jobs.queued(unit, path)
+        self._hold_slot(job)
+        return job
+
+    def _hold_slot(self, job: Job) -> None:
+        """Free the job's slot when it ends, or after `JOB_SLOT_HOLD`, whichever comes first."""
+        loop = asyncio.get_running_loop()
+        freed = False
+
+        def free(*_: object) -> None:
+            nonlocal freed
+            if not freed:
+                freed = True
+                timer.cancel()
+                self._job_slots.release()
+
+        timer = loop.call_later(self._job_slot_hold, free)
+        job.when_done(free)
 
     # ---- the port
 
@@ -429,11 +497,17 @@ class DbusUnitManager:
         self._hub.notify(name)
 
     async def link_unit(self, name: str) -> None:
-        await self._call(link_message(self._files.path_for(name)), name)
+        await self._links.submit(self._files.path_for(name))
 
     async def unlink_unit(self, name: str) -> None:
         self._files.path_for(name)
-        await self._call(disable_message(name), name)
+        await self._unlinks.submit(name)
+
+    async def _link_files(self, paths: list[Path]) -> None:
+        await self._call(link_message(*paths), ", ".join(path.name for path in paths))
+
+    async def _disable_files(self, names: list[str]) -> None:
+        await self._call(disable_message(*names), ", ".join(names))
 
     async def reload(self) -> None:
         await self._call(manager_call("Reload"), within=self._reload_timeout)
@@ -502,7 +576,12 @@ class DbusUnitManager:
 
     def _on_signal(self, message: Message) -> None:
         member = message.member
-        if message.interface == MANAGER_INTERFACE and message.path == MANAGER_PATH:
+        if member == "NameOwnerChanged" and message.sender == "org.freedesktop.DBus":
+            name, _old, new = message.body
+            if name == SYSTEMD and new and self._bus is not None:
+                log.warning("systemd reconnected to the bus, subscribing again", owner=new)
+                self._bus.disconnect()  # `run()` reconnects and subscribes
+        elif message.interface == MANAGER_INTERFACE and message.path == MANAGER_PATH:
             if member == "JobRemoved":
                 _id, job, unit, result = message.body
                 if self._jobs.removed(job, result) is not None and result != JOB_DONE:

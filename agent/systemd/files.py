@@ -9,6 +9,10 @@ Invariants:
   systemd never reads half a file and a crash leaves the old file or the new one.
 * `list` returns only regular files whose names are valid unit names, each with the SHA-1 of its
   bytes; temporary files and the agent's own records (names starting with `.`) are not units.
+  A file is read again only when its inode, size, mtime or ctime changed since it was hashed,
+  or when it had changed less than `RACY_NS` before it was hashed (a change within the same
+  clock tick could leave all four as they were): listing a thousand settled units costs a
+  thousand `stat`s, not a thousand reads.
 * A unit with an `[X-Container]` section (`fleetd.core.container`) also gets a drop-in,
   `<dropins>/<name>.d/50-fleet-container.conf`, whose `ExecStart=` runs `fleet-pod run ...`:
   the unit file stays byte for byte what was submitted, so its hash does too. Writing a unit
@@ -25,7 +29,10 @@ import contextlib
 import hashlib
 import os
 import shutil
+import stat
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.systemd.port import UnsafeUnitName
@@ -41,6 +48,16 @@ SYSTEM_DROPINS = Path("/run/systemd/system")
 LIMIT_DROPINS = ("50-MemoryMax.conf", "50-CPUQuota.conf", "50-TasksMax.conf")
 """What `systemctl set-property --runtime` writes for fleet-pod's limits, beside `dropins` in
 `system.control/<name>.d/`."""
+RACY_NS = 100_000_000
+"""A file that changed less than this (0.1 s) before it was hashed is hashed again next time."""
+
+Signature = tuple[int, int, int, int]
+"""What `stat` says of a file's content: inode, size, mtime and ctime (ns)."""
+
+
+def file_digest(path: Path) -> str:
+    """SHA-1 hex of the file's bytes."""
+    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def default_container_program() -> str:
@@ -64,11 +81,18 @@ class UnitFileStore:
     """Unit files in one directory, by unit name, and the drop-ins of container units."""
 
     def __init__(
-        self, directory: Path, *, dropins: Path | None = None, container_program: str = "fleet-pod"
+        self,
+        directory: Path,
+        *,
+        dropins: Path | None = None,
+        container_program: str = "fleet-pod",
+        clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.directory = Path(directory)
+        self._clock_ns = clock_ns
         self.dropins = dropins
         self.container_program = container_program
+        self._digests: dict[str, tuple[Signature, str, bool]] = {}  # name -> (stat, SHA-1, settled)
 
     def path_for(self, name: str) -> Path:
         """The file of unit `name`; raises `UnsafeUnitName` for a name that could escape."""
@@ -117,18 +141,34 @@ class UnitFileStore:
     def list(self) -> dict[str, str]:
         """Unit name -> SHA-1 hex of the file's bytes, for every unit file in the directory."""
         found: dict[str, str] = {}
+        digests: dict[str, tuple[Signature, str, bool]] = {}
         try:
             entries = list(os.scandir(self.directory))
         except FileNotFoundError:
+            self._digests = digests
             return found
         for entry in entries:
             if unit_file_name_problem(entry.name) is not None:
                 continue
-            if not entry.is_file(follow_symlinks=False):
-                continue
             try:
-                data = Path(entry.path).read_bytes()
+                info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed while we looked
                 continue
-            found[entry.name] = hashlib.sha1(data).hexdigest()
+            if not stat.S_ISREG(info.st_mode):
+                continue
+            signature = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            known = self._digests.get(entry.name)
+            if known is not None and known[0] == signature and known[2]:
+                digests[entry.name] = known
+                found[entry.name] = known[1]
+                continue
+            hashed_at = self._clock_ns()
+            try:
+                digest = file_digest(Path(entry.path))
+            except FileNotFoundError:
+                continue
+            settled = max(info.st_mtime_ns, info.st_ctime_ns) < hashed_at - RACY_NS
+            digests[entry.name] = (signature, digest, settled)
+            found[entry.name] = digest
+        self._digests = digests
         return found

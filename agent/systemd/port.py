@@ -23,7 +23,7 @@ What every implementation guarantees:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -88,6 +88,10 @@ class Job:
     @property
     def done(self) -> bool:
         return self._result.done()
+
+    def when_done(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once the job's result is known (at once if it is already)."""
+        self._result.add_done_callback(lambda _: callback())
 
     async def result(self) -> str:
         """`done`, `canceled`, `timeout`, `failed`, `dependency`, `skipped`, or `disconnected`."""

@@ -142,6 +142,7 @@ class MockManager(ServiceInterface):
         self.bus = bus
         self.subscribed = 0
         self.job_removed_first = True  # send JobRemoved before the StartUnit/StopUnit reply
+        self.held_jobs: list[tuple[int, str, str, str]] | None = None  # JobRemoved kept back
         self.gate: asyncio.Event | None = None  # when set, ListUnitsByNames waits for it
         self.listing = 0  # ListUnitsByNames calls in progress
         self.most_listing = 0
@@ -221,11 +222,23 @@ class MockManager(ServiceInterface):
             raise _as_dbus_error(exc) from None
         self._jobs += 1
         job = f"{MANAGER_PATH}/job/{self._jobs}"
-        if self.subscribed and self.job_removed_first:
+        if self.held_jobs is not None:
+            self.held_jobs.append((self._jobs, job, name, result))
+        elif self.subscribed and self.job_removed_first:
             self.JobRemoved(self._jobs, job, name, result)
         elif self.subscribed:
             asyncio.get_running_loop().call_soon(self.JobRemoved, self._jobs, job, name, result)
         return job
+
+    def hold_jobs(self) -> None:
+        """From now on, keep jobs pending (no `JobRemoved`) until `finish_jobs()`."""
+        self.held_jobs = []
+
+    def finish_jobs(self) -> None:
+        """Send the `JobRemoved` of every job kept back, and stop keeping them."""
+        held, self.held_jobs = self.held_jobs or [], None
+        for job in held:
+            self.JobRemoved(*job)
 
     @dbus_method()
     def StartUnit(self, name: DBusStr, mode: DBusStr) -> DBusObjectPath:

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from agent.agent import Agent
+from agent.plan import LocalUnit
 from agent.systemd.fake import FakeSystemd, FakeUnitManager
 from devtools.etcd_server import EtcdServer
-from fleetd.core.model import Machine
+from fleetd.core.model import Machine, Placement
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from tests.agent.helpers import (
@@ -258,3 +260,68 @@ async def test_acts_only_on_a_schedule_it_has_read(
     finally:
         manager.close()
         await client.close()
+
+
+async def test_a_signal_about_one_unit_makes_the_agent_read_that_unit_only(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    names = ["a.service", "b.service", "c.service"]
+    for name in names:  # already running here: the agent finds nothing to do
+        record = await schedule(etcd, keys, name, service(description=name))
+        manager.seed(name, record.unit_file.serialize())
+    agent = Agent(etcd, keys, manager, HERE, reconcile_interval=3600)  # no safety tick here
+    async with background(agent.run()):
+
+        async def both_read_all() -> bool:  # the agent's first pass and the publisher's
+            return manager.unit_state_calls.count(frozenset(names)) == 2
+
+        await wait_until(both_read_all, "the first full reads")
+        calls = len(manager.unit_state_calls)
+        systemd.crash("b.service")
+        await passes_go_by(agent, 1)
+        assert set(manager.unit_state_calls[calls:]) == {frozenset({"b.service"})}
+        assert systemd.starts["b.service"] == 0  # running before, failed now: left alone
+        await release(etcd, agent)
+
+
+class GrowingSchedule(Agent):
+    """An agent whose first read of unit files sees more units scheduled meanwhile, as when the
+    engine's burst arrives in several transactions."""
+
+    def __init__(self, *args: Any, more: Callable[[], Awaitable[int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.more: Callable[[], Awaitable[int]] | None = more
+
+    async def _fetch_unit_files(
+        self, desired: dict[str, Placement], current: dict[str, LocalUnit]
+    ) -> int:
+        more, self.more = self.more, None
+        if more is not None:
+            revision = await more()
+
+            async def seen() -> bool:
+                return self.schedule_revision >= revision
+
+            await wait_until(seen, "the agent to read the schedule's new entries")
+        return await super()._fetch_unit_files(desired, current)
+
+
+async def test_a_schedule_that_grows_during_a_pass_is_taken_whole_with_one_reload(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    await schedule(etcd, keys, "a.service", service(description="a"))
+
+    async def more() -> int:
+        for name in ("b.service", "c.service"):
+            await schedule(etcd, keys, name, service(description=name))
+        kv = await etcd.get(keys.placement(MACHINE, "c.service"))
+        assert kv is not None
+        return kv.mod_revision
+
+    agent = GrowingSchedule(etcd, keys, manager, HERE, reconcile_interval=3600, more=more)
+    names = ["a.service", "b.service", "c.service"]
+    async with background(agent.run()):
+        await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")), "all running")
+        assert systemd.reloads == 1  # one pass loaded all three
+        assert systemd.starts == dict.fromkeys(names, 1)
+        await release(etcd, agent)

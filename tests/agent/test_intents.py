@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import structlog
 
 from agent.intents import INTENTS_FILE, LaunchIntents
@@ -43,3 +44,33 @@ def test_in_memory_only(tmp_path: Path) -> None:
     intents.record("a.service", "h1", launched=True)
     assert intents.launched("a.service", "h1") is True
     assert list(tmp_path.iterdir()) == []
+
+
+def test_batched_saves_every_few_changes_and_at_the_end(tmp_path: Path) -> None:
+    path = tmp_path / INTENTS_FILE
+    intents = LaunchIntents(path)
+    with intents.batched(every=3):
+        intents.record("a.service", "h1", launched=True)
+        intents.record("b.service", "h1", launched=True)
+        assert not path.exists()  # two changes: not saved yet
+        intents.record("c.service", "h1", launched=True)
+        assert LaunchIntents(path).launched("c.service", "h1") is True  # the third saves
+        intents.forget("a.service")
+        assert LaunchIntents(path).launched("a.service", "h1") is True  # not saved yet
+    assert LaunchIntents(path).launched("a.service", "h1") is None  # saved at the end
+    intents.record("d.service", "h1", launched=False)  # outside a batch: saved at once
+    assert LaunchIntents(path).launched("d.service", "h1") is False
+
+
+def test_batched_saves_what_is_left_when_the_block_raises(tmp_path: Path) -> None:
+    path = tmp_path / INTENTS_FILE
+    intents = LaunchIntents(path)
+
+    def fail_after_a_change() -> None:
+        with intents.batched(every=64):
+            intents.record("a.service", "h1", launched=True)
+            raise RuntimeError("a task failed")
+
+    with pytest.raises(RuntimeError):
+        fail_after_a_change()
+    assert LaunchIntents(path).launched("a.service", "h1") is True

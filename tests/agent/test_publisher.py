@@ -4,13 +4,16 @@ the heart's lease, coalesced, removed with their unit, and not rewritten after a
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
 
 from agent.heart import Heart
-from agent.publisher import StatePublisher
+from agent.publisher import TXNS_IN_FLIGHT, StatePublisher
 from agent.systemd.fake import FakeSystemd, FakeUnitManager
 from fleetd.core.model import Machine
-from fleetd.registry.client import EtcdClient
+from fleetd.registry.client import Compare, Delete, EtcdClient, Put, TxnResult
 from fleetd.registry.codec import decode_state
 from fleetd.registry.keys import Keys
 from tests.agent.helpers import MACHINE, background, service, states
@@ -135,4 +138,35 @@ async def test_a_new_lease_gets_every_state_again(
             return kv is not None and kv.lease not in (0, old)
 
         await wait_until(republished, "the state to be written on the new lease")
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_many_states_at_once_go_out_in_a_few_transactions_side_by_side(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names = [f"u{i:03d}.service" for i in range(600)]
+    for name in names:
+        manager.seed(name, service())
+    txn = etcd.txn
+    sizes: list[int] = []
+    in_flight = 0
+    most = 0
+
+    async def counting_txn(
+        compares: Sequence[Compare], success: Sequence[Put | Delete], *args: Any, **kwargs: Any
+    ) -> TxnResult:
+        nonlocal in_flight, most
+        sizes.append(len(success))
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            return await txn(compares, success, *args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(etcd, "txn", counting_txn)
+    async with publishing(etcd, keys, manager) as (heart, _):
+        await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")))
+        assert sorted(sizes, reverse=True) == [128, 128, 128, 128, 88]
+        assert most == TXNS_IN_FLIGHT  # side by side, and no more than that at once
         await etcd.lease_revoke((await heart.wait_lease()).id)

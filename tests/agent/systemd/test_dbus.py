@@ -163,6 +163,8 @@ async def connected(
     *,
     max_in_flight: int = 32,
     journal: Callable[[str], Awaitable[str]] = no_journal,
+    max_pending_jobs: int = 128,
+    job_slot_hold: float = 60.0,
 ) -> AsyncIterator[DbusUnitManager]:
     adapter = DbusUnitManager(
         units_dir,
@@ -170,6 +172,8 @@ async def connected(
         backoff=fast_backoff(),
         max_in_flight=max_in_flight,
         journal=journal,
+        max_pending_jobs=max_pending_jobs,
+        job_slot_hold=job_slot_hold,
     )
     task = asyncio.create_task(adapter.run())
     try:
@@ -402,3 +406,109 @@ def test_unit_paths_follow_systemds_escaping() -> None:
     # The mock must name objects as systemd does, or PropertiesChanged would not match.
     assert unit_path("web@1.service") == "/org/freedesktop/systemd1/unit/web_401_2eservice"
     assert unit_path("1a.service") == "/org/freedesktop/systemd1/unit/_31a_2eservice"
+
+
+async def test_links_and_unlinks_asked_together_go_to_systemd_together(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    names = [f"u{i:02d}.service" for i in range(40)]
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        for name in names:
+            await adapter.write_unit_file(name, RUNS)
+        await asyncio.gather(*(adapter.link_unit(name) for name in names))
+        links = [args for call, args in mock_systemd.calls if call == "LinkUnitFiles"]
+        assert sorted(f for files, _, _ in links for f in files) == [
+            str(units_dir / name) for name in names
+        ]
+        assert len(links) < len(names)  # requests made while a call was in flight shared one
+        assert set(mock_systemd.model.links) == set(names)
+        await asyncio.gather(*(adapter.unlink_unit(name) for name in names))
+        unlinks = [args for call, args in mock_systemd.calls if call == "DisableUnitFiles"]
+        assert sorted(f for files, _ in unlinks for f in files) == names
+        assert len(unlinks) < len(names)
+        assert mock_systemd.model.links == {}
+
+
+async def write_and_link(adapter: DbusUnitManager, names: list[str]) -> None:
+    for name in names:
+        await adapter.write_unit_file(name, RUNS)
+    await asyncio.gather(*(adapter.link_unit(name) for name in names))
+
+
+def start_calls(mock: MockManager) -> list[str]:
+    return [args[0] for call, args in mock.calls if call == "StartUnit"]
+
+
+async def test_at_most_max_pending_jobs_are_queued_in_systemd(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    names = [f"u{i}.service" for i in range(10)]
+    async with connected(units_dir, bus_daemon.address, max_pending_jobs=4) as adapter:
+        await write_and_link(adapter, names)
+        mock_systemd.hold_jobs()
+        starts = [asyncio.create_task(adapter.start_unit(name)) for name in names]
+
+        async def four_queued() -> bool:
+            return len(start_calls(mock_systemd)) == 4
+
+        await wait_until(four_queued, "four jobs queued")
+        # Calls on one connection arrive in order: any StartUnit sent with the first four would
+        # be in before this one.
+        await adapter.unit_states(["other.service"])
+        assert len(start_calls(mock_systemd)) == 4
+        mock_systemd.finish_jobs()  # their JobRemoved free the slots
+        await asyncio.gather(*starts)
+        assert sorted(start_calls(mock_systemd)) == sorted(names)
+
+
+async def test_a_job_that_takes_long_frees_its_slot_after_a_while(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    names = [f"u{i}.service" for i in range(6)]
+    async with connected(
+        units_dir, bus_daemon.address, max_pending_jobs=2, job_slot_hold=0.05
+    ) as adapter:
+        await write_and_link(adapter, names)
+        mock_systemd.hold_jobs()  # no job ever ends
+        async with asyncio.timeout(10):
+            jobs = await asyncio.gather(*(adapter.start_unit(name) for name in names))
+        assert not any(job.done for job in jobs)
+        assert sorted(start_calls(mock_systemd)) == sorted(names)
+        mock_systemd.finish_jobs()
+
+
+async def test_an_error_of_the_bus_is_not_a_refusal(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    mock_systemd.gate = asyncio.Event()
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        listing = asyncio.create_task(adapter.unit_states(["web.service"]))
+
+        async def asked() -> bool:
+            return mock_systemd.listing == 1
+
+        await wait_until(asked, "the call to reach the mock")
+        mock_systemd.bus.disconnect()  # systemd leaves the bus without answering
+        with pytest.raises(SystemdUnavailable, match="NoReply"):
+            await listing
+
+
+async def test_systemd_coming_back_to_the_bus_is_subscribed_again(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    model = mock_systemd.model
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        await write_and_link(adapter, ["web.service"])
+        model.remove_listener(mock_systemd._changed)
+        mock_systemd.bus.disconnect()  # systemd drops off the bus, and forgets who subscribed
+        again = MockSystemd(model)
+        manager = await again.start(bus_daemon.address)
+        try:
+
+            async def subscribed() -> bool:
+                return manager.subscribed == 1
+
+            await wait_until(subscribed, "the adapter to subscribe to the new systemd")
+            await changes_for(adapter, lambda: adapter.start_unit("web.service"), "web.service")
+        finally:
+            await again.stop()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
 
+from agent.systemd import files
 from agent.systemd.files import UnitFileStore
 from agent.systemd.port import UnsafeUnitName
 
@@ -94,3 +96,52 @@ def test_names_that_could_escape_are_refused_before_anything_is_written(
     with pytest.raises(UnsafeUnitName):
         store.remove(name)
     assert tree(tmp_path) == set()
+
+
+def test_list_reads_a_settled_file_once_and_sees_every_change(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    later = 0
+
+    def clock_ns() -> int:
+        return time.time_ns() + later
+
+    store = UnitFileStore(tmp_path / "units", clock_ns=clock_ns)
+    path = store.write("a.service", TEXT)
+    later = 10**9  # hashed a second after the write: settled
+    reads: list[str] = []
+    digest = files.file_digest
+
+    def counting_digest(target: Path) -> str:
+        reads.append(target.name)
+        return digest(target)
+
+    monkeypatch.setattr(files, "file_digest", counting_digest)
+    sha = hashlib.sha1(TEXT.encode()).hexdigest()
+    for _ in range(3):
+        assert store.list() == {"a.service": sha}
+    assert reads == ["a.service"]  # once, then from its stat
+    with path.open("a") as file:  # changed in place
+        file.write("# more\n")
+    assert store.list() == {"a.service": hashlib.sha1((TEXT + "# more\n").encode()).hexdigest()}
+    store.write("a.service", TEXT)  # replaced: a new inode
+    assert store.list() == {"a.service": sha}
+    assert reads == ["a.service", "a.service", "a.service"]
+
+
+def test_list_hashes_again_a_file_that_changed_just_before_it_was_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = UnitFileStore(tmp_path / "units")
+    store.write("a.service", TEXT)  # its times are now: a change in the same tick is possible
+    reads: list[str] = []
+    digest = files.file_digest
+
+    def counting_digest(target: Path) -> str:
+        reads.append(target.name)
+        return digest(target)
+
+    monkeypatch.setattr(files, "file_digest", counting_digest)
+    store.list()
+    store.list()
+    assert reads == ["a.service", "a.service"]
