@@ -244,6 +244,8 @@ class _Delta:
         if new is not None:
             self.state.index(new)
         self.considered.add(name)
+        if self.state.unplaceable and self._relates_to_others(name, old, new):
+            self.unsettled = True  # e.g. a destroyed unit ends a MachineOf cycle it was part of
         placed_on = sorted(self.board.machines_of(name))
         if new is None or not _wanted(new):
             reason = "unit destroyed" if new is None else "desired state is inactive"
@@ -270,6 +272,15 @@ class _Delta:
         self.unsettled = True
         self.left.append((name, machine))
         self.pending.add(name)
+
+    def _relates_to_others(self, name: str, *versions: Unit | None) -> bool:
+        """Whether a change of `name` may change another unit's fate, placed or not."""
+        for unit in versions:
+            if unit is not None and (unit.requirements.conflicts or unit.requirements.machine_of):
+                return True
+        if name in self.state.followers:
+            return True
+        return any(glob_match(glob, name) for glob in self.state.conflict_globs)
 
     def _followers_leave(self) -> None:
         """Followers whose `MachineOf` peer left their machine leave it too, shallowest first."""
