@@ -50,14 +50,19 @@ NOT_SENT = _NotSent()
 
 
 def _run(
-    call: Callable[[Item], Result], items: Sequence[Item], stop_on_error: bool
+    call: Callable[[Item], Result], items: Sequence[Item], stop_on_error: bool, in_flight: int
 ) -> Generator[Result | FleetctlError | _NotSent, None, None]:
     """Each item's outcome, in order: its result, its `FleetctlError`, or `NOT_SENT`."""
-    if len(items) <= 1:
+    if len(items) <= 1 or in_flight <= 1:
+        failed = False
         for item in items:
+            if failed:
+                yield NOT_SENT
+                continue
             try:
                 yield call(item)
             except FleetctlError as exc:
+                failed = stop_on_error
                 yield exc
         return
     stop = threading.Event()
@@ -72,7 +77,7 @@ def _run(
                 stop.set()
             return exc
 
-    workers = min(MAX_IN_FLIGHT, len(items))
+    workers = min(in_flight, len(items))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleetctl") as pool:
         futures: list[Future[Result | FleetctlError | _NotSent]] = [
             pool.submit(guarded, item) for item in items
@@ -89,7 +94,7 @@ def each(
 ) -> Generator[tuple[Item, Result | FleetctlError], None, None]:
     """`(item, call(item))` for every item, in order, with a failed call's `FleetctlError` in
     place of its result; at most `MAX_IN_FLIGHT` calls at once."""
-    outcomes = _run(call, items, stop_on_error=False)
+    outcomes = _run(call, items, stop_on_error=False, in_flight=MAX_IN_FLIGHT)
     try:
         for item, outcome in zip(items, outcomes, strict=True):
             assert not isinstance(outcome, _NotSent), "each sends every item"
@@ -99,14 +104,14 @@ def each(
 
 
 def each_until_error(
-    call: Callable[[Item], Result], items: Sequence[Item]
+    call: Callable[[Item], Result], items: Sequence[Item], *, in_flight: int = MAX_IN_FLIGHT
 ) -> Generator[tuple[Item, Result], None, None]:
     """`(item, call(item))` in order until the first item that failed or was not sent; then
     the first `FleetctlError` in the items' order is raised. After a failure no new call
-    starts."""
+    starts. `in_flight=1` makes the calls one after another, in order."""
     first_error: FleetctlError | None = None
     blocked = False
-    outcomes = _run(call, items, stop_on_error=True)
+    outcomes = _run(call, items, stop_on_error=True, in_flight=in_flight)
     try:
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, FleetctlError):

@@ -104,6 +104,13 @@ class Unit:
         return parse_requirements(self.name, self.unit_file).is_global
 
     @property
+    def competes(self) -> bool:
+        """Whether which unit arrives first decides where this one goes (`Conflicts=` or
+        `Replaces=`): fleet places such units in the order their states were set."""
+        requirements = parse_requirements(self.name, self.unit_file)
+        return bool(requirements.conflicts or requirements.replaces)
+
+    @property
     def description(self) -> str:
         """The first `[Unit] Description`, or "" without one."""
         values = self.unit_file.values("Unit", "Description")

@@ -6,7 +6,10 @@ printing what fleet prints:
 * `create_units`: resolve the arguments (`fleetctl.units`), PUT the new units (warning first,
   in fleet's log format, about an `[X-Fleet]` key fleet does not know), then wait for each to be
   `inactive` (`Unit X inactive`), as fleet does even for `start`;
-* `set_target_states`: set a desired state, skipping units already there (fleet's silence);
+* `set_target_states`: set a desired state, skipping units already there (fleet's silence).
+  When a unit to be loaded or started competes for its place (`Conflicts=`, `Replaces=`), the
+  writes go one after another in argument order, as fleet's do: `start web@1 web@2` of two
+  conflicting instances places web@1, whatever the timing of the engine's passes;
 * `wait_triggered`: `Triggered global unit X start` for global units (never waited for), then
   `Triggered unit X start` with `--no-block`, else wait (`Unit X launched on M.../IP`).
 
@@ -30,7 +33,7 @@ from typing import Annotated
 import typer
 
 from fleetctl.bulk import UnitCache, each_until_error, fetch_units
-from fleetctl.client import FleetctlError
+from fleetctl.client import MAX_IN_FLIGHT, FleetctlError
 from fleetctl.models import Unit
 from fleetctl.output import go_list
 from fleetctl.session import Session
@@ -176,7 +179,9 @@ def set_target_states(
     def retarget(unit: Unit) -> None:
         session.client.set_unit_target_state(unit.name, state)
 
-    return [unit for unit, _ in each_until_error(retarget, triggered)]
+    in_order = state != JobState.INACTIVE and any(unit.competes for unit in triggered)
+    in_flight = 1 if in_order else MAX_IN_FLIGHT
+    return [unit for unit, _ in each_until_error(retarget, triggered, in_flight=in_flight)]
 
 
 def wait_triggered(

@@ -4,6 +4,7 @@ with the engine's reasons instead of hanging."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import httpx
@@ -256,3 +257,35 @@ def test_a_few_units_are_read_and_written_concurrently(
     )
     # reads of the registry, creates, the inactive poll, the starts, the launched poll
     assert (gate.refusals, gate.batches, gate.widest) == ([], 5, len(names))
+
+
+COMPETING = HELLO + "\n[X-Fleet]\nConflicts=w@*.service\n"
+
+
+def test_units_that_compete_for_a_machine_are_started_one_after_another_in_argument_order(
+    fleet: FakeFleet, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """fleet sets target states in argument order, so of two conflicting instances the first
+    named is placed first; concurrent writes would let the engine see either one first."""
+    (workdir / "w@.service").write_text(COMPETING)
+    names = [f"w@{n}.service" for n in (3, 1, 2)]
+    order: list[str] = []
+    arrived = threading.Semaphore(0)
+    overlapped: list[str] = []
+
+    def is_start(request: httpx.Request) -> bool:
+        return request.method == "PUT" and b'"launched"' in request.content
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if is_start(request):
+            order.append(unit_of(request))
+            arrived.release()
+            if len(order) == 1 and arrived.acquire(timeout=1.0) and arrived.acquire(timeout=1.0):
+                overlapped.append("a second start arrived before the first was answered")
+        return fleet.handle(request)
+
+    assert main(["start", "--no-block", *names], transport=httpx.MockTransport(handle)) == 0
+    assert capsys.readouterr().out == (
+        lines("Unit {} inactive", names) + lines("Triggered unit {} start", names)
+    )
+    assert (order, overlapped) == (names, [])
