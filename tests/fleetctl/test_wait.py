@@ -23,7 +23,8 @@ from fleetctl.wait import (
 from tests.fleetctl.conftest import HELLO, FakeClock
 from tests.fleetctl.fake_api import FakeFleet
 
-POLLS_PER_WINDOW = 9  # the first window polls at 0, 0.25, ..., 2.0 s; later ones 8 times
+POLLS_PER_WINDOW = 12  # the first window polls at 0, 0.03, 0.09, 0.21, then 0.25, 0.5, ..., 2.0 s;
+# later ones 8 times
 
 
 class Script:
@@ -61,6 +62,17 @@ def test_block_attempts_become_windows() -> None:
 def test_done_on_the_first_poll_never_sleeps(wait_clock: FakeClock) -> None:
     failures, done = run(Script({"a": [Observation(done=True)]}), windows=None)
     assert (failures, done, wait_clock.sleeps) == ({}, ["a"], 0)
+
+
+@pytest.mark.parametrize(
+    ("polls", "seen_at"), [(2, 0.03), (3, 0.09), (4, 0.21), (5, 0.25), (6, 0.5)]
+)
+def test_the_first_polls_come_sooner_then_every_quarter_second(
+    polls: int, seen_at: float, wait_clock: FakeClock
+) -> None:
+    script = Script({"a": [NOT_YET] * (polls - 1) + [Observation(done=True)]})
+    assert run(script, windows=None) == ({}, ["a"])
+    assert wait_clock.now == pytest.approx(seen_at)
 
 
 @pytest.mark.parametrize("windows", [1, 3])
