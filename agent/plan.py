@@ -18,7 +18,13 @@ Rules (fleet's agent reconciler, with `steps_towards` for the state moves):
   stopped. A unit is never restarted because the agent restarted: a running unit with the same
   hash gives no task (re-adoption). A launched unit that failed or finished stays as it is:
   the agent started it once at this hash, and it does not try again in a loop.
-* a `ReloadSystemd` (one `daemon-reload`) follows the writes, links and unloads, if any.
+* a `ReloadSystemd` (one `daemon-reload`) follows the unloads and the writes and links of units
+  that were already in the units directory (a changed file, a link made again), if any. A unit
+  new to the units directory needs none: systemd (since v246) loads a unit it does not hold
+  from its linked file when a job asks for it, and re-reads the unit directories when their
+  timestamps changed, so a start after the link finds the file. That saves a `daemon-reload`
+  (which re-reads every unit, 0.2 s with 160 units, more with more) on the path of every new
+  unit.
 
 Tasks come in fleet's order: unloads, then writes and links, the reload, stops, starts; by unit
 name within each group. A desired unit whose text is not in `unit_files` gets no task (it waits
@@ -30,7 +36,7 @@ applying gives no task.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from fleetd.core.model import Placement
@@ -161,12 +167,16 @@ class _Plan:
     stops: list[StopUnit]
     starts: list[StartUnit]
 
-    def tasks(self) -> list[AgentTask]:
+    def tasks(self, known: Collection[str]) -> list[AgentTask]:
+        """The tasks in fleet's order; `known` are the units systemd may hold in memory (those
+        of the units directory), the only ones a write or a link needs a reload for."""
+        stale = {task.unit for task in self.unloads} | {
+            task.unit for task in self.loads if task.unit in known
+        }
         reload: list[ReloadSystemd] = []
-        if self.unloads or self.loads:
-            changed = len({task.unit for task in (*self.unloads, *self.loads)})
-            noun = "unit" if changed == 1 else "units"
-            reload = [ReloadSystemd(f"{changed} {noun} loaded or unloaded")]
+        if stale:
+            noun = "unit" if len(stale) == 1 else "units"
+            reload = [ReloadSystemd(f"{len(stale)} {noun} changed or unloaded")]
         return [*self.unloads, *self.loads, *reload, *self.stops, *self.starts]
 
 
@@ -227,4 +237,4 @@ def plan_agent(
             change = f"unit file changed ({_short(have.hash)} -> {_short(want.hash)})"
             plan.unloads.append(UnloadUnit(name, change))
             _install(plan, want, text, change)
-    return plan.tasks()
+    return plan.tasks(current.keys())

@@ -77,14 +77,14 @@ def kinds(tasks: list[AgentTask]) -> list[tuple[str, str]]:
         pytest.param(
             [want("a.service")],
             [],
-            [("write", "a.service"), ("link", "a.service"), ("reload", ""), ("start", "a.service")],
-            id="new launched unit: write, link, reload, start",
+            [("write", "a.service"), ("link", "a.service"), ("start", "a.service")],
+            id="new launched unit: write, link, start (systemd loads it on the start, no reload)",
         ),
         pytest.param(
             [want("a.service", L)],
             [],
-            [("write", "a.service"), ("link", "a.service"), ("reload", "")],
-            id="new loaded unit: no start",
+            [("write", "a.service"), ("link", "a.service")],
+            id="new loaded unit: no start, no reload",
         ),
         pytest.param(
             [want("a.service")],
@@ -220,7 +220,7 @@ def test_fleet_order_across_units_and_one_reload() -> None:
         ("start", "e.service"),
     ]
     assert [t for t in tasks if isinstance(t, ReloadSystemd)] == [
-        ReloadSystemd("3 units loaded or unloaded")
+        ReloadSystemd("2 units changed or unloaded")  # a and d; b is new
     ]
 
 
