@@ -45,7 +45,7 @@ import structlog
 from agent.executor import STOP_TIMEOUT, apply_agent_tasks, local_units
 from agent.heart import Heart
 from agent.intents import INTENTS_FILE, LaunchIntents
-from agent.plan import LocalUnit, plan_agent
+from agent.plan import LocalUnit, ReloadSystemd, UnloadUnit, plan_agent
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
 from agent.systemd.files import SYSTEM_DROPINS, default_container_program
@@ -108,6 +108,8 @@ class Agent:
         self._prefix = keys.schedule_of(machine.id)
         self._refused: set[str] = set()  # schedule keys refused (logged once each)
         self._texts: dict[str, str] = {}  # unit file text by hash
+        # units unloaded since systemd's last reload by this agent (None: not known yet)
+        self._unloaded: set[str] | None = None
         self._ours: set[str] = set()  # names desired or present at the last pass
         self._states: dict[str, UnitStatus] = {}  # systemd's states of the local units, as read
         self._unread: set[str] = set()  # units systemd signalled about since the last read
@@ -197,11 +199,16 @@ class Agent:
             desired, seen = dict(self.schedule), self.schedule_changes
             self._ours = desired.keys() | current.keys()
             unreadable = await self._fetch_unit_files(desired, current)
-        tasks = plan_agent(desired, current, self._texts)
+        tasks = plan_agent(desired, current, self._texts, self._unloaded)
         if tasks:
+            unloads = {task.unit for task in tasks if isinstance(task, UnloadUnit)}
+            if self._unloaded is not None:
+                self._unloaded |= unloads
             await apply_agent_tasks(
                 self._manager, tasks, self.intents, stop_timeout=self._stop_timeout
             )
+            if any(isinstance(task, ReloadSystemd) for task in tasks):
+                self._unloaded = set()  # the reload came after this plan's unloads
         wanted = {placement.hash for placement in desired.values()}
         self._texts = {h: text for h, text in self._texts.items() if h in wanted}
         if unreadable:

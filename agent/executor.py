@@ -32,12 +32,15 @@ What each task does:
   unit that may still run); the intent is forgotten.
 
 Launch intents are saved in batches within a stage (`LaunchIntents.batched`) and at its end.
+Each stage ends with one log line: its name, its number of tasks and its seconds (where a slow
+pass spends its time).
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections.abc import Mapping, Sequence
 
 import structlog
@@ -118,12 +121,15 @@ async def apply_agent_tasks(
         raise ValueError("in_flight must be at least 1")
     for stage, group in itertools.groupby(tasks, key=lambda task: _STAGES[type(task)]):
         stage_tasks = list(group)
+        began = time.monotonic()
         with intents.batched():
             if stage in _SIDE_BY_SIDE and len(stage_tasks) > 1:
                 await _side_by_side(manager, stage_tasks, intents, stop_timeout, in_flight)
             else:
                 for task in stage_tasks:
                     await _perform(manager, task, intents, stop_timeout)
+        seconds = round(time.monotonic() - began, 3)
+        log.info("agent stage done", stage=stage, tasks=len(stage_tasks), seconds=seconds)
 
 
 async def _side_by_side(

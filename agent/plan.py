@@ -18,13 +18,18 @@ Rules (fleet's agent reconciler, with `steps_towards` for the state moves):
   stopped. A unit is never restarted because the agent restarted: a running unit with the same
   hash gives no task (re-adoption). A launched unit that failed or finished stays as it is:
   the agent started it once at this hash, and it does not try again in a loop.
-* a `ReloadSystemd` (one `daemon-reload`) follows the unloads and the writes and links of units
-  that were already in the units directory (a changed file, a link made again), if any. A unit
-  new to the units directory needs none: systemd (since v246) loads a unit it does not hold
-  from its linked file when a job asks for it, and re-reads the unit directories when their
-  timestamps changed, so a start after the link finds the file. That saves a `daemon-reload`
-  (which re-reads every unit, 0.2 s with 160 units, more with more) on the path of every new
-  unit.
+* a `ReloadSystemd` (one `daemon-reload`) follows the writes and links of units systemd may
+  hold an old definition of: units already in the units directory (a changed file, a link made
+  again) and units unloaded since the last reload (`unloaded`; all units when that is not
+  known). Nothing else needs one, which saves a `daemon-reload` (it re-reads every unit: 0.2 s
+  with 160 units, more with more) on the path of every new unit and every unload:
+  - systemd (since v246) loads a unit it does not hold from its linked file when a job asks
+    for it, re-reading the unit directories when their timestamps changed, so a start after
+    the link finds a new file;
+  - an unloaded unit is stopped, unlinked, reset and its file removed: systemd drops it from
+    memory on its own (garbage collection of an inactive unit nothing refers to). One that
+    another unit still refers to stays in memory with its old definition, which is why a
+    unit unloaded since the last reload counts as known when it is installed again.
 
 Tasks come in fleet's order: unloads, then writes and links, the reload, stops, starts; by unit
 name within each group. A desired unit whose text is not in `unit_files` gets no task (it waits
@@ -36,7 +41,7 @@ applying gives no task.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from fleetd.core.model import Placement
@@ -167,16 +172,14 @@ class _Plan:
     stops: list[StopUnit]
     starts: list[StartUnit]
 
-    def tasks(self, known: Collection[str]) -> list[AgentTask]:
-        """The tasks in fleet's order; `known` are the units systemd may hold in memory (those
-        of the units directory), the only ones a write or a link needs a reload for."""
-        stale = {task.unit for task in self.unloads} | {
-            task.unit for task in self.loads if task.unit in known
-        }
+    def tasks(self, known: Callable[[str], bool]) -> list[AgentTask]:
+        """The tasks in fleet's order; `known(name)` says whether systemd may hold an old
+        definition of the unit in memory: only a write or a link of such a unit needs a reload."""
+        stale = {task.unit for task in self.loads if known(task.unit)}
         reload: list[ReloadSystemd] = []
         if stale:
             noun = "unit" if len(stale) == 1 else "units"
-            reload = [ReloadSystemd(f"{len(stale)} {noun} changed or unloaded")]
+            reload = [ReloadSystemd(f"{len(stale)} {noun} changed or linked again")]
         return [*self.unloads, *self.loads, *reload, *self.stops, *self.starts]
 
 
@@ -211,8 +214,12 @@ def plan_agent(
     desired: Mapping[str, Placement],
     current: Mapping[str, LocalUnit],
     unit_files: Mapping[str, str],
+    unloaded: Collection[str] | None = None,
 ) -> list[AgentTask]:
-    """The tasks that take this machine's units from `current` to `desired`; see the module doc."""
+    """The tasks that take this machine's units from `current` to `desired`; see the module doc.
+
+    `unloaded` names the units unloaded since systemd's last reload (None: not known, as after
+    the agent started), whose old definitions systemd may still hold."""
     plan = _Plan([], [], [], [])
     for name in sorted(desired.keys() | current.keys()):
         if unit_file_name_problem(name) is not None:
@@ -237,4 +244,6 @@ def plan_agent(
             change = f"unit file changed ({_short(have.hash)} -> {_short(want.hash)})"
             plan.unloads.append(UnloadUnit(name, change))
             _install(plan, want, text, change)
-    return plan.tasks(current.keys())
+    if unloaded is None:
+        return plan.tasks(lambda name: True)
+    return plan.tasks(lambda name: name in current or name in unloaded)

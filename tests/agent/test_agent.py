@@ -103,6 +103,30 @@ async def test_runs_what_is_scheduled_and_unloads_what_is_not(
         await release(etcd, agent)
 
 
+async def test_only_a_unit_systemd_may_remember_is_reloaded_for(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    """The first install reloads (the agent does not know what systemd holds); then an unload
+    and a new unit need none, and the unloaded unit coming back with another file does."""
+    await schedule(etcd, keys, "a.service")
+    async with running_agent(etcd, keys, manager) as agent:
+        await wait_states(etcd, keys, {"a.service": ("active", "running")}, "a running")
+        assert systemd.reloads == 1
+        await unschedule(etcd, keys, "a.service")
+        await schedule(etcd, keys, "b.service", service(description="b"))
+        await wait_states(etcd, keys, {"b.service": ("active", "running")}, "a gone, b running")
+        assert systemd.reloads == 1
+        await schedule(etcd, keys, "a.service", service(description="a, again"))
+        await wait_states(
+            etcd,
+            keys,
+            {"a.service": ("active", "running"), "b.service": ("active", "running")},
+            "a back",
+        )
+        assert systemd.reloads == 2
+        await release(etcd, agent)
+
+
 async def test_a_changed_unit_file_replaces_the_running_unit(
     etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
 ) -> None:
@@ -322,9 +346,11 @@ async def test_a_schedule_that_grows_during_a_pass_is_taken_whole_in_that_pass(
     names = ["a.service", "b.service", "c.service"]
     async with background(agent.run()):
         await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")), "all running")
-        # one pass linked all three before starting any, and new units need no reload
+        # one pass linked all three before starting any (with the one reload of an agent that
+        # does not know yet what systemd holds)
         calls = [call for call in systemd.calls if call[0] in ("link", "start", "reload")]
         assert sorted(calls[:3]) == [("link", name) for name in names]
-        assert sorted(calls[3:]) == [("start", name) for name in names]
+        assert calls[3] == ("reload", "")
+        assert sorted(calls[4:]) == [("start", name) for name in names]
         assert systemd.starts == dict.fromkeys(names, 1)
         await release(etcd, agent)

@@ -161,13 +161,13 @@ def kinds(tasks: list[AgentTask]) -> list[tuple[str, str]]:
         pytest.param(
             [],
             [have("a.service")],
-            [("unload", "a.service"), ("reload", "")],
-            id="no longer scheduled: unload",
+            [("unload", "a.service")],
+            id="no longer scheduled: unload (systemd forgets it, no reload)",
         ),
         pytest.param(
             [want("a.service", IN)],
             [have("a.service", active="inactive", sub="dead", launched=False)],
-            [("unload", "a.service"), ("reload", "")],
+            [("unload", "a.service")],
             id="desired inactive: unload",
         ),
         pytest.param(
@@ -187,9 +187,25 @@ def kinds(tasks: list[AgentTask]) -> list[tuple[str, str]]:
 def test_rules(
     desired: list[Placement], current: list[LocalUnit], expected: list[tuple[str, str]]
 ) -> None:
-    tasks = plan_agent({p.unit: p for p in desired}, {u.name: u for u in current}, FILES)
+    tasks = plan_agent({p.unit: p for p in desired}, {u.name: u for u in current}, FILES, ())
     assert kinds(tasks) == expected
     assert all(task.reason for task in tasks)
+
+
+@pytest.mark.parametrize(
+    ("unloaded", "reloads"),
+    [
+        pytest.param((), False, id="systemd holds nothing of it: no reload"),
+        pytest.param(("a.service",), True, id="unloaded since the last reload: reload"),
+        pytest.param(None, True, id="not known (the agent just started): reload"),
+    ],
+)
+def test_a_new_unit_is_reloaded_for_only_when_systemd_may_hold_an_old_definition(
+    unloaded: tuple[str, ...] | None, reloads: bool
+) -> None:
+    tasks = plan_agent({"a.service": want("a.service")}, {}, FILES, unloaded)
+    assert (("reload", "") in kinds(tasks)) is reloads
+    assert kinds(tasks)[-1] == ("start", "a.service")
 
 
 def test_fleet_order_across_units_and_one_reload() -> None:
@@ -205,7 +221,7 @@ def test_fleet_order_across_units_and_one_reload() -> None:
         "d.service": have("d.service"),
         "e.service": have("e.service", active="inactive", sub="dead", launched=False),
     }
-    tasks = plan_agent(desired, current, FILES)
+    tasks = plan_agent(desired, current, FILES, ())
     assert kinds(tasks) == [
         ("unload", "a.service"),
         ("unload", "d.service"),
@@ -220,7 +236,7 @@ def test_fleet_order_across_units_and_one_reload() -> None:
         ("start", "e.service"),
     ]
     assert [t for t in tasks if isinstance(t, ReloadSystemd)] == [
-        ReloadSystemd("2 units changed or unloaded")  # a and d; b is new
+        ReloadSystemd("1 unit changed or linked again")  # d; b is new, a only unloaded
     ]
 
 
