@@ -28,7 +28,7 @@ What each task does:
   starts after it. The published state shows what systemd made of the unit;
 * stop: `StopUnit`, then the intent "not launched";
 * unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running; only then
-  unlink it, reset its failed state and remove its file (fleet#1216: never remove the file of a
+  unlink it, reset its failed state (when it is failed) and remove its file (fleet#1216: never remove the file of a
   unit that may still run); the intent is forgotten.
 
 Launch intents are saved in batches within a stage (`LaunchIntents.batched`) and at its end.
@@ -231,5 +231,6 @@ async def _unload(
         )
     intents.forget(unit)
     await manager.unlink_unit(unit)
-    await manager.reset_failed(unit)
+    if status.active_state == "failed":  # only a failed unit has a failed state to reset
+        await manager.reset_failed(unit)
     await manager.remove_unit_file(unit)

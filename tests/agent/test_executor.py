@@ -140,7 +140,7 @@ async def test_stop_keeps_the_unit_loaded(manager: FakeUnitManager, systemd: Fak
     assert intents.launched("a.service", sha(RUNS)) is False
 
 
-async def test_unload_stops_then_unlinks_resets_and_removes(
+async def test_unload_stops_then_unlinks_resets_a_failed_unit_and_removes(
     manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
 ) -> None:
     intents = LaunchIntents(None)
@@ -152,12 +152,12 @@ async def test_unload_stops_then_unlinks_resets_and_removes(
         ReloadSystemd("x"),
     ]
     await apply_agent_tasks(manager, tasks, intents)
-    for unit in ("a.service", "b.service"):  # the two unloads overlap; each keeps its order
-        assert [call for call, name in systemd.calls if name == unit] == [
-            "stop",
-            "unlink",
-            "reset-failed",
-        ]
+    # the two unloads overlap; each keeps its order; only the failed unit is reset
+    for unit, calls in (
+        ("a.service", ["stop", "unlink", "reset-failed"]),
+        ("b.service", ["stop", "unlink"]),
+    ):
+        assert [call for call, name in systemd.calls if name == unit] == calls
     assert systemd.calls[-1] == ("reload", "")
     assert await manager.list_unit_files() == {}
     assert systemd.units == {}
