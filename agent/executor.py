@@ -28,8 +28,8 @@ What each task does:
   starts after it. The published state shows what systemd made of the unit;
 * stop: `StopUnit`, then the intent "not launched";
 * unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running; only then
-  unlink it, reset its failed state (when it is failed) and remove its file (fleet#1216: never remove the file of a
-  unit that may still run); the intent is forgotten.
+  unlink it, reset its failed state (when it is failed) and remove its file (fleet#1216: never
+  remove the file of a unit that may still run); the intent is forgotten.
 
 Launch intents are saved in batches within a stage (`LaunchIntents.batched`) and at its end.
 Each stage ends with one log line: its name, its number of tasks and its seconds (where a slow

@@ -1,5 +1,6 @@
 """The `api` component of fleetd: the `ApiView` and the v1 app, served by uvicorn on every
-`--listen` address until cancelled.
+`--listen` address until cancelled. The view starts with the first request
+(`fleetd.api.activation`): a machine whose API nobody asks mirrors nothing for it.
 
 * A path is a unix socket with mode 0660: it is bound under a temporary name, given its mode,
   then renamed into place, so it is never reachable with looser permissions. A stale socket file
@@ -33,10 +34,10 @@ from typing import Final
 
 import structlog
 import uvicorn
-from fastapi import FastAPI
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from fleetd.api.activation import ViewActivation
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
 from fleetd.api.service import ApiService
@@ -222,7 +223,7 @@ class _Server(uvicorn.Server):
 
 
 async def serve_on(
-    app: FastAPI,
+    app: ASGIApp,
     listener: Listener,
     *,
     shutdown_timeout: float,
@@ -278,8 +279,11 @@ async def serve_api(
         request_timeout=config.etcd_request_timeout,
         token_limit=config.token_limit,
     )
-    local_app = create_app(service)
-    remote_app = create_app(service, token=token) if token is not None else local_app
+    activation = ViewActivation(view, first_wait=config.etcd_request_timeout)
+    local_app = activation.wrap(create_app(service))
+    remote_app = (
+        activation.wrap(create_app(service, token=token)) if token is not None else local_app
+    )
     open_files = open_files_limit()
     limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
     log.info(
@@ -292,7 +296,7 @@ async def serve_api(
     )
     with open_listeners(config.listen) as listeners:
         async with asyncio.TaskGroup() as group:
-            group.create_task(view.run(), name="api-view")
+            group.create_task(activation.run(), name="api-view")
             for listener in listeners:
                 app = local_app if listener.is_unix else remote_app
                 gate = ListenerGate(listener.address, listener.sock, limit, limits)
