@@ -15,7 +15,12 @@ signatures are systemd's own (`org.freedesktop.systemd1(5)`), so nothing is intr
 
 Links and unlinks asked for at the same time go to systemd together, in one `LinkUnitFiles` or
 `DisableUnitFiles` call of many files (`coalesce.Coalescer`): systemd scans its whole runtime
-unit directory on each such call, so a thousand calls of one unit cost a thousand scans.
+unit directory on each such call, so a thousand calls of one unit cost a thousand scans (58 ms
+a call with 340 links on the rig). An unlink of a unit this adapter linked needs no call at
+all: `LinkUnitFiles` answers with the symlink it made, and when that path is still a symlink to
+the unit's file, removing it is all `DisableUnitFiles` would do for a runtime link without an
+`[Install]` section. A unit linked before the adapter started (fleetd restarted) is unlinked
+through `DisableUnitFiles`.
 
 Signals (after `AddMatch` rules and `Subscribe`): `JobRemoved(u id, o job, s unit, s result)`
 and `Reloading(b active)` on the manager, and `PropertiesChanged` on unit objects, whose paths
@@ -336,6 +341,7 @@ class DbusUnitManager:
         self._hub = ChangeHub()
         self._links = Coalescer(self._link_files)
         self._unlinks = Coalescer(self._disable_files)
+        self._symlinks: dict[str, tuple[str, str]] = {}  # unit -> (symlink, its target) made
         self.connections = 0  # successful connections so far
 
     @property
@@ -504,10 +510,31 @@ class DbusUnitManager:
         await self._unlinks.submit(name)
 
     async def _link_files(self, paths: list[Path]) -> None:
-        await self._call(link_message(*paths), ", ".join(path.name for path in paths))
+        reply = await self._call(link_message(*paths), ", ".join(path.name for path in paths))
+        targets = {str(path) for path in paths}
+        for kind, symlink, target in reply.body[0]:
+            if kind == "symlink" and target in targets:
+                self._symlinks[Path(symlink).name] = (symlink, target)
 
     async def _disable_files(self, names: list[str]) -> None:
-        await self._call(disable_message(*names), ", ".join(names))
+        others = [name for name in names if not self._remove_own_symlink(name)]
+        if others:
+            await self._call(disable_message(*others), ", ".join(others))
+
+    def _remove_own_symlink(self, name: str) -> bool:
+        """Remove the symlink `LinkUnitFiles` made for `name`, if it is still there and still
+        points to the unit's file; False when it cannot be done that way."""
+        made = self._symlinks.pop(name, None)
+        if made is None:
+            return False
+        symlink, target = made
+        try:
+            if os.readlink(symlink) != target:
+                return False
+            os.unlink(symlink)
+        except OSError:
+            return False
+        return True
 
     async def reload(self) -> None:
         await self._call(manager_call("Reload"), within=self._reload_timeout)

@@ -147,6 +147,9 @@ class MockManager(ServiceInterface):
         self.listing = 0  # ListUnitsByNames calls in progress
         self.most_listing = 0
         self.calls: list[tuple[str, Any]] = []
+        # where LinkUnitFiles makes real symlinks, as systemd does in /run/systemd/system (None:
+        # it only reports them there)
+        self.runtime_dir: Path | None = None
         self._jobs = 0
         self._units: dict[str, MockUnit] = {}
         model.add_listener(self._changed)
@@ -195,7 +198,13 @@ class MockManager(ServiceInterface):
                 self.model.link(Path(file))
             except UnitRefused as exc:
                 raise _as_dbus_error(exc) from None
-            changes.append(["symlink", f"/run/systemd/system/{Path(file).name}", file])
+            if self.runtime_dir is None:
+                changes.append(["symlink", f"/run/systemd/system/{Path(file).name}", file])
+                continue
+            symlink = self.runtime_dir / Path(file).name
+            symlink.unlink(missing_ok=True)
+            symlink.symlink_to(file)
+            changes.append(["symlink", str(symlink), file])
         return changes
 
     @dbus_method()

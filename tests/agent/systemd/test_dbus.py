@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -427,6 +428,30 @@ async def test_links_and_unlinks_asked_together_go_to_systemd_together(
         assert sorted(f for files, _ in unlinks for f in files) == names
         assert len(unlinks) < len(names)
         assert mock_systemd.model.links == {}
+
+
+async def test_a_symlink_the_adapter_made_is_removed_without_asking_systemd(
+    units_dir: Path, tmp_path: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    mock_systemd.runtime_dir = runtime
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        for name in ("a.service", "b.service", "c.service"):
+            await adapter.write_unit_file(name, RUNS)
+            await adapter.link_unit(name)
+        assert os.readlink(runtime / "a.service") == str(units_dir / "a.service")
+        (runtime / "b.service").unlink()  # someone else changed it: systemd decides
+        (runtime / "b.service").symlink_to("/elsewhere/b.service")
+        async with connected(units_dir, bus_daemon.address) as restarted:
+            # a new adapter did not make c's symlink: systemd removes it
+            await restarted.unlink_unit("c.service")
+        await adapter.unlink_unit("a.service")
+        await adapter.unlink_unit("b.service")
+        unlinks = [args[0] for call, args in mock_systemd.calls if call == "DisableUnitFiles"]
+        assert unlinks == [["c.service"], ["b.service"]]
+        assert not (runtime / "a.service").exists()
+        assert (runtime / "b.service").is_symlink()  # the mock reports, it does not remove
 
 
 async def write_and_link(adapter: DbusUnitManager, names: list[str]) -> None:
