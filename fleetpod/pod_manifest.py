@@ -1,7 +1,7 @@
 """The run flags of `fleet-pod run/prepare` and the appc pod manifest built from them.
 
 Role: pure. `parse_*` turn one flag value into a typed value; `build_pod_manifest` joins an
-image and the options into a reified appc `PodManifest` (rkt §2.3) that is written to the pod
+image and the options into a reified appc pod manifest (`acKind: PodManifest`), written to the pod
 directory; `pod_spec` reads such a manifest back into what stage1 needs, so `run` and
 `run-prepared` execute from the manifest alone.
 

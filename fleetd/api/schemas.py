@@ -3,8 +3,8 @@ bodies in (decoded the way Go's `encoding/json` decodes them), and models that d
 the OpenAPI document.
 
 Output invariants (what fleet's Go server writes):
-* fields in the order of reference section 3.2; every field is `omitempty`, so "", [] and {} are
-  left out and an empty page is `{}`; map keys sorted;
+* fields in the order fleet's Go structs declare them (`docs/api.md`); every field is
+  `omitempty`, so "", [] and {} are left out and an empty page is `{}`; map keys sorted;
 * compact JSON, UTF-8, with `<`, `>`, `&`, U+2028 and U+2029 escaped as Go escapes them.
 * The one extension: a Unit carries `unplaceableReasons` (last) only when the engine stored
   reasons for it, so fleet's exchanges are unchanged.

@@ -20,7 +20,7 @@ from fleetd.registry.codec import (
 )
 from fleetd.registry.keys import Keys
 
-M1 = "113f16a7b1d84f6f8a2a9d5d2b3c2f19"  # the machine of reference section 3.6
+M1 = "113f16a7b1d84f6f8a2a9d5d2b3c2f19"  # the machine of fleet's documented exchanges
 M2 = "2" * 32
 M3 = "3" * 32
 VIEW_WAIT = 10.0

@@ -1,5 +1,5 @@
-"""The v1 API end to end, in-process: every route and error path of reference section 3.5, the
-recorded exchanges of 3.6, headers, limits and auth. Bodies and statuses are asserted exactly."""
+"""The v1 API end to end, in-process: every route and error path of fleet's v1 API, fleet's
+recorded exchanges, headers, limits and auth. Bodies and statuses are asserted exactly."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from tests.registry.hooks import Txn, hook_txn
 SERVER = f"fleetd/{__version__}"
 JSON = {"Content-Type": "application/json"}
 
-# Reference section 3.6, byte for byte.
+# fleet's documented exchanges, byte for byte.
 HELLO_PUT = (
     b'{"desiredState":"launched","options":[\n'
     b' {"section":"Unit","name":"Description","value":"Hello World"},\n'
