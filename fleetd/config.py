@@ -165,8 +165,13 @@ def _metadata(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs.items()))
 
 
+def is_tcp_address(address: str) -> bool:
+    """Whether a `listen` address is TCP (`host:port`); else it is a unix socket's absolute path."""
+    return not address.startswith("/")
+
+
 def _listen_address(item: str) -> str:
-    if item.startswith("/"):
+    if not is_tcp_address(item):
         return item  # a unix socket path
     host, sep, port = item.rpartition(":")
     if not sep or not _is_number(port) or int(port) > 65535:
@@ -394,7 +399,7 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     merged: _Layer = {}
     for layer in (file_layer or {}, _env_layer(environ), _flag_layer(args)):
         merged.update(layer)
-    tcp = [a for a in merged.get("listen", ((), ""))[0] if not a.startswith("/")]
+    tcp = [a for a in merged.get("listen", ((), ""))[0] if is_tcp_address(a)]
     token_file, token_source = merged.get("api_token_file", ("", ""))
     if tcp and not token_file:
         reason = "a TCP listener needs api_token_file (the API must not be open without a token)"
