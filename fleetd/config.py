@@ -30,6 +30,8 @@ from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from fleetd.registry.keys import DEFAULT_PREFIX, as_prefix
+
 DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
 MAX_TOKEN_FILE_BYTES = 4096
 
@@ -47,7 +49,7 @@ class Config:
     """fleetd's settings; durations are seconds. Field names are fleet's option names."""
 
     etcd_servers: tuple[str, ...] = ("http://127.0.0.1:2379",)
-    etcd_key_prefix: str = "/fleet/"
+    etcd_key_prefix: str = DEFAULT_PREFIX
     etcd_request_timeout: float = 5.0
     etcd_username: str = ""
     etcd_password: str = ""
@@ -143,7 +145,7 @@ def _key_prefix(text: str) -> str:
     prefix = text.strip()
     if not prefix.startswith("/"):
         raise ValueError("must start with '/'")
-    return prefix if prefix.endswith("/") else prefix + "/"
+    return as_prefix(prefix)
 
 
 def _ip_address(text: str) -> str:
