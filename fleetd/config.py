@@ -30,6 +30,7 @@ from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from fleetd.core.model import AGENT_TTL
 from fleetd.registry.keys import DEFAULT_PREFIX, as_prefix
 
 DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
@@ -58,7 +59,7 @@ class Config:
     etcd_keyfile: str = ""
     public_ip: str = ""
     metadata: tuple[tuple[str, str], ...] = ()
-    agent_ttl: float = 10.0
+    agent_ttl: float = AGENT_TTL
     engine_reconcile_interval: float = 2.0
     disable_engine: bool = False
     disable_agent: bool = False
