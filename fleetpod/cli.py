@@ -31,6 +31,7 @@ from fleetpod import stage0
 from fleetpod.cli_images import fetch_command, image_app, key_app, trust_command
 from fleetpod.config import PodPaths, PodSettings, parse_insecure_options, parse_max_image_size
 from fleetpod.errors import PodError
+from fleetpod.image import SHORT_IMAGE_ID
 from fleetpod.pod_manifest import RunOptions, run_options
 from fleetpod.pods import GcAction, PodInfo, PodState, PodStore, plan_gc
 from fleetpod.stage1 import own_service_unit
@@ -38,7 +39,6 @@ from fleetpod.store import ImageStore
 
 EXIT_FAILURE = 254
 HOST_KEY = "fleet_pod.host"
-SHORT_IMAGE_ID = len("sha512-") + 32
 
 app = typer.Typer(
     name="fleet-pod",
