@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.logs import warnings_only
 from bench.scale_proc import Reply, say, serve_commands
-from fleetd.api.serve import serve_api
+from fleetd.api.listeners import serve_api
 from fleetd.config import Config
 from fleetd.engine.engine import Engine
 from fleetd.engine.leader import Term

@@ -25,7 +25,7 @@ from pathlib import Path
 import structlog
 
 from agent.agent import run_agent_on_systemd
-from fleetd.api.serve import serve_api
+from fleetd.api.listeners import serve_api
 from fleetd.config import Config
 from fleetd.core.model import Machine, lease_seconds
 from fleetd.engine.engine import Engine
