@@ -114,7 +114,8 @@ def plan_set_unit(
 
 
 def current_state(placement: Placement | None, state: UnitStateRecord | None) -> JobState:
-    """A non-global unit's cluster state from its placement and the state its machine published."""
+    """A non-global unit's `currentState` (fleet's field) from its placement and the state its
+    machine published. Not the agent's `local_job_state`, the job state of a unit on one host."""
     if placement is None or state is None:
         return JobState.INACTIVE
     return JobState.LOADED if state.active_state == "inactive" else JobState.LAUNCHED
