@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 
 from devtools.etcd_server import EtcdServer
 from fleetd import __version__
-from fleetd.api.app import MAX_BODY_BYTES, PREFIXES, _v1_router, create_app
+from fleetd.api.app import MAX_BODY_BYTES, create_app, v1_routers
 from fleetd.api.errors import OUTCOME_UNKNOWN_MESSAGE
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
@@ -749,7 +749,9 @@ async def test_the_openapi_document(api: httpx.AsyncClient) -> None:
 def test_every_route_runs_on_the_event_loop(service: ApiService) -> None:
     """A sync route would run in a worker thread, reading the view while the loop changes it."""
     routes = [r for r in create_app(service).routes if isinstance(r, APIRoute)]
-    for prefix in PREFIXES:
-        routes += [r for r in _v1_router(service, prefix).routes if isinstance(r, APIRoute)]
-    assert len(routes) == 22
+    # the v1 routers' routes serve both prefixes
+    routes += [
+        r for router in v1_routers(service) for r in router.routes if isinstance(r, APIRoute)
+    ]
+    assert len(routes) == 13
     assert all(inspect.iscoroutinefunction(route.endpoint) for route in routes)
