@@ -88,11 +88,10 @@ class Session:
             return machine_id_legend(machine_id, full)
         return machine_legend(machine, full)
 
-    def run(self, command: Callable[[], int]) -> NoReturn:
-        """Run `command` (a command's work, which returns its exit code) and exit with that code,
-        printing the errors it did not handle."""
+    def run(self, body: Callable[[], int]) -> NoReturn:
+        """Run a command body and exit with its code, printing errors it did not handle."""
         try:
-            code = command()
+            code = body()
         except (FleetctlError, EndpointError) as exc:
             self.out.error(f"Error: {exc}")
             code = 1
