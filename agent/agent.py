@@ -51,7 +51,7 @@ from agent.systemd.dbus import DbusUnitManager
 from agent.systemd.files import SYSTEM_DROPINS, default_container_program
 from agent.systemd.port import ChangeFeed, UnitManager, UnitStatus
 from fleetd import __version__
-from fleetd.core.model import Machine, Placement
+from fleetd.core.model import AGENT_LEASE_TTL, Machine, Placement
 from fleetd.core.names import unit_file_name_problem
 from fleetd.core.states import JobState
 from fleetd.registry.client import EtcdClient, KeyValue
@@ -83,7 +83,7 @@ class Agent:
         manager: UnitManager,
         machine: Machine,
         *,
-        ttl: int = 10,
+        ttl: int = AGENT_LEASE_TTL,
         reconcile_interval: float = RECONCILE_INTERVAL,
         stop_timeout: float = STOP_TIMEOUT,
         version: str = __version__,

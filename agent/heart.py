@@ -26,7 +26,7 @@ import time
 import structlog
 
 from fleetd import __version__
-from fleetd.core.model import Machine
+from fleetd.core.model import AGENT_LEASE_TTL, Machine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import encode_machine
 from fleetd.registry.errors import EtcdError
@@ -46,7 +46,7 @@ class Heart:
         keys: Keys,
         machine: Machine,
         *,
-        ttl: int = 10,
+        ttl: int = AGENT_LEASE_TTL,
         version: str = __version__,
         backoff: Backoff | None = None,
     ) -> None:

@@ -80,7 +80,7 @@ def is_launched(unit: LocalUnit) -> bool:
     return unit.active_state in RUNNING_STATES or unit.active_state == "failed"
 
 
-def current_state(unit: LocalUnit) -> JobState:
+def local_job_state(unit: LocalUnit) -> JobState:
     """The job state a present unit is in: inactive (not loaded), loaded or launched.
 
     A unit systemd has not loaded is inactive unless it still runs (its link was removed under
@@ -185,7 +185,7 @@ class _Plan:
 
 def _converge(plan: _Plan, placement: Placement, unit: LocalUnit) -> None:
     """Tasks for a present unit whose file already has the desired hash."""
-    state = current_state(unit)
+    state = local_job_state(unit)
     if unit.load_state in NOT_LOADED_STATES and state is JobState.LAUNCHED:
         why = f"unit runs but systemd has no file for it (load state {unit.load_state!r})"
         plan.loads.append(LinkUnit(unit.name, why))

@@ -48,7 +48,8 @@ from fleetd.registry.codec import (
     encode_placement,
     encode_unit,
 )
-from fleetd.registry.keys import Keys
+from fleetd.registry.keys import DEFAULT_PREFIX, Keys
+from fleetd.registry.units import checked_unit_record
 from tests.rig.nodes import (
     build_image,
     etcd_container,
@@ -59,7 +60,7 @@ from tests.rig.nodes import (
 )
 
 MACHINE = "0c1ab2f2f1a34a7e8d3a6e1f20aab001"
-PREFIX = "/fleet/"
+PREFIX = DEFAULT_PREFIX  # the node's fleetd keeps the default
 BATCH = EtcdClient.MAX_TXN_OPS
 RESULTS = Path(__file__).resolve().parent / "results" / "agent_systemd.json"
 UNITS_DIRECTORY = "/run/fleet/units"
@@ -189,7 +190,7 @@ async def measure(
     records = {}
     for i in range(args.units):
         unit = parse_unit(unit_text(i))
-        records[unit_name(i)] = UnitRecord(unit_name(i), unit.options, unit.hash, JobState.LAUNCHED)
+        records[unit_name(i)] = checked_unit_record(unit_name(i), unit, JobState.LAUNCHED)
     await put_all(client, [(keys.unit(name), encode_unit(r)) for name, r in records.items()])
     deadline = time.monotonic() + 60
     while await client.get(keys.machine(MACHINE)) is None:

@@ -42,8 +42,9 @@ from devtools.etcd_server import EtcdServer
 from fleetd.core.states import JobState
 from fleetd.core.unitfile import parse_unit
 from fleetd.registry.client import EtcdClient
-from fleetd.registry.codec import UnitRecord, encode_unit
+from fleetd.registry.codec import encode_unit
 from fleetd.registry.keys import Keys
+from fleetd.registry.units import checked_unit_record
 
 PREFIX = "/bench/"
 UNITS = "/fleet/v1/units"
@@ -185,7 +186,7 @@ async def preload(server: EtcdServer, count: int) -> None:
             for n in range(first, min(count, first + 100)):
                 name = f"pre{n:06d}.service"
                 unit = parse_unit(f"[Unit]\nDescription={name}\n[Service]\nExecStart=/bin/true\n")
-                record = UnitRecord(name, unit.options, unit.hash, JobState.INACTIVE)
+                record = checked_unit_record(name, unit, JobState.INACTIVE)
                 writes.append(client.put(keys.unit(name), encode_unit(record)))
             await asyncio.gather(*writes)
     finally:

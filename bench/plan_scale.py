@@ -32,10 +32,10 @@ from pathlib import Path
 
 from fleetd.core.engine_delta import Changes, PlanState, plan_engine_delta
 from fleetd.core.engine_plan import plan_engine, plan_engine_full
+from fleetd.core.engine_tasks import Schedule, apply_engine_tasks
 from fleetd.core.model import ClusterSnapshot, Machine, Unit
 from fleetd.core.requirements import Requirements
 from fleetd.core.states import JobState
-from fleetd.core.tasks import Schedule, apply_engine_tasks
 
 ROLES = ("web", "db", "cache", "batch")
 

@@ -1,7 +1,7 @@
 """The scale benchmark's fleetd: the real engine and the real v1 API in one process, as `fleetd
 --disable-agent` runs them, with the engine's passes timed.
 
-The components are wired as `fleetd.server.serve` wires them (one etcd client, `Engine` and
+The components are wired as `fleetd.wiring.serve` wires them (one etcd client, `Engine` and
 `serve_api` under `run_components`), with the API on a unix socket. `TimedEngine` is the real
 `Engine`; it only records, for every reconcile pass, when it started, how long it took and
 whether it planned in full, incrementally or not at all (nothing had changed).
@@ -23,14 +23,14 @@ from typing import Any
 
 from bench.logs import warnings_only
 from bench.scale_proc import Reply, say, serve_commands
-from fleetd.api.serve import serve_api
+from fleetd.api.listeners import serve_api
 from fleetd.config import Config
 from fleetd.engine.engine import Engine
 from fleetd.engine.leader import Term
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.runtime.supervise import run_components
-from fleetd.server import MIN_DEPARTURE_GRACE
+from fleetd.wiring import MIN_DEPARTURE_GRACE
 
 ENGINE_MACHINE = "e" * 32
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from agent.agent import RECONCILE_INTERVAL, Agent
 from agent.systemd.fake import FakeUnitManager
-from fleetd.core.model import Machine
+from fleetd.core.model import AGENT_LEASE_TTL, Machine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 
@@ -42,7 +42,7 @@ class FakeHost:
         *,
         metadata: Mapping[str, str] | None = None,
         ip: str = "127.0.0.1",
-        ttl: int = 10,
+        ttl: int = AGENT_LEASE_TTL,
         reconcile_interval: float = RECONCILE_INTERVAL,
     ) -> None:
         self.manager = FakeUnitManager(units_directory)

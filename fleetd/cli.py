@@ -12,7 +12,7 @@ from fleetd.config import Config, ConfigError, help_text, load_config
 from fleetd.runtime.limits import raise_open_files_limit
 from fleetd.runtime.logs import configure_logging
 from fleetd.runtime.supervise import install_signal_handlers
-from fleetd.server import MachineIdError, serve
+from fleetd.wiring import MachineIdError, serve
 
 
 async def _run(config: Config) -> None:

@@ -30,6 +30,9 @@ from dataclasses import dataclass, fields
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+from fleetd.core.model import AGENT_TTL
+from fleetd.registry.keys import DEFAULT_PREFIX, as_prefix
+
 DEFAULT_CONFIG_PATH = "/etc/fleet/fleet.conf"
 MAX_TOKEN_FILE_BYTES = 4096
 
@@ -47,7 +50,7 @@ class Config:
     """fleetd's settings; durations are seconds. Field names are fleet's option names."""
 
     etcd_servers: tuple[str, ...] = ("http://127.0.0.1:2379",)
-    etcd_key_prefix: str = "/fleet/"
+    etcd_key_prefix: str = DEFAULT_PREFIX
     etcd_request_timeout: float = 5.0
     etcd_username: str = ""
     etcd_password: str = ""
@@ -56,7 +59,7 @@ class Config:
     etcd_keyfile: str = ""
     public_ip: str = ""
     metadata: tuple[tuple[str, str], ...] = ()
-    agent_ttl: float = 10.0
+    agent_ttl: float = AGENT_TTL
     engine_reconcile_interval: float = 2.0
     disable_engine: bool = False
     disable_agent: bool = False
@@ -143,7 +146,7 @@ def _key_prefix(text: str) -> str:
     prefix = text.strip()
     if not prefix.startswith("/"):
         raise ValueError("must start with '/'")
-    return prefix if prefix.endswith("/") else prefix + "/"
+    return as_prefix(prefix)
 
 
 def _ip_address(text: str) -> str:
@@ -165,8 +168,13 @@ def _metadata(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs.items()))
 
 
+def is_tcp_address(address: str) -> bool:
+    """Whether a `listen` address is TCP (`host:port`); else it is a unix socket's absolute path."""
+    return not address.startswith("/")
+
+
 def _listen_address(item: str) -> str:
-    if item.startswith("/"):
+    if not is_tcp_address(item):
         return item  # a unix socket path
     host, sep, port = item.rpartition(":")
     if not sep or not _is_number(port) or int(port) > 65535:
@@ -394,7 +402,7 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     merged: _Layer = {}
     for layer in (file_layer or {}, _env_layer(environ), _flag_layer(args)):
         merged.update(layer)
-    tcp = [a for a in merged.get("listen", ((), ""))[0] if not a.startswith("/")]
+    tcp = [a for a in merged.get("listen", ((), ""))[0] if is_tcp_address(a)]
     token_file, token_source = merged.get("api_token_file", ("", ""))
     if tcp and not token_file:
         reason = "a TCP listener needs api_token_file (the API must not be open without a token)"

@@ -26,10 +26,12 @@ from typing import Annotated, Any
 
 import typer
 
+from fleetd.core.container import STAGE1S, NetMode, spoken_choices
 from fleetpod import stage0
 from fleetpod.cli_images import fetch_command, image_app, key_app, trust_command
 from fleetpod.config import PodPaths, PodSettings, parse_insecure_options, parse_max_image_size
 from fleetpod.errors import PodError
+from fleetpod.image import SHORT_IMAGE_ID
 from fleetpod.pod_manifest import RunOptions, run_options
 from fleetpod.pods import GcAction, PodInfo, PodState, PodStore, plan_gc
 from fleetpod.stage1 import own_service_unit
@@ -37,7 +39,6 @@ from fleetpod.store import ImageStore
 
 EXIT_FAILURE = 254
 HOST_KEY = "fleet_pod.host"
-SHORT_IMAGE_ID = len("sha512-") + 32
 
 app = typer.Typer(
     name="fleet-pod",
@@ -117,8 +118,8 @@ MountOpt = Annotated[
 MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e.g. 256M.")]
 CpuOpt = Annotated[str | None, typer.Option("--cpu", help="CPU limit, e.g. 500m or 2.")]
 TasksOpt = Annotated[int | None, typer.Option("--tasks-max", help="Most tasks (TasksMax=).")]
-NetOpt = Annotated[str | None, typer.Option("--net", help="host, none or default.")]
-Stage1Opt = Annotated[str, typer.Option("--stage1", help="nspawn or fly.")]
+NetOpt = Annotated[str | None, typer.Option("--net", help=f"{spoken_choices(tuple(NetMode))}.")]
+Stage1Opt = Annotated[str, typer.Option("--stage1", help=f"{spoken_choices(STAGE1S)}.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="The app's name.")]
 SignatureOpt = Annotated[Path | None, typer.Option("--signature", help="Signature file.")]
 

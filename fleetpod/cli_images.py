@@ -36,7 +36,7 @@ import typer
 from fleetpod.config import PodPaths, PodSettings
 from fleetpod.errors import ImageError, PodError, StoreError
 from fleetpod.fetch import fetch
-from fleetpod.image import build_image
+from fleetpod.image import SHORT_IMAGE_ID, build_image
 from fleetpod.image_manifest import MountPoint
 from fleetpod.keys import generate_key_pair, load_private_key
 from fleetpod.limits import MAX_KEY_FILE_BYTES, read_at_most, read_stream_at_most
@@ -46,7 +46,6 @@ from fleetpod.store import ImageRecord, ImageStore
 from fleetpod.trust import TrustedKey, TrustStore
 
 EXIT_FAILURE = 254
-SHORT_ID = len("sha512-") + 32
 
 image_app = typer.Typer(
     name="image", help="Build, sign, list and remove images.", no_args_is_help=True
@@ -176,7 +175,8 @@ def _image_row(record: ImageRecord) -> tuple[str, ...]:
     signer = record.signed_by[:16] if record.signed_by else "unverified"
     imported = record.imported.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
     version = record.version or "-"
-    return (record.id[:SHORT_ID], record.name, version, human_size(record.size), imported, signer)
+    size = human_size(record.size)
+    return (record.id[:SHORT_IMAGE_ID], record.name, version, size, imported, signer)
 
 
 def human_size(size: int) -> str:

@@ -47,6 +47,13 @@ MAX_MANIFEST_BYTES = 1 << 20
 SPECIAL_NAMES_SHOWN = 5
 CHUNK = 1 << 20
 ARCHIVE_ERRORS = (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error)
+IMAGE_ID_PREFIX = "sha512-"
+SHORT_IMAGE_ID = len(IMAGE_ID_PREFIX) + 32  # how much of an id a listing shows
+
+
+def image_id(sha512_hex: str) -> str:
+    """The id of an image whose uncompressed tar has the SHA-512 `sha512_hex` (hex digits)."""
+    return IMAGE_ID_PREFIX + sha512_hex
 
 
 def compression_of(path: Path) -> str | None:
@@ -81,7 +88,7 @@ def image_id_of(path: Path) -> str:
                 digest.update(chunk)
     except ARCHIVE_ERRORS as error:
         raise ImageError(f"cannot read image archive {str(path)!r}: {error}") from None
-    return "sha512-" + digest.hexdigest()
+    return image_id(digest.hexdigest())
 
 
 def open_tar(stream: BinaryIO) -> tarfile.TarFile:
@@ -239,4 +246,4 @@ def _compress(tar_file: IO[bytes], output: Path, compression: str) -> str:
         while chunk := tar_file.read(CHUNK):
             digest.update(chunk)
             sink.write(chunk)
-    return "sha512-" + digest.hexdigest()
+    return image_id(digest.hexdigest())

@@ -1,7 +1,7 @@
 """The run flags of `fleet-pod run/prepare` and the appc pod manifest built from them.
 
 Role: pure. `parse_*` turn one flag value into a typed value; `build_pod_manifest` joins an
-image and the options into a reified appc `PodManifest` (rkt §2.3) that is written to the pod
+image and the options into a reified appc pod manifest (`acKind: PodManifest`), written to the pod
 directory; `pod_spec` reads such a manifest back into what stage1 needs, so `run` and
 `run-prepared` execute from the manifest alone.
 
@@ -20,10 +20,9 @@ import posixpath
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from fleetd.core.container import MIN_MEMORY
+from fleetd.core.container import MIN_MEMORY, NetMode, Stage1, spoken_choices
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import AC_NAME, App, parse_cpu, parse_memory
 
@@ -38,21 +37,6 @@ TASKS_MAX_ANNOTATION = "pyfleet.io/tasks-max"
 UUID_ANNOTATION = "pyfleet.io/uuid"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MODE = re.compile(r"^0?[0-7]{3}$")
-
-
-class NetMode(StrEnum):
-    """`--net`: share the host's network, or a private one with loopback only."""
-
-    HOST = "host"
-    NONE = "none"
-    DEFAULT = "default"
-
-
-class Stage1(StrEnum):
-    """`--stage1`: systemd-nspawn (namespaces) or fly (chroot, no isolation)."""
-
-    NSPAWN = "nspawn"
-    FLY = "fly"
 
 
 @dataclass(frozen=True)
@@ -237,14 +221,14 @@ def parse_net(text: str) -> NetMode:
     try:
         return NetMode(text)
     except ValueError:
-        raise _flag_error("--net", text, "expected host, none or default") from None
+        raise _flag_error("--net", text, f"expected {spoken_choices(tuple(NetMode))}") from None
 
 
 def parse_stage1(text: str) -> Stage1:
     try:
         return Stage1(text)
     except ValueError:
-        raise _flag_error("--stage1", text, "expected nspawn or fly") from None
+        raise _flag_error("--stage1", text, f"expected {spoken_choices(tuple(Stage1))}") from None
 
 
 def parse_app_name(text: str) -> str:

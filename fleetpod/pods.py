@@ -1,4 +1,4 @@
-"""Pod directories and their lifecycle: rkt's states = directory x lock (reference §4).
+"""Pod directories and their lifecycle: rkt's states = directory x lock.
 
 Role: the pod store. A pod is `<pods_dir>/<state dir>/<uuid>/`; it changes state only by
 `os.rename` between state directories (atomic; a loser of a race sees ENOENT, which is normal)

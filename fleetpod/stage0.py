@@ -37,13 +37,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import NoReturn
 
-from fleetd.core.container import MIN_MEMORY
+from fleetd.core.container import MIN_MEMORY, Stage1
 from fleetpod import stage1
 from fleetpod.config import PodSettings
 from fleetpod.errors import PodError, StoreError
 from fleetpod.fetch import fetch
 from fleetpod.image_manifest import host_arch
-from fleetpod.pod_manifest import RunOptions, Stage1, build_pod_manifest, default_app_name
+from fleetpod.pod_manifest import RunOptions, build_pod_manifest, default_app_name
 from fleetpod.pods import Pod, PodStore, process_start_time
 from fleetpod.store import ImageRecord, ImageStore
 from fleetpod.trust import TrustStore

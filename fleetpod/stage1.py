@@ -26,17 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleetd.core.container import NetMode, Stage1
 from fleetd.core.quantity import cpu_quota
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import parse_cpu, parse_memory
-from fleetpod.pod_manifest import (
-    NET_ANNOTATION,
-    STAGE1_ANNOTATION,
-    TASKS_MAX_ANNOTATION,
-    NetMode,
-    Stage1,
-    Volume,
-)
+from fleetpod.pod_manifest import NET_ANNOTATION, STAGE1_ANNOTATION, TASKS_MAX_ANNOTATION, Volume
 
 NSPAWN = "systemd-nspawn"
 NSPAWN_ENV = {

@@ -58,8 +58,10 @@ from fleetpod.errors import ImageError, StoreError, TrustError
 from fleetpod.image import (
     ARCHIVE_ERRORS,
     CHUNK,
+    IMAGE_ID_PREFIX,
     Inspected,
     compression_of,
+    image_id,
     inspect_archive,
     open_decompressed,
 )
@@ -69,7 +71,7 @@ from fleetpod.render import force_rmtree, render_rootfs
 from fleetpod.signature import Verified, bind_to_image, file_sha256, verify_archive_signature
 from fleetpod.trust import TrustStore
 
-IMAGE_ID = re.compile(r"^sha512-[0-9a-f]{128}$")
+IMAGE_ID = re.compile(rf"^{IMAGE_ID_PREFIX}[0-9a-f]{{128}}$")
 MIN_ID_PREFIX_HEX = 8
 RENDERED = "rendered"
 PRIVATE = 0o700
@@ -283,13 +285,14 @@ class ImageStore:
     def resolve(self, ref: str) -> ImageRecord:
         """The image `ref` names: a full id, a unique id prefix, `name` or `name:version`."""
         ref = ref.strip()
-        if ref.startswith("sha512-"):
-            digits = ref.removeprefix("sha512-").lower()
+        if ref.startswith(IMAGE_ID_PREFIX):
+            digits = ref.removeprefix(IMAGE_ID_PREFIX).lower()
             if not re.fullmatch(rf"[0-9a-f]{{{MIN_ID_PREFIX_HEX},128}}", digits):
                 raise StoreError(
-                    f"image id {ref!r} must be sha512- and {MIN_ID_PREFIX_HEX} to 128 hex digits"
+                    f"image id {ref!r} must be {IMAGE_ID_PREFIX} and {MIN_ID_PREFIX_HEX} to 128"
+                    " hex digits"
                 )
-            matches = [r for r in self.list() if r.id.startswith("sha512-" + digits)]
+            matches = [r for r in self.list() if r.id.startswith(IMAGE_ID_PREFIX + digits)]
             if len(matches) > 1:
                 listed = ", ".join(r.id[:39] for r in matches)
                 raise StoreError(f"ambiguous image id {ref!r}: it matches {listed}")
@@ -387,7 +390,9 @@ class ImageStore:
 
     def _check_id(self, image_id: str) -> None:
         if not IMAGE_ID.match(image_id):
-            raise StoreError(f"{image_id!r} is not a full image id (sha512- and 128 hex digits)")
+            raise StoreError(
+                f"{image_id!r} is not a full image id ({IMAGE_ID_PREFIX} and 128 hex digits)"
+            )
 
     @contextmanager
     def _lock(self, image_id: str) -> Iterator[None]:
@@ -456,7 +461,7 @@ def _decompress(archive: Path, fd: int, max_bytes: int) -> tuple[str, int]:
                 out.write(chunk)
     except ARCHIVE_ERRORS as error:
         raise ImageError(f"cannot decompress image {str(archive)!r}: {error}") from None
-    return "sha512-" + digest.hexdigest(), size
+    return image_id(digest.hexdigest()), size
 
 
 def _too_large(what: str, max_bytes: int) -> str:

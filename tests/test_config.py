@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fleetd import config as config_module
-from fleetd.config import Config, ConfigError, help_text, load_config, parse_duration
+from fleetd.config import (
+    Config,
+    ConfigError,
+    help_text,
+    is_tcp_address,
+    load_config,
+    parse_duration,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -322,6 +329,14 @@ def test_listen_syntax(
 ) -> None:
     path = write(tmp_path, f"listen={raw}\napi_token_file={token_file}\n")
     assert load_config(["--config", path], {}).listen == expected
+
+
+@pytest.mark.parametrize(
+    ("address", "tcp"),
+    [("/var/run/fleet.sock", False), ("127.0.0.1:49153", True), (":49153", True)],
+)
+def test_an_address_is_tcp_unless_it_is_an_absolute_path(address: str, tcp: bool) -> None:
+    assert is_tcp_address(address) is tcp
 
 
 # --- errors: every one names the option, the source and the value --------------------------

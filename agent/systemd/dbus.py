@@ -30,7 +30,8 @@ makes systemd load it and collect it again, so treating them as changes loops.
 
 Invariants:
 * At most `max_in_flight` (32) calls are in flight: below dbus-daemon's limit of 128 pending
-  replies per connection, and clear of dbus-fast's EAGAIN-on-flood bug (reference deps.md 3).
+  replies per connection, and clear of dbus-fast's EAGAIN-on-flood bug (dbus-next issue 153: a
+  flooded socket's EAGAIN drops the connection).
 * Every call has a deadline; an error reply raises `UnitRefused` with systemd's error name and
   message; no connection, a lost connection, no answer in time, or an error from the bus itself
   (`BUS_ERRORS`: no reply, limits exceeded, ...) raises `SystemdUnavailable`.

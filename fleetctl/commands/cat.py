@@ -19,7 +19,7 @@ def cat(ctx: typer.Context, units: UnitsArgument = None) -> None:
     """Output the contents of a submitted unit."""
     session = Session.of(ctx)
 
-    def body() -> int:
+    def run_cat() -> int:
         out = session.out
         if not units or len(units) != 1:
             out.error("One unit file must be provided")
@@ -39,4 +39,4 @@ def cat(ctx: typer.Context, units: UnitsArgument = None) -> None:
         out.put("unitFile", text)
         return 0
 
-    session.run(body)
+    session.run(run_cat)

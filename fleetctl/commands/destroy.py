@@ -40,7 +40,7 @@ def destroy(
     session = Session.of(ctx)
     attempts = block_attempts(no_block, block_attempts_flag)
 
-    def body() -> int:
+    def run_destroy() -> int:
         out = session.out
         if not units:
             return no_units_given(session)
@@ -77,4 +77,4 @@ def destroy(
             out.unit(name, error=message)
         return 1 if failures else code
 
-    session.run(body)
+    session.run(run_destroy)

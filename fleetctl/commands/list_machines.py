@@ -51,7 +51,7 @@ def list_machines(
     """Enumerate the current hosts in the cluster."""
     session = Session.of(ctx)
 
-    def body() -> int:
+    def run_list_machines() -> int:
         try:
             columns = parse_fields(fields, FIELDS)
         except FleetctlError as exc:
@@ -72,4 +72,4 @@ def list_machines(
         )
         return 0
 
-    session.run(body)
+    session.run(run_list_machines)

@@ -45,7 +45,7 @@ def list_unit_files(
                 return hash_legend(unit.unit_file.hash, full)
         return or_empty(value(name, unit))
 
-    def body() -> int:
+    def run_list_unit_files() -> int:
         try:
             columns = parse_fields(fields, FIELDS)
         except FleetctlError as exc:
@@ -68,7 +68,7 @@ def list_unit_files(
             return retrieval_failed(session, "list of units", exc)
         return 0
 
-    session.run(body)
+    session.run(run_list_unit_files)
 
 
 def value(name: str, unit: Unit) -> str:

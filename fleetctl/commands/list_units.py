@@ -43,7 +43,7 @@ def list_units(
                 return hash_legend(state.hash, full)
         return or_empty(value(name, state))
 
-    def body() -> int:
+    def run_list_units() -> int:
         try:
             columns = parse_fields(fields, FIELDS)
         except FleetctlError as exc:
@@ -64,7 +64,7 @@ def list_units(
             return retrieval_failed(session, "list of unit states", exc)
         return 0
 
-    session.run(body)
+    session.run(run_list_units)
 
 
 def value(name: str, state: UnitState) -> str:

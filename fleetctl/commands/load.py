@@ -35,7 +35,7 @@ def load(
     session = Session.of(ctx)
     attempts = block_attempts(no_block, block_attempts_flag)
 
-    def body() -> int:
+    def run_load() -> int:
         if not units:
             return no_units_given(session)
         triggered = create_and_retarget(
@@ -45,4 +45,4 @@ def load(
             return 1
         return wait_triggered(session, triggered, "load", JobState.LOADED, attempts)
 
-    session.run(body)
+    session.run(run_load)

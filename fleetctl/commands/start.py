@@ -46,7 +46,7 @@ def start(
     session = Session.of(ctx)
     attempts = block_attempts(no_block, block_attempts_flag)
 
-    def body() -> int:
+    def run_start() -> int:
         if not units:
             return no_units_given(session)
         triggered = create_and_retarget(
@@ -64,7 +64,7 @@ def start(
         waiting = [launched[unit.name] for unit in triggered if not unit.is_global]
         return check_systemd(session, waiting, attempts)
 
-    session.run(body)
+    session.run(run_start)
 
 
 def check_systemd(session: Session, launched: list[Unit], attempts: int) -> int:

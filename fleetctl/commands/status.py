@@ -95,7 +95,7 @@ def status(
     """Output the status of one or more units in the cluster."""
     session = Session.of(ctx)
 
-    def body() -> int:
+    def run_status() -> int:
         out = session.out
         if not units:
             return no_units_given(session)
@@ -126,4 +126,4 @@ def status(
                 code = EXIT_NOT_ACTIVE
         return code
 
-    session.run(body)
+    session.run(run_status)

@@ -35,7 +35,7 @@ def stop(
     session = Session.of(ctx)
     attempts = block_attempts(no_block, block_attempts_flag)
 
-    def body() -> int:
+    def run_stop() -> int:
         out = session.out
         if not units:
             return no_units_given(session)
@@ -56,4 +56,4 @@ def stop(
             session, stopping, JobState.LOADED, verb="stop", done="stopped", attempts=attempts
         )
 
-    session.run(body)
+    session.run(run_stop)

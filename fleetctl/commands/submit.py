@@ -35,7 +35,7 @@ def submit(
     """Upload one or more units to the cluster without starting them."""
     session = Session.of(ctx)
 
-    def body() -> int:
+    def run_submit() -> int:
         if sign:
             session.out.warn(SIGNING_DEPRECATED)
         if not units:
@@ -47,4 +47,4 @@ def submit(
             return 1
         return 0
 
-    session.run(body)
+    session.run(run_submit)

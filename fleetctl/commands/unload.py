@@ -33,7 +33,7 @@ def unload(
     session = Session.of(ctx)
     attempts = block_attempts(no_block, block_attempts_flag)
 
-    def body() -> int:
+    def run_unload() -> int:
         out = session.out
         if not units:
             return no_units_given(session)
@@ -55,4 +55,4 @@ def unload(
             attempts=attempts,
         )
 
-    session.run(body)
+    session.run(run_unload)

@@ -15,8 +15,8 @@ def verify(ctx: typer.Context, units: UnitsArgument = None) -> None:
     """DEPRECATED: verify the signature of a unit (signing is not supported)."""
     session = Session.of(ctx)
 
-    def body() -> int:
+    def run_verify() -> int:
         session.out.error(SIGNING_DEPRECATED)
         return EXIT_DEPRECATED
 
-    session.run(body)
+    session.run(run_verify)

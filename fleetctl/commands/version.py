@@ -16,9 +16,9 @@ def version(ctx: typer.Context) -> None:
     """Print the version and exit."""
     session = Session.of(ctx)
 
-    def body() -> int:
+    def run_version() -> int:
         session.out.say(version_line())
         session.out.put("version", __version__)
         return 0
 
-    session.run(body)
+    session.run(run_version)

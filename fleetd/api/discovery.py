@@ -14,12 +14,34 @@ from __future__ import annotations
 from importlib.resources import files
 from typing import Final
 
-from fastapi import Response
+from fastapi import APIRouter, Response
+
+from fleetd.api import schemas
 
 DISCOVERY_JSON: Final[bytes] = (
     files(__package__ or "fleetd.api").joinpath("discovery.json").read_bytes()
 )
 
 
+# What methods other than GET get (fleet's message and status).
+NOT_ALLOWED: Final = {"/discovery": (400, "only HTTP GET supported against this resource")}
+
+
 def discovery_response() -> Response:
     return Response(DISCOVERY_JSON, media_type="application/json")
+
+
+def discovery_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get(
+        "/discovery",
+        responses={
+            200: {"description": "Google discovery document"},
+            400: {"model": schemas.Error},
+        },
+    )
+    async def discovery() -> Response:
+        return discovery_response()
+
+    return router

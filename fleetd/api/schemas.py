@@ -1,10 +1,14 @@
 """The v1 wire format: entities out (fleet's field names and order, empty fields left out), request
-bodies in (decoded the way Go's `encoding/json` decodes them), and models that document both in
-the OpenAPI document.
+bodies in (decoded the way Go's `encoding/json` decodes them).
+
+Each shape is described once, by a pydantic model below (its fields, their order, types and
+descriptions): the OpenAPI document shows the model, and the serializers and decoders take their
+keys from it, in its order. The models never touch a request or a response: the hot paths build
+plain dicts and decode by hand.
 
 Output invariants (what fleet's Go server writes):
-* fields in the order of reference section 3.2; every field is `omitempty`, so "", [] and {} are
-  left out and an empty page is `{}`; map keys sorted;
+* fields in the order fleet's Go structs declare them (`docs/api.md`); every field is
+  `omitempty`, so "", [] and {} are left out and an empty page is `{}`; map keys sorted;
 * compact JSON, UTF-8, with `<`, `>`, `&`, U+2028 and U+2029 escaped as Go escapes them.
 * The one extension: a Unit carries `unplaceableReasons` (last) only when the engine stored
   reasons for it, so fleet's exchanges are unchanged.
@@ -30,6 +34,104 @@ from fleetd.core.names import go_quote_char
 from fleetd.core.states import JobState
 from fleetd.core.unitfile import UnitOption as Option
 from fleetd.registry.codec import UnitRecord, UnitStateRecord
+
+# ------------------------------------------------------------- the shapes
+
+_State = Literal["inactive", "loaded", "launched"]
+
+
+class _Wire(BaseModel):
+    """A v1 shape: its fields in the order fleet writes them (the serializers below follow it)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class UnitOption(_Wire):
+    name: str = ""
+    section: str = ""
+    value: str = ""
+
+
+class Unit(_Wire):
+    currentState: _State | None = None
+    desiredState: _State | None = None
+    machineID: str | None = Field(None, description="where the unit is placed; absent if global")
+    name: str | None = None
+    options: list[UnitOption] | None = None
+    unplaceableReasons: list[str] | None = Field(
+        None, description="pyfleet extension: why the engine cannot place the unit"
+    )
+
+
+class UnitPage(_Wire):
+    nextPageToken: str | None = None
+    units: list[Unit] | None = None
+
+
+class UnitState(_Wire):
+    hash: str | None = None
+    machineID: str | None = None
+    name: str | None = None
+    systemdActiveState: str | None = None
+    systemdLoadState: str | None = None
+    systemdSubState: str | None = None
+    systemdLoadError: str | None = None
+
+
+class UnitStatePage(_Wire):
+    nextPageToken: str | None = None
+    states: list[UnitState] | None = None
+
+
+class Machine(_Wire):
+    id: str | None = None
+    metadata: dict[str, str] | None = None
+    primaryIP: str | None = None
+
+
+class MachinePage(_Wire):
+    machines: list[Machine] | None = None
+    nextPageToken: str | None = None
+
+
+class MetadataValue(_Wire):
+    value: str = ""
+
+
+class MachineMetadataOp(_Wire):
+    op: Literal["add", "remove", "replace"]
+    path: str = Field(description="/<machineID>/metadata/<key>")
+    value: MetadataValue | str | None = None
+
+
+class ErrorEntity(BaseModel):
+    code: int
+    message: str
+
+
+class Error(BaseModel):
+    error: ErrorEntity
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    viewReady: bool
+
+
+def _keys(shape: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(shape.model_fields)
+
+
+_OPTION_KEYS: Final = _keys(UnitOption)
+_UNIT_KEYS: Final = _keys(Unit)
+_STATE_KEYS: Final = _keys(UnitState)
+_MACHINE_KEYS: Final = _keys(Machine)
+_PAGE_KEYS: Final = {
+    "units": _keys(UnitPage),
+    "states": _keys(UnitStatePage),
+    "machines": _keys(MachinePage),
+}
+
 
 # ------------------------------------------------------------------ output
 
@@ -68,50 +170,46 @@ class UnitStatus:
 
 
 def option_json(option: Option) -> dict[str, Any]:
-    return _omit_empty(
-        (("name", option.name), ("section", option.section), ("value", option.value))
-    )
+    return _omit_empty(zip(_OPTION_KEYS, (option.name, option.section, option.value), strict=True))
 
 
 def unit_json(status: UnitStatus) -> dict[str, Any]:
     record = status.record
-    return _omit_empty(
-        (
-            ("currentState", str(status.current) if status.current is not None else ""),
-            ("desiredState", str(record.desired)),
-            ("machineID", status.machine_id),
-            ("name", record.name),
-            ("options", [option_json(o) for o in record.options]),
-            ("unplaceableReasons", list(status.reasons)),
-        )
+    values = (
+        str(status.current) if status.current is not None else "",
+        str(record.desired),
+        status.machine_id,
+        record.name,
+        [option_json(o) for o in record.options],
+        list(status.reasons),
     )
+    return _omit_empty(zip(_UNIT_KEYS, values, strict=True))
 
 
 def state_json(unit: str, machine_id: str, state: UnitStateRecord) -> dict[str, Any]:
-    return _omit_empty(
-        (
-            ("hash", state.hash),
-            ("machineID", machine_id),
-            ("name", unit),
-            ("systemdActiveState", state.active_state),
-            ("systemdLoadState", state.load_state),
-            ("systemdSubState", state.sub_state),
-            ("systemdLoadError", state.load_error),
-        )
+    values = (
+        state.hash,
+        machine_id,
+        unit,
+        state.active_state,
+        state.load_state,
+        state.sub_state,
+        state.load_error,
     )
+    return _omit_empty(zip(_STATE_KEYS, values, strict=True))
 
 
 def machine_json(machine: model.Machine) -> dict[str, Any]:
     metadata = {key: machine.metadata[key] for key in sorted(machine.metadata)}
-    return _omit_empty(
-        (("id", machine.id), ("metadata", metadata), ("primaryIP", machine.primary_ip))
-    )
+    values = (machine.id, metadata, machine.primary_ip)
+    return _omit_empty(zip(_MACHINE_KEYS, values, strict=True))
 
 
 def page_json(items_key: str, items: list[dict[str, Any]], next_token: str) -> dict[str, Any]:
-    """A page; fleet's MachinePage lists `machines` before the token, the other pages after."""
-    fields = [(items_key, items), ("nextPageToken", next_token)]
-    return _omit_empty(fields if items_key == "machines" else reversed(fields))
+    """A page of `units`, `states` or `machines`, its fields in its shape's order (fleet's
+    MachinePage lists `machines` before the token, the other pages after)."""
+    values = {items_key: items, "nextPageToken": next_token}
+    return _omit_empty((key, values[key]) for key in _PAGE_KEYS[items_key])
 
 
 # ------------------------------------------------------------------- input
@@ -260,16 +358,15 @@ def _string(fields: dict[str, Any], name: str, go_struct: str) -> str:
     return _SURROGATE.sub("\ufffd", value)
 
 
-_OPTION_FIELDS: Final = ("name", "section", "value")
-_UNIT_FIELDS: Final = ("currentState", "desiredState", "machineID", "name", "options")
-_OP_FIELDS: Final = ("op", "path", "value")
+_UNIT_FIELDS: Final = _UNIT_KEYS[:5]  # fleet's; `unplaceableReasons` is pyfleet's, output only
+_OP_FIELDS: Final = _keys(MachineMetadataOp)
 
 
 def _option(value: Any) -> Option:
     where = "Go struct field Unit.options"
     if value is None:  # Go would store a nil pointer and crash on it later
         raise DecodeError(f"json: cannot unmarshal null into {where} of type schema.UnitOption")
-    fields = _fields(value, _OPTION_FIELDS, where, "schema.UnitOption")
+    fields = _fields(value, _OPTION_KEYS, where, "schema.UnitOption")
     return Option(
         _string(fields, "section", "UnitOption.options"),
         _string(fields, "name", "UnitOption.options"),
@@ -319,84 +416,3 @@ def decode_metadata_ops(body: bytes) -> list[MetadataOp]:
             )
         )
     return ops
-
-
-# ------------------------------------------------- OpenAPI documentation
-
-_State = Literal["inactive", "loaded", "launched"]
-
-
-class _Wire(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class UnitOption(_Wire):
-    name: str = ""
-    section: str = ""
-    value: str = ""
-
-
-class Unit(_Wire):
-    currentState: _State | None = None
-    desiredState: _State | None = None
-    machineID: str | None = Field(None, description="where the unit is placed; absent if global")
-    name: str | None = None
-    options: list[UnitOption] | None = None
-    unplaceableReasons: list[str] | None = Field(
-        None, description="pyfleet extension: why the engine cannot place the unit"
-    )
-
-
-class UnitPage(_Wire):
-    units: list[Unit] | None = None
-    nextPageToken: str | None = None
-
-
-class UnitState(_Wire):
-    hash: str | None = None
-    machineID: str | None = None
-    name: str | None = None
-    systemdActiveState: str | None = None
-    systemdLoadState: str | None = None
-    systemdSubState: str | None = None
-    systemdLoadError: str | None = None
-
-
-class UnitStatePage(_Wire):
-    states: list[UnitState] | None = None
-    nextPageToken: str | None = None
-
-
-class Machine(_Wire):
-    id: str | None = None
-    metadata: dict[str, str] | None = None
-    primaryIP: str | None = None
-
-
-class MachinePage(_Wire):
-    machines: list[Machine] | None = None
-    nextPageToken: str | None = None
-
-
-class MetadataValue(_Wire):
-    value: str = ""
-
-
-class MachineMetadataOp(_Wire):
-    op: Literal["add", "remove", "replace"]
-    path: str = Field(description="/<machineID>/metadata/<key>")
-    value: MetadataValue | str | None = None
-
-
-class ErrorEntity(BaseModel):
-    code: int
-    message: str
-
-
-class Error(BaseModel):
-    error: ErrorEntity
-
-
-class Health(BaseModel):
-    status: Literal["ok"]
-    viewReady: bool

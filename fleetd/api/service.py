@@ -58,6 +58,7 @@ from fleetd.registry.codec import UnitRecord, UnitStateRecord
 from fleetd.registry.keys import Keys
 from fleetd.registry.machines import metadata_write, read_metadata_at
 from fleetd.registry.units import (
+    checked_unit_record,
     confirm_unit_write,
     read_unit_at,
     remove_unit_write,
@@ -96,15 +97,13 @@ def plan_set_unit(
     name: str, request: UnitRequest, existing: UnitRecord | None
 ) -> tuple[UnitRecord, SetOutcome]:
     """The record a PUT stores over `existing` (steps 6-10 of fleet's order), or the refusal."""
-    options = request.options
-    if existing is None or (options and UnitFile(options).hash != existing.hash):
-        if not options:
+    unit = UnitFile(request.options) if request.options else None
+    if existing is None or (unit is not None and unit.hash != existing.hash):
+        if unit is None:
             raise OptionsRequired()
         desired = parse_desired(request.desired_state or JobState.INACTIVE)
-        unit = UnitFile(options)
-        check_unit(name, unit, desired)
         outcome = SetOutcome.CREATED if existing is None else SetOutcome.REPLACED
-        return UnitRecord(name, options, unit.hash, desired), outcome
+        return checked_unit_record(name, unit, desired), outcome
     if not request.desired_state:
         raise DesiredStateRequired()
     desired = parse_desired(request.desired_state)
@@ -115,7 +114,8 @@ def plan_set_unit(
 
 
 def current_state(placement: Placement | None, state: UnitStateRecord | None) -> JobState:
-    """A non-global unit's cluster state from its placement and the state its machine published."""
+    """A non-global unit's `currentState` (fleet's field) from its placement and the state its
+    machine published. Not the agent's `local_job_state`, the job state of a unit on one host."""
     if placement is None or state is None:
         return JobState.INACTIVE
     return JobState.LOADED if state.active_state == "inactive" else JobState.LAUNCHED

@@ -43,6 +43,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 from fleetd.core.quantity import QuantityError, cpu_quota, parse_cpu, parse_memory
 from fleetd.core.unitfile import UnitFile
@@ -50,8 +51,33 @@ from fleetd.core.unitfile import UnitFile
 SECTION = "X-Container"
 KEYS = frozenset({"Image", "Exec", "Environment", "Volume", "Memory", "CPU", "Net", "Stage1"})
 REPEATABLE = frozenset({"Environment", "Volume"})
-NETS = ("default", "host", "none")
-STAGE1S = ("nspawn", "fly")
+
+
+class NetMode(StrEnum):
+    """A pod's network (`Net=`, fleet-pod's `--net`): the host's, or a private one with loopback
+    only (`none`, and `default` for now)."""
+
+    HOST = "host"
+    NONE = "none"
+    DEFAULT = "default"
+
+
+class Stage1(StrEnum):
+    """What runs a pod (`Stage1=`, fleet-pod's `--stage1`): systemd-nspawn (namespaces) or fly
+    (chroot, no isolation)."""
+
+    NSPAWN = "nspawn"
+    FLY = "fly"
+
+
+NETS = tuple(sorted(NetMode))
+STAGE1S = tuple(Stage1)
+
+
+def spoken_choices(choices: tuple[str, ...]) -> str:
+    """`a, b or c`: choices as a help text or an error message says them."""
+    return " or ".join((", ".join(choices[:-1]), choices[-1])) if len(choices) > 1 else choices[0]
+
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _VOLUME_NAME = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")

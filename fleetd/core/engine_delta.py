@@ -37,17 +37,17 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from fleetd.core.engine_plan import schedule_change, unplaceable_change
-from fleetd.core.model import ClusterSnapshot, Unit
-from fleetd.core.requirements import glob_match
-from fleetd.core.scheduler import Board, explain
-from fleetd.core.states import JobState
-from fleetd.core.tasks import (
+from fleetd.core.engine_tasks import (
     ClearUnplaceable,
     EngineTask,
     MarkUnplaceable,
     Schedule,
     Unschedule,
 )
+from fleetd.core.model import ClusterSnapshot, Unit
+from fleetd.core.requirements import glob_match
+from fleetd.core.scheduler import Board, explain
+from fleetd.core.states import JobState
 
 PLACED = "placed on the least-loaded machine that can run it"
 

@@ -21,16 +21,16 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping
 
-from fleetd.core.model import ClusterSnapshot, Placement, Unit
-from fleetd.core.scheduler import Board, explain, replaces_one_way
-from fleetd.core.states import JobState
-from fleetd.core.tasks import (
+from fleetd.core.engine_tasks import (
     ClearUnplaceable,
     EngineTask,
     MarkUnplaceable,
     Schedule,
     Unschedule,
 )
+from fleetd.core.model import ClusterSnapshot, Placement, Unit
+from fleetd.core.scheduler import Board, explain, replaces_one_way
+from fleetd.core.states import JobState
 
 
 def _dependencies(units: Mapping[str, Unit]) -> dict[str, list[tuple[str, str]]]:

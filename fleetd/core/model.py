@@ -6,6 +6,7 @@ hands one over per pass and never changes it while the planner runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -13,6 +14,18 @@ from fleetd.core.requirements import Requirements
 from fleetd.core.states import JobState
 
 NO_REQUIREMENTS = Requirements()
+
+# fleet's default `agent_ttl`, seconds: a machine whose agent stops refreshing its presence is
+# gone this long afterwards, and its units with it.
+AGENT_TTL = 10.0
+
+
+def lease_seconds(ttl: float) -> int:
+    """The etcd lease TTL for `ttl` seconds: whole seconds in etcd, so rounded up, at least 1."""
+    return max(1, math.ceil(ttl))
+
+
+AGENT_LEASE_TTL = lease_seconds(AGENT_TTL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ Invariants: `Requirements` is frozen, slotted and hashable, built only from tupl
 frozensets; `metadata` is sorted by key; a unit without `[X-Fleet]` options gets the shared
 `NO_REQUIREMENTS` instance.  `parse_requirements` never raises: combination errors come from
 `validate_requirements`, which (like fleet's API) checks peers against the unit's own
-Conflicts and Replaces globs first, then the forbidden pairs in the reference's table order.
+Conflicts and Replaces globs first, then the forbidden pairs in fleet's order (its table).
 Unlike fleet's API, which validates before specifier substitution, validation here sees the
 substituted values.
 """

@@ -2,7 +2,7 @@ r"""systemd unit files as fleet sees them: parsed like go-systemd's `unit.Deseri
 like its `unit.Serialize`, and identified by the SHA-1 of the written form.
 
 Role: turn unit-file text into an ordered tuple of `UnitOption`s and back, so that a unit's hash
-equals the hash fleet computes for the same file (docs: reference section 2.2).
+equals the hash fleet computes for the same file.
 
 Parsing rules (go-systemd's lexer):
 * Leading whitespace on a line is skipped.  Blank lines are ignored.

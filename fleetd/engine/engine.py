@@ -29,7 +29,7 @@ import structlog
 
 from fleetd.core.engine_delta import PlanState, plan_engine_delta
 from fleetd.core.engine_plan import plan_engine_full
-from fleetd.core.tasks import EngineTask
+from fleetd.core.engine_tasks import EngineTask
 from fleetd.engine.executor import Deposed, apply_engine_tasks
 from fleetd.engine.leader import Election, Term
 from fleetd.engine.view import ClusterView

@@ -15,8 +15,14 @@ from collections.abc import Sequence
 
 import structlog
 
+from fleetd.core.engine_tasks import (
+    ClearUnplaceable,
+    EngineTask,
+    MarkUnplaceable,
+    Schedule,
+    Unschedule,
+)
 from fleetd.core.model import Placement
-from fleetd.core.tasks import ClearUnplaceable, EngineTask, MarkUnplaceable, Schedule, Unschedule
 from fleetd.registry.client import Compare, Delete, EtcdClient, Put
 from fleetd.registry.codec import encode_placement, encode_reasons
 from fleetd.registry.keys import Keys

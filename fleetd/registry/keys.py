@@ -20,6 +20,11 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "/fleet/"
 
 
+def as_prefix(prefix: str) -> str:
+    """`prefix` ending with "/", as every key under it is built."""
+    return prefix if prefix.endswith("/") else prefix + "/"
+
+
 @dataclass(frozen=True, slots=True)
 class Keys:
     """Key builders and parsers for one prefix."""
@@ -27,8 +32,7 @@ class Keys:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        if not self.prefix.endswith("/"):
-            object.__setattr__(self, "prefix", self.prefix + "/")
+        object.__setattr__(self, "prefix", as_prefix(self.prefix))
 
     @property
     def units(self) -> str:

@@ -2,7 +2,9 @@
 
 These are the writes the API makes for `fleetctl submit/load/start/destroy`. One put per
 submission (desired state included), one delete per destroy; nothing is written for a unit that
-fails its checks.
+fails its checks: `checked_unit_record` is the one place a new unit is checked and its record
+built, and a record to store comes from it (or is a stored one given a desired state that
+`check_unit` allowed).
 
 `put_unit`/`delete_unit` write unconditionally. The API decides from a `UnitAt` (the unit as its
 view or a read saw it, with the key's mod revision and the revision it was seen at) and writes
@@ -34,12 +36,17 @@ class UnitAt:
     observed_at: int
 
 
+def checked_unit_record(name: str, unit: UnitFile, desired: JobState) -> UnitRecord:
+    """The record that stores `unit` as `name`, once `check_unit` passed; raises `InvalidUnit`."""
+    check_unit(name, unit, desired)
+    return UnitRecord(name, unit.options, unit.hash, desired)
+
+
 async def put_unit(
     client: EtcdClient, keys: Keys, name: str, unit: UnitFile, desired: JobState
 ) -> UnitRecord:
     """Check the unit, then store it; raises `InvalidUnit` (nothing written) when it is bad."""
-    check_unit(name, unit, desired)
-    record = UnitRecord(name, unit.options, unit.hash, desired)
+    record = checked_unit_record(name, unit, desired)
     await client.put(keys.unit(name), encode_unit(record))
     return record
 
@@ -65,15 +72,7 @@ async def read_unit_at(client: EtcdClient, keys: Keys, name: str, *, deadline: f
 
 
 def store_unit_write(keys: Keys, record: UnitRecord, known: UnitAt) -> GuardedWrite:
-    """Store `record` if the key is still as `known` saw it.
-
-    Raises `InvalidUnit` when the unit is bad, or ValueError when `record.hash` is not the hash
-    of its options: nothing is built, so nothing can be written.
-    """
-    unit = record.unit_file
-    check_unit(record.name, unit, record.desired)
-    if unit.hash != record.hash:
-        raise ValueError(f"unit {record.name}: hash {record.hash} is not its options' hash")
+    """Store `record` (already checked, see above) if the key is still as `known` saw it."""
     key = keys.unit(record.name)
     return GuardedWrite({key: known.mod_revision}, {key: encode_unit(record)}, known.observed_at)
 

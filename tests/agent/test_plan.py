@@ -26,7 +26,7 @@ from agent.plan import (
     StopUnit,
     UnloadUnit,
     WriteUnit,
-    current_state,
+    local_job_state,
     plan_agent,
     task_name,
 )
@@ -282,8 +282,8 @@ def test_planning_does_not_change_its_inputs() -> None:
         (have("a.service", active="active", launched=False), L),
     ],
 )
-def test_current_state(unit: LocalUnit, state: JobState) -> None:
-    assert current_state(unit) is state
+def test_local_job_state(unit: LocalUnit, state: JobState) -> None:
+    assert local_job_state(unit) is state
 
 
 # ---- properties: apply to the fake, then plan again
@@ -357,10 +357,10 @@ async def _apply_and_replan(directory: Path, scenario: Scenario) -> None:
     for name, placement in wanted.items():
         unit = after[name]
         assert unit.hash == placement.hash
-        assert current_state(unit) is placement.desired
+        assert local_job_state(unit) is placement.desired
         assert name in manager.systemd.links
         was = before.get(name)
-        if was is not None and was.hash == placement.hash and current_state(was) is U:
+        if was is not None and was.hash == placement.hash and local_job_state(was) is U:
             assert manager.systemd.starts[name] == 0, f"{name} was restarted"
     for name in set(scenario.present) - set(wanted):
         assert name not in manager.systemd.links

@@ -1,8 +1,13 @@
-"""Helpers for API tests on a real etcd: write what the engine and agents would, read it back."""
+"""Helpers for API tests on a real etcd: write what the engine and agents would, read it back;
+send requests and check fleet's error envelope."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
+
+import httpx
 
 from fleetd.api.view import ApiView
 from fleetd.core.model import Machine, Placement
@@ -20,7 +25,7 @@ from fleetd.registry.codec import (
 )
 from fleetd.registry.keys import Keys
 
-M1 = "113f16a7b1d84f6f8a2a9d5d2b3c2f19"  # the machine of reference section 3.6
+M1 = "113f16a7b1d84f6f8a2a9d5d2b3c2f19"  # the machine of fleet's documented exchanges
 M2 = "2" * 32
 M3 = "3" * 32
 VIEW_WAIT = 10.0
@@ -116,3 +121,25 @@ async def dump(etcd: EtcdClient, prefix: str) -> dict[str, bytes]:
     """Everything under `prefix`, to prove that a refused request wrote nothing."""
     kvs, _ = await etcd.get_prefix(prefix)
     return {kv.key: kv.value for kv in kvs}
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def error(code: int, message: str) -> bytes:
+    return json.dumps({"error": {"code": code, "message": message}}, separators=(",", ":")).encode()
+
+
+def unit_body(*lines: tuple[str, str, str], **fields: Any) -> dict[str, Any]:
+    return {**fields, "options": options_json(options(*lines) if lines else simple_options())}
+
+
+async def put(api: httpx.AsyncClient, name: str, body: Any, **kwargs: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = kwargs.pop("headers", JSON)
+    return await api.put(f"/fleet/v1/units/{name}", content=content, headers=headers, **kwargs)
+
+
+def assert_error(response: httpx.Response, code: int, message: str) -> None:
+    assert (response.status_code, response.content) == (code, error(code, message))
+    assert response.headers["content-type"] == "application/json"

@@ -30,7 +30,7 @@ from devtools.etcd_server import EtcdServer, free_port
 from fleetd.api.connections import ConnectionLimits, refusal
 from fleetd.config import Config
 from fleetd.registry.client import EtcdClient
-from tests.api.test_serve import ready, serving, unix_client
+from tests.api.test_listeners import ready, serving, unix_client
 from tests.engine.cluster import wait_until
 
 DEADLINE = 10.0  # for a close or a response that should come at once: only a hang reaches it

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from devtools.etcd_server import EtcdServer, free_port
 from fleetd.api.app import create_app
-from fleetd.api.serve import open_listeners, serve_on
+from fleetd.api.listeners import open_listeners, serve_on
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.core.submission import MAX_METADATA_RECORD_BYTES, MAX_UNIT_RECORD_BYTES

@@ -18,7 +18,7 @@ from fleetd.api.pagination import (
 )
 
 
-def test_the_reference_tokens() -> None:
+def test_the_tokens_fleet_documents() -> None:
     assert PageToken(100, 2).encode() == "ZAACAA=="
     assert parse_page_token(["ZAACAA=="], 100) == PageToken(100, 2)
     assert go_base64_url_decode("EwBMLg==") == struct.pack("<HH", 19, 11852)

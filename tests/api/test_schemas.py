@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from fleetd.api import schemas
 from fleetd.api.schemas import (
     DecodeError,
     MetadataOp,
@@ -105,6 +106,23 @@ def test_pages_keep_fleets_field_order_and_empty_is_braces() -> None:
     assert list(page_json("states", [{"name": "u"}], "ZAACAA==")) == ["nextPageToken", "states"]
     assert go_json(page_json("units", [], "")) == b"{}"
     assert go_json(page_json("units", [], "ZAADAA==")) == b'{"nextPageToken":"ZAADAA=="}'
+
+
+def test_the_documented_shapes_are_the_served_ones() -> None:
+    """Every field set: the output has exactly the model's fields, in the model's order."""
+    full = UnitStatus(HELLO, JobState.LAUNCHED, M1, ("no machine has role=web",))
+    assert list(unit_json(full)) == list(schemas.Unit.model_fields)
+    assert list(unit_json(full)["options"][0]) == list(schemas.UnitOption.model_fields)
+    refused = UnitStateRecord("bad-setting", "inactive", "dead", HELLO_HASH, 1.0, "bad setting")
+    assert list(state_json("x.service", M1, refused)) == list(schemas.UnitState.model_fields)
+    machine = Machine(M1, {"role": "web"}, "172.17.8.103")
+    assert list(machine_json(machine)) == list(schemas.Machine.model_fields)
+    for key, page in (
+        ("units", schemas.UnitPage),
+        ("states", schemas.UnitStatePage),
+        ("machines", schemas.MachinePage),
+    ):
+        assert list(page_json(key, [{}], "ZAACAA==")) == list(page.model_fields)
 
 
 # ---- input

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from fleetd.core.engine_plan import plan_engine
+from fleetd.core.engine_tasks import EngineTask, apply_engine_tasks
 from fleetd.core.model import ClusterSnapshot, Machine, Placement, Unit
 from fleetd.core.requirements import parse_requirements
 from fleetd.core.states import JobState
-from fleetd.core.tasks import EngineTask, apply_engine_tasks
 from fleetd.core.unitfile import parse_unit
 
 

@@ -7,12 +7,14 @@ import shlex
 import pytest
 
 from fleetd.core.container import (
+    STAGE1S,
     ContainerError,
     ContainerSpec,
     ContainerVolume,
     container_dropin,
     fleet_pod_argv,
     parse_container,
+    spoken_choices,
     systemd_quote,
 )
 from fleetd.core.unitfile import parse_unit
@@ -137,3 +139,9 @@ def test_the_argv_and_the_dropin() -> None:
     assert dropin.values("Service", "CPUQuota") == ["25%"]
     assert dropin.values("Service", "KillMode") == ["mixed"]
     assert dropin.values("Service", "ExecStopPost") == [f'-"{PROGRAM}" "gc" "--mark-only"']
+
+
+def test_choices_are_spoken_as_a_message_says_them() -> None:
+    assert spoken_choices(STAGE1S) == "nspawn or fly"
+    assert spoken_choices(("a", "b", "c")) == "a, b or c"
+    assert spoken_choices(("a",)) == "a"

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from fleetd.core.engine_delta import Changes, PlanState, changed_since, plan_engine_delta
 from fleetd.core.engine_plan import plan_engine, plan_engine_full
+from fleetd.core.engine_tasks import Schedule, Unschedule, apply_engine_tasks
 from fleetd.core.model import ClusterSnapshot, Machine, Unit
-from fleetd.core.tasks import Schedule, Unschedule, apply_engine_tasks
 from tests.core.harness import cluster, converge, machine, unit
 from tests.core.test_engine_plan_props import ROLES, clusters
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 
 from fleetd.core.engine_plan import placement_order, plan_engine
+from fleetd.core.engine_tasks import ClearUnplaceable, MarkUnplaceable, Schedule, Unschedule
 from fleetd.core.states import JobState
-from fleetd.core.tasks import ClearUnplaceable, MarkUnplaceable, Schedule, Unschedule
 from tests.core.harness import cluster, converge, machine, placements, unit, where
 
 M1, M2, M3 = machine("m1"), machine("m2"), machine("m3")

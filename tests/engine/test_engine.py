@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from devtools.etcd_server import EtcdServer
+from fleetd.core.engine_tasks import Schedule
 from fleetd.core.states import JobState
-from fleetd.core.tasks import Schedule
 from fleetd.engine.engine import Engine, leader_ttl
 from fleetd.engine.executor import Deposed, apply_engine_tasks
 from fleetd.registry.client import EtcdClient

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from fleetd.core.states import JobState
-from fleetd.core.tasks import (
+from fleetd.core.engine_tasks import (
     ClearUnplaceable,
     EngineTask,
     MarkUnplaceable,
     Schedule,
     Unschedule,
 )
+from fleetd.core.states import JobState
 from fleetd.engine.executor import MAX_TXN_OPS, Deposed, apply_engine_tasks
 from fleetd.registry.client import Compare, EtcdClient
 from fleetd.registry.codec import decode_placement, decode_reasons

@@ -37,11 +37,11 @@ def test_run_exits_with_the_bodys_code(fleet: FakeFleet) -> None:
 
 
 def test_run_prints_unhandled_errors(fleet: FakeFleet, capsys: pytest.CaptureFixture[str]) -> None:
-    def body() -> int:
+    def failing_command() -> int:
         raise FleetAPIError(500, "boom")
 
     with pytest.raises(typer.Exit) as caught:
-        session_for(fleet, output=OutputFormat.JSON).run(body)
+        session_for(fleet, output=OutputFormat.JSON).run(failing_command)
     assert caught.value.exit_code == 1
     captured = capsys.readouterr()
     assert captured.err == "Error: boom (HTTP 500)\n"

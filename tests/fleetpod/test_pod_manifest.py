@@ -7,13 +7,12 @@ from typing import Any
 
 import pytest
 
+from fleetd.core.container import NetMode, Stage1
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import App, ImageManifest, MountPoint
 from fleetpod.pod_manifest import (
     Mount,
-    NetMode,
     RunOptions,
-    Stage1,
     Volume,
     build_pod_manifest,
     default_app_name,

@@ -1,4 +1,4 @@
-"""Detached Ed25519 signatures: the exact format of rkt.md 3.3 and every refusal."""
+"""Detached Ed25519 signatures: the exact format of docs/containers.md and every refusal."""
 
 from __future__ import annotations
 

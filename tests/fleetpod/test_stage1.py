@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from fleetd.core.container import NetMode, Stage1
 from fleetpod import stage1
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import App, ImageManifest, MountPoint
-from fleetpod.pod_manifest import NetMode, RunOptions, Stage1, Volume, build_pod_manifest
+from fleetpod.pod_manifest import RunOptions, Volume, build_pod_manifest
 from fleetpod.pod_manifest import run_options as flags
 from fleetpod.stage1 import (
     Bind,

@@ -6,7 +6,7 @@
   `machines/<id>` on its own kept-alive lease, runs what is scheduled on it and publishes the
   states;
 * a real `Engine`, campaigning as `WEB`;
-* the v1 API served by `fleetd.api.serve.serve_api`, exactly as fleetd serves it: on a unix
+* the v1 API served by `fleetd.api.listeners.serve_api`, exactly as fleetd serves it: on a unix
   socket (no token) and on TCP 127.0.0.1 with a bearer token read from a token file, with pages
   of `PAGE_SIZE` items.
 
@@ -35,7 +35,7 @@ import structlog
 from devtools.etcd_server import free_port
 from devtools.fakehost import FakeHost
 from fleetctl import wait
-from fleetd.api.serve import serve_api
+from fleetd.api.listeners import serve_api
 from fleetd.config import Config
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient

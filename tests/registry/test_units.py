@@ -14,6 +14,7 @@ from fleetd.registry.codec import UnitRecord
 from fleetd.registry.keys import Keys
 from fleetd.registry.units import (
     UnitAt,
+    checked_unit_record,
     confirm_unit_write,
     delete_unit,
     get_unit,
@@ -92,13 +93,9 @@ async def test_guarded_writes(etcd: EtcdClient, key_prefix: str) -> None:
         remove_unit_write(keys, "hello.service", absent)
 
 
-def test_guarded_writes_check_the_unit(key_prefix: str) -> None:
-    keys = Keys(key_prefix)
+def test_a_record_to_store_is_checked_and_carries_its_options_hash() -> None:
     unit = parse_unit(GOOD)
-    absent = UnitAt(None, 0, 1)
-    template = UnitRecord("t@.service", unit.options, unit.hash, JobState.LAUNCHED)
     with pytest.raises(InvalidUnit, match=r'cannot activate template "t@\.service"'):
-        store_unit_write(keys, template, absent)
-    wrong_hash = UnitRecord("a.service", unit.options, "0" * 40, JobState.LOADED)
-    with pytest.raises(ValueError, match="is not its options' hash"):
-        store_unit_write(keys, wrong_hash, absent)
+        checked_unit_record("t@.service", unit, JobState.LAUNCHED)
+    record = checked_unit_record("a.service", unit, JobState.LOADED)
+    assert record == UnitRecord("a.service", unit.options, unit.hash, JobState.LOADED)

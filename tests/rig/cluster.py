@@ -36,6 +36,7 @@ from urllib.parse import quote
 import httpx
 from testcontainers.core.container import DockerContainer
 
+from fleetd.registry.keys import DEFAULT_PREFIX
 from tests.rig.nodes import (
     api_get,
     compose_services,
@@ -52,7 +53,7 @@ AGENT_TTL = 3
 """Seconds of every test machine's lease (`FLEET_AGENT_TTL`): a killed machine is gone after it."""
 FLEETCTL = Path(sys.executable).parent / "fleetctl"
 API_DIR_IN_NODE = "/run/fleet-api"
-PREFIX = "/fleet/"
+PREFIX = DEFAULT_PREFIX  # the nodes' fleetd keeps the default
 UNITS_DIRECTORY = "/run/fleet/units"
 RUNTIME_UNITS = "/run/systemd/system"
 FLEETCTL_WITHIN = 120.0

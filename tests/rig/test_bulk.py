@@ -34,7 +34,7 @@ from fleetd.registry.codec import UnitRecord, decode_state, encode_placement, en
 from fleetd.registry.keys import Keys
 
 ACTION, MACHINE, COUNT = sys.argv[1], sys.argv[2], int(sys.argv[3])
-keys = Keys("/fleet/")
+keys = Keys()  # the default prefix, as the nodes' fleetd
 names = [f"bulk-{i:03d}.service" for i in range(COUNT)]
 
 

@@ -1,5 +1,6 @@
-"""docker-compose.yml, run by Compose v1 (Debian's docker-compose, the one this machine has):
-etcd and three nodes come up healthy with their own machine ids, fleetctl on the host reaches
+"""docker-compose.yml, run through `rig/compose` by Compose v1 (Debian's docker-compose, the one
+this machine has): etcd and three nodes come up healthy with their own machine ids and the
+open-files limit fleet.service asks for (or the host's, when lower), fleetctl on the host reaches
 node1's API through the socket directory, and `down` leaves nothing behind.
 
 The test runs its own Compose project (a unique name, the API socket in a temporary directory),
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.rig.nodes import COMPOSE_FILE, LABELS, TEST_TIMEOUT, compose_services, wait_for
+from tests.rig.nodes import LABELS, ROOT, TEST_TIMEOUT, compose_services, wait_for
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 
@@ -51,16 +53,15 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
             }
         )
     )
-    env = {**os.environ, "PYFLEET_IMAGE": node_image, "PYFLEET_RIG_API_DIR": str(api_dir)}
-    base = [
-        compose,
-        "--project-name",
-        project,
-        "--file",
-        str(COMPOSE_FILE),
-        "--file",
-        str(override),
-    ]
+    env = {
+        **os.environ,
+        "PYFLEET_IMAGE": node_image,
+        "PYFLEET_RIG_API_DIR": str(api_dir),
+        "PYFLEET_COMPOSE": compose,
+        "COMPOSE_PROJECT_NAME": project,
+    }
+    env.pop("PYFLEET_RIG_NOFILE", None)
+    base = [str(ROOT / "rig" / "compose"), "--file", str(override)]
 
     def compose_run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*base, *args], env=env, capture_output=True, text=True, check=False)
@@ -93,6 +94,12 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
         }
         assert machine_ids == expected_ids
         assert len(set(machine_ids.values())) == 3
+        # fleet.service's LimitNOFILE=65536, unless this host's hard limit is lower
+        host_hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        nofile = str(65536 if host_hard == resource.RLIM_INFINITY else min(65536, host_hard))
+        for name in NODES:
+            limits = compose_run("exec", "-T", name, "sh", "-c", "ulimit -Sn; ulimit -Hn")
+            assert limits.stdout.split() == [nofile, nofile], limits.stdout + limits.stderr
 
         # fleetctl on the host, through node1's socket in the bind-mounted directory.
         def api_answers() -> tuple[bool, str]:
@@ -114,3 +121,30 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
     assert docker("ps", "-aq", "--filter", label) == []
     assert docker("network", "ls", "-q", "--filter", label) == []
     assert docker("volume", "ls", "-q", "--filter", label) == []
+
+
+def rig_config(env: dict[str, str], hard_limit: int | None = None) -> str:
+    """`rig/compose config` (no container starts), under an open-files hard limit if given."""
+
+    def lower_limit() -> None:
+        if hard_limit is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard_limit, hard_limit))
+
+    done = subprocess.run(
+        [str(ROOT / "rig" / "compose"), "config"],
+        env={**os.environ, "PYFLEET_COMPOSE": "docker-compose", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=lower_limit,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_nodes_open_files_limit_is_the_hosts_when_lower_or_as_asked() -> None:
+    # unset: 65536, or the hard limit rig/compose runs under when that is lower
+    config = rig_config({"PYFLEET_RIG_NOFILE": ""}, hard_limit=4096)
+    assert config.count("nofile: 4096") == 3, config
+    config = rig_config({"PYFLEET_RIG_NOFILE": "1234"})
+    assert config.count("nofile: 1234") == 3, config

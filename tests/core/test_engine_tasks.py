@@ -7,9 +7,7 @@ import dataclasses
 
 import pytest
 
-from fleetd.core.model import ClusterSnapshot, Placement
-from fleetd.core.states import JobState
-from fleetd.core.tasks import (
+from fleetd.core.engine_tasks import (
     ClearUnplaceable,
     EngineTask,
     MarkUnplaceable,
@@ -17,6 +15,8 @@ from fleetd.core.tasks import (
     Unschedule,
     apply_engine_tasks,
 )
+from fleetd.core.model import ClusterSnapshot, Placement
+from fleetd.core.states import JobState
 from tests.core.harness import cluster, machine, unit
 
 H1, H2 = "1" * 40, "2" * 40

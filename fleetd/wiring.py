@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import functools
-import math
 import re
 import socket
 import struct
@@ -26,9 +25,9 @@ from pathlib import Path
 import structlog
 
 from agent.agent import run_agent_on_systemd
-from fleetd.api.serve import serve_api
+from fleetd.api.listeners import serve_api
 from fleetd.config import Config
-from fleetd.core.model import Machine
+from fleetd.core.model import Machine, lease_seconds
 from fleetd.engine.engine import Engine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.errors import EtcdUnavailable
@@ -147,7 +146,7 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 keys,
                 agent_machine(config, machine_id),
                 units_directory=Path(config.units_directory),
-                ttl=max(1, math.ceil(config.agent_ttl)),
+                ttl=lease_seconds(config.agent_ttl),
             )
         log.info(
             "fleetd starting",

@@ -20,7 +20,7 @@ import structlog
 from devtools.etcd_server import free_port
 from fleetd import __version__
 from fleetd.api.connections import ConnectionLimits
-from fleetd.api.serve import ApiStartError, bind_tcp, bind_unix, read_token, serve_api
+from fleetd.api.listeners import ApiStartError, bind_tcp, bind_unix, read_token, serve_api
 from fleetd.config import Config
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys

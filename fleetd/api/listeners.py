@@ -42,7 +42,7 @@ from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
-from fleetd.config import Config
+from fleetd.config import Config, is_tcp_address
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.runtime.limits import connections_per_listener, open_files_limit
@@ -145,7 +145,7 @@ def open_listeners(addresses: Sequence[str]) -> Iterator[list[Listener]]:
     listeners: list[Listener] = []
     try:
         for address in addresses:
-            listeners.append(bind_unix(address) if address.startswith("/") else bind_tcp(address))
+            listeners.append(bind_tcp(address) if is_tcp_address(address) else bind_unix(address))
         yield listeners
     finally:
         for listener in listeners:
@@ -269,7 +269,7 @@ async def serve_api(
     limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen, shared safely
 ) -> None:
     """Run the API view and serve the v1 API on `config.listen` until cancelled."""
-    tcp = [address for address in config.listen if not address.startswith("/")]
+    tcp = [address for address in config.listen if is_tcp_address(address)]
     token = read_token(config.api_token_file) if tcp else None
     view = ApiView(client, keys)
     service = ApiService(

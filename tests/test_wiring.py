@@ -19,7 +19,7 @@ from fleetd.core.model import Machine
 from fleetd.registry.client import EtcdClient, KeyValue
 from fleetd.registry.codec import decode_machine, decode_state
 from fleetd.registry.keys import Keys
-from fleetd.server import (
+from fleetd.wiring import (
     MachineIdError,
     agent_machine,
     default_route_interface,
