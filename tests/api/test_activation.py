@@ -15,8 +15,7 @@ from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
-from tests.api.helpers import VIEW_WAIT
-from tests.api.test_app import assert_error, put, unit_body
+from tests.api.helpers import VIEW_WAIT, assert_error, put, unit_body
 
 
 @contextlib.asynccontextmanager
