@@ -26,6 +26,7 @@ from agent.systemd.fake import FakeUnitManager
 from fleetd.core.model import Machine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
+from fleetd.runtime.metrics import Metrics
 
 READY_POLL = 0.01  # how often `ready()` looks whether the first schedule has been read
 
@@ -44,6 +45,7 @@ class FakeHost:
         ip: str = "127.0.0.1",
         ttl: int = 10,
         reconcile_interval: float = RECONCILE_INTERVAL,
+        metrics: Metrics | None = None,
     ) -> None:
         self.manager = FakeUnitManager(units_directory)
         self.agent = Agent(
@@ -53,6 +55,7 @@ class FakeHost:
             Machine(machine_id, dict(metadata or {}), ip),
             ttl=ttl,
             reconcile_interval=reconcile_interval,
+            metrics=metrics,
         )
         self.task: asyncio.Task[None] | None = None
 

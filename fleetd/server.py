@@ -34,6 +34,7 @@ from fleetd.registry.client import EtcdClient
 from fleetd.registry.errors import EtcdUnavailable
 from fleetd.registry.keys import Keys
 from fleetd.runtime.backoff import Backoff
+from fleetd.runtime.metrics import Metrics
 from fleetd.runtime.supervise import run_components
 
 log = structlog.get_logger(__name__)
@@ -106,13 +107,13 @@ def agent_machine(config: Config, machine_id: str) -> Machine:
     return Machine(machine_id, dict(config.metadata), config.public_ip or detect_public_ip())
 
 
-async def connect_with_retry(config: Config) -> EtcdClient:
+async def connect_with_retry(config: Config, metrics: Metrics | None = None) -> EtcdClient:
     """Connect to etcd, retrying with backoff for as long as it takes, and saying so."""
     backoff = Backoff(initial=0.5, maximum=10.0)
     while True:
         try:
             return await EtcdClient.connect(
-                config.etcd_servers, timeout=config.etcd_request_timeout
+                config.etcd_servers, timeout=config.etcd_request_timeout, metrics=metrics
             )
         except EtcdUnavailable as exc:
             delay = backoff.next_delay()
@@ -124,7 +125,8 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
     """Run this fleetd's components until `stop` is set."""
     machine_id = read_machine_id(config.machine_id_file)
     keys = Keys(config.etcd_key_prefix)
-    client = await connect_with_retry(config)
+    metrics = Metrics()  # this fleetd's, served at /metrics
+    client = await connect_with_retry(config, metrics)
     try:
         components: dict[str, Callable[[], Awaitable[None]]] = {}
         if not config.disable_engine:
@@ -134,11 +136,17 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 machine_id,
                 reconcile_interval=config.engine_reconcile_interval,
                 departure_grace=max(config.agent_ttl, MIN_DEPARTURE_GRACE),
+                metrics=metrics,
             )
             components["engine"] = engine.run
         if config.listen:
             components["api"] = functools.partial(
-                serve_api, config, client, keys, shutdown_timeout=shutdown_timeout / 2
+                serve_api,
+                config,
+                client,
+                keys,
+                shutdown_timeout=shutdown_timeout / 2,
+                metrics=metrics,
             )
         if not config.disable_agent:
             components["agent"] = functools.partial(
@@ -148,6 +156,7 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 agent_machine(config, machine_id),
                 units_directory=Path(config.units_directory),
                 ttl=max(1, math.ceil(config.agent_ttl)),
+                metrics=metrics,
             )
         log.info(
             "fleetd starting",

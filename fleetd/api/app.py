@@ -6,7 +6,11 @@ raised, never built here: `fleetd.api.errors` turns them into statuses and fleet
 Every route is `async def`: a sync route would run in a worker thread, reading the view while the
 event loop changes it.
 
-Around the routes, four ASGI middlewares, outermost first:
+`GET /metrics` and the request counts are `fleetd.api.metrics`, included when the app is given a
+`Metrics`.
+
+Around the routes, four ASGI middlewares (five with metrics: `RequestMetrics` outermost),
+outermost first:
 * `Server: fleetd/<version>` on every response but a 503 (as fleet);
 * the last resort: an exception nothing else handled is logged and answered with a 500 in
   fleet's envelope (never Starlette's plain-text page), unless the response had already begun;
@@ -47,10 +51,12 @@ from fleetd.api.errors import (
     install_error_handlers,
     response_for,
 )
+from fleetd.api.metrics import RequestMetrics, metrics_router
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
 from fleetd.core.requirements import unrecognized_keys
 from fleetd.core.unitfile import UnitFile
+from fleetd.runtime.metrics import Metrics
 
 PREFIXES: Final = ("/fleet/v1", "/v1-alpha")
 IGNORED_KEYS_HEADER: Final = "X-Pyfleet-Ignored-Keys"
@@ -237,9 +243,14 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
 
 
 def create_app(
-    service: ApiService, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: ApiService,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
-    """The v1 API over `service`; with `token`, every request but /healthz must carry it."""
+    """The v1 API over `service`; with `token`, every request but /healthz must carry it. With
+    `metrics`, `GET /metrics` serves them and every request is counted in them."""
     app = FastAPI(
         title="fleet API",
         version=__version__,
@@ -254,6 +265,8 @@ def create_app(
         not_allowed.update({prefix + path: answer for path, answer in NOT_ALLOWED.items()})
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
+    if metrics is not None:
+        app.include_router(metrics_router(metrics))
     install_error_handlers(app, not_allowed)
 
     @app.get("/healthz", response_model=schemas.Health)
@@ -266,6 +279,8 @@ def create_app(
         app.add_middleware(BearerToken, token=token)
     app.add_middleware(LastResort)
     app.add_middleware(ServerHeader)
+    if metrics is not None:  # outermost: it counts refusals and last-resort 500s too
+        app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

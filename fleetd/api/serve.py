@@ -39,12 +39,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
+from fleetd.api.metrics import ClusterCollector
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.config import Config
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.runtime.limits import connections_per_listener, open_files_limit
+from fleetd.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -266,8 +268,10 @@ async def serve_api(
     *,
     shutdown_timeout: float = 5.0,
     limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen, shared safely
+    metrics: Metrics | None = None,
 ) -> None:
-    """Run the API view and serve the v1 API on `config.listen` until cancelled."""
+    """Run the API view and serve the v1 API on `config.listen` until cancelled; `metrics`
+    (this fleetd's) are served at `/metrics` with the cluster's gauges added."""
     tcp = [address for address in config.listen if not address.startswith("/")]
     token = read_token(config.api_token_file) if tcp else None
     view = ApiView(client, keys)
@@ -278,8 +282,12 @@ async def serve_api(
         request_timeout=config.etcd_request_timeout,
         token_limit=config.token_limit,
     )
-    local_app = create_app(service)
-    remote_app = create_app(service, token=token) if token is not None else local_app
+    metrics = metrics if metrics is not None else Metrics()
+    metrics.add_collector(ClusterCollector(view))
+    local_app = create_app(service, metrics=metrics)
+    remote_app = (
+        create_app(service, token=token, metrics=metrics) if token is not None else local_app
+    )
     open_files = open_files_limit()
     limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
     log.info(
