@@ -8,7 +8,9 @@ an unreachable system bus: the agent logs it and keeps retrying (`agent.agent`).
 The agent (unless `--disable-agent`) runs as machine `/etc/machine-id`, announcing `public_ip`
 (or, when it is empty, the address of the interface the default route leaves by, else
 127.0.0.1) and `metadata`, on a lease of `agent_ttl` seconds (rounded up), with its unit files
-in `units_directory`.
+in `units_directory`. With `peer_listen`, the `peer` component serves the node-to-node endpoint
+(`fleetd.api.peer`: unit journals for other fleetds, behind the cluster credential) and the
+agent publishes its address in the machine record.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pathlib import Path
 import structlog
 
 from agent.agent import run_agent_on_systemd
-from fleetd.api.serve import serve_api
+from fleetd.api.peer import serve_peer
+from fleetd.api.serve import read_token, serve_api
 from fleetd.config import Config
 from fleetd.core.model import Machine
 from fleetd.engine.engine import Engine
@@ -102,9 +105,29 @@ def detect_public_ip(route_table: str = "/proc/net/route") -> str:
     return address or LOOPBACK
 
 
+_WILDCARDS = frozenset({"", "0.0.0.0", "[::]", "::"})
+
+
+def peer_address(peer_listen: str, public_ip: str) -> str:
+    """The node-to-node address others use: `peer_listen`, with a wildcard host (`0.0.0.0:P`,
+    `:P`, `[::]:P`) replaced by the machine's public IP; "" when `peer_listen` is empty."""
+    if not peer_listen:
+        return ""
+    host, _, port = peer_listen.rpartition(":")
+    if host not in _WILDCARDS:
+        return peer_listen
+    return f"[{public_ip}]:{port}" if ":" in public_ip else f"{public_ip}:{port}"
+
+
 def agent_machine(config: Config, machine_id: str) -> Machine:
-    """This machine as its agent announces it."""
-    return Machine(machine_id, dict(config.metadata), config.public_ip or detect_public_ip())
+    """This machine as its agent announces it, with its node-to-node address when it has one."""
+    public_ip = config.public_ip or detect_public_ip()
+    return Machine(
+        machine_id,
+        dict(config.metadata),
+        public_ip,
+        peer_address(config.peer_listen, public_ip),
+    )
 
 
 async def connect_with_retry(config: Config, metrics: Metrics | None = None) -> EtcdClient:
@@ -147,6 +170,13 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 keys,
                 shutdown_timeout=shutdown_timeout / 2,
                 metrics=metrics,
+            )
+        if config.peer_listen:
+            components["peer"] = functools.partial(
+                serve_peer,
+                config.peer_listen,
+                read_token(config.cluster_secret_file, "cluster_secret_file"),
+                shutdown_timeout=shutdown_timeout / 2,
             )
         if not config.disable_agent:
             components["agent"] = functools.partial(

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import hmac
 import json
+from collections.abc import Sequence
 from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI, Path, Query, Request, Response
@@ -248,9 +249,11 @@ def create_app(
     token: str | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
     metrics: Metrics | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The v1 API over `service`; with `token`, every request but /healthz must carry it. With
-    `metrics`, `GET /metrics` serves them and every request is counted in them."""
+        `metrics`, `GET /metrics` serves them and every request is counted in them. `routers` are
+    pyfleet's extensions (each in a module of its own), included as they are."""
     app = FastAPI(
         title="fleet API",
         version=__version__,
@@ -267,6 +270,8 @@ def create_app(
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
     if metrics is not None:
         app.include_router(metrics_router(metrics))
+    for router in routers:
+        app.include_router(router)
     install_error_handlers(app, not_allowed)
 
     @app.get("/healthz", response_model=schemas.Health)

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
+from fleetd.api.journal import JournalForwarder, journal_router
 from fleetd.api.metrics import ClusterCollector
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
@@ -72,13 +73,14 @@ class Listener:
         return bool(self.path)
 
 
-def read_token(path: str) -> str:
+def read_token(path: str, option: str = "api_token_file") -> str:
+    """The token in the file `option` names (the API token, or the cluster credential)."""
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ApiStartError(f"cannot read api_token_file {path}: {exc}") from None
+        raise ApiStartError(f"cannot read {option} {path}: {exc}") from None
     if not token:
-        raise ApiStartError(f"api_token_file {path} is empty")
+        raise ApiStartError(f"{option} {path} is empty")
     return token
 
 
@@ -284,9 +286,18 @@ async def serve_api(
     )
     metrics = metrics if metrics is not None else Metrics()
     metrics.add_collector(ClusterCollector(view))
-    local_app = create_app(service, metrics=metrics)
+    secret = (
+        read_token(config.cluster_secret_file, "cluster_secret_file")
+        if config.cluster_secret_file
+        else None
+    )
+    forwarder = JournalForwarder(view, secret)
+    routers = [journal_router(forwarder)]
+    local_app = create_app(service, metrics=metrics, routers=routers)
     remote_app = (
-        create_app(service, token=token, metrics=metrics) if token is not None else local_app
+        create_app(service, token=token, metrics=metrics, routers=routers)
+        if token is not None
+        else local_app
     )
     open_files = open_files_limit()
     limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
@@ -298,11 +309,14 @@ async def serve_api(
         body_timeout=limits.body_timeout,
         keep_alive_timeout=limits.keep_alive_timeout,
     )
-    with open_listeners(config.listen) as listeners:
-        async with asyncio.TaskGroup() as group:
-            group.create_task(view.run(), name="api-view")
-            for listener in listeners:
-                app = local_app if listener.is_unix else remote_app
-                gate = ListenerGate(listener.address, listener.sock, limit, limits)
-                serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
-                group.create_task(serving, name=f"api:{listener.address}")
+    try:
+        with open_listeners(config.listen) as listeners:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(view.run(), name="api-view")
+                for listener in listeners:
+                    app = local_app if listener.is_unix else remote_app
+                    gate = ListenerGate(listener.address, listener.sock, limit, limits)
+                    serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
+                    group.create_task(serving, name=f"api:{listener.address}")
+    finally:
+        await forwarder.aclose()
