@@ -66,6 +66,8 @@ class ClusterCredential:
 
 def create_peer_app(secret: str, reader: JournalReader = read_journal) -> FastAPI:
     """The node-to-node app, reading journals with `reader`, behind `secret`."""
+    if not secret:
+        raise ValueError("the cluster credential must not be empty")
     app = FastAPI(
         title="fleetd node-to-node",
         version=__version__,

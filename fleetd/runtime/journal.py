@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Final
 
@@ -82,7 +82,7 @@ def journalctl_argv(program: str, query: JournalQuery) -> list[str]:
 
 async def read_journal(
     query: JournalQuery, *, program: str | None = None, within: float = READ_WITHIN
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     """Yield the entries of `query`, one JSON line each (without the newline)."""
     found = program or shutil.which(JOURNALCTL)
     if found is None:

@@ -51,7 +51,15 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
             }
         )
     )
-    env = {**os.environ, "PYFLEET_IMAGE": node_image, "PYFLEET_RIG_API_DIR": str(api_dir)}
+    secret = tmp_path / "cluster-secret"  # as scripts/rig-up makes it: owner-only
+    secret.write_text("compose-test-secret\n")
+    secret.chmod(0o600)
+    env = {
+        **os.environ,
+        "PYFLEET_IMAGE": node_image,
+        "PYFLEET_RIG_API_DIR": str(api_dir),
+        "PYFLEET_RIG_SECRET": str(secret),
+    }
     base = [
         compose,
         "--project-name",
