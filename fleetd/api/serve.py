@@ -16,6 +16,9 @@
   to `shutdown_timeout` seconds, the socket files this component created are removed, and the
   cancellation propagates.
 * uvicorn never installs signal handlers or configures logging here: fleetd owns both.
+* With `cluster_secret_file`, the journal route (`fleetd.api.journal`) forwards to other
+  machines' node-to-node endpoints with that credential; without it, it answers 503. The
+  forwarder's connection pool is closed when the component ends.
 """
 
 from __future__ import annotations
