@@ -46,13 +46,14 @@ class FakeHost:
         ttl: int = 10,
         reconcile_interval: float = RECONCILE_INTERVAL,
         metrics: Metrics | None = None,
+        peer_address: str = "",
     ) -> None:
         self.manager = FakeUnitManager(units_directory)
         self.agent = Agent(
             client,
             keys,
             self.manager,
-            Machine(machine_id, dict(metadata or {}), ip),
+            Machine(machine_id, dict(metadata or {}), ip, peer_address),
             ttl=ttl,
             reconcile_interval=reconcile_interval,
             metrics=metrics,

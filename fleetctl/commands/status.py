@@ -73,7 +73,8 @@ def render_block(session: Session, unit: Unit, state: UnitState | None) -> str:
 
 def journal_tail(session: Session, name: str) -> list[dict[str, Any]]:
     """The unit's last `JOURNAL_LINES` journal entries, as `systemctl status` shows them; none
-    when the API has no journal route (fleet's) or the unit runs nowhere. Any other failure is
+    when the API has no journal route (fleet's: 404), the unit runs nowhere (409) or the cluster
+    does not serve journals (503: no node-to-node endpoint or credential). Any other failure is
     said on stderr, and the status is shown without them."""
     try:
         return [
@@ -82,7 +83,7 @@ def journal_tail(session: Session, name: str) -> list[dict[str, Any]]:
             if not is_end(entry)
         ]
     except FleetAPIError as exc:
-        if exc.status not in (404, 409):
+        if exc.status not in (404, 409, 503):
             session.out.warn(f"Unable to retrieve the journal of {name}: {exc}")
     except FleetConnectionError as exc:
         session.out.warn(f"Unable to retrieve the journal of {name}: {exc}")

@@ -15,9 +15,9 @@ fleetd breaks. A one-shot read returns the last `lines` entries.
 Refusals, before anything is streamed, in fleet's error envelope: 404 `unit does not exist`;
 400 for a global unit (its journal is on every machine) or bad `lines`; 409 `unit is not
 running` when its current state is `inactive` (placed nowhere, or no state from its machine,
-as fleetctl tells "does not appear to be running"); 503 when this fleetd has
-no cluster credential; 502 when the machine publishes no node-to-node address, cannot be
-reached, or refuses the credential.
+as fleetctl tells "does not appear to be running"); 503 when journals are not set up (this
+fleetd has no cluster credential, or the unit's machine publishes no node-to-node address);
+502 when the unit's machine cannot be reached or refuses the credential.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def locate_unit(view: ApiView, name: str) -> Machine:
     machine = view.machines.get(machine_id)
     if state is None or machine is None:  # fleet's current state `inactive`
         raise UnitNotRunning("unit is not running")
-    if not machine.peer_address:
-        raise PeerUnavailable(
+    if not machine.peer_address:  # not configured there: a 503, like no credential here
+        raise Unavailable(
             f"machine {machine_id} publishes no node-to-node address: its fleetd needs "
             "peer_listen and cluster_secret_file"
         )

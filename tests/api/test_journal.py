@@ -13,7 +13,7 @@ import pytest
 
 from devtools.etcd_server import free_port
 from fleetd.api.app import create_app
-from fleetd.api.errors import BadRequest, PeerUnavailable, UnitNotFound, UnitNotRunning
+from fleetd.api.errors import BadRequest, Unavailable, UnitNotFound, UnitNotRunning
 from fleetd.api.journal import JournalForwarder, gone_reason, journal_router, locate_unit
 from fleetd.api.peer import serve_peer
 from fleetd.api.service import ApiService
@@ -122,7 +122,7 @@ async def test_where_a_journal_is_read(etcd: EtcdClient, keys: Keys, view: ApiVi
     with pytest.raises(UnitNotRunning):
         locate_unit(view, "hello.service")  # no state from its machine yet
     await publish_state(etcd, keys, view, "hello.service", M1, unit_hash=record.hash)
-    with pytest.raises(PeerUnavailable, match="publishes no node-to-node address"):
+    with pytest.raises(Unavailable, match="publishes no node-to-node address"):
         locate_unit(view, "hello.service")
     await store_machine(etcd, keys, view, Machine(M1, {}, "10.0.0.1", "10.0.0.1:49154"))
     assert locate_unit(view, "hello.service").peer_address == "10.0.0.1:49154"

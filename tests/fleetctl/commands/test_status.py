@@ -138,3 +138,11 @@ def test_a_journal_that_cannot_be_read_is_said_on_stderr(run: Run, fleet: FakeFl
     assert result.err == (
         "Unable to retrieve the journal of hello.service: machine x unreachable (HTTP 502)\n"
     )
+
+
+def test_a_cluster_without_journals_shows_the_block_alone(run: Run, fleet: FakeFleet) -> None:
+    fleet.add_unit("hello.service", HELLO, desired="launched")
+    fleet.journals["hello.service"] = []
+    message = "machine x publishes no node-to-node address"
+    fleet.break_route("GET", "/units/hello.service/journal", 503, message)
+    assert run("status", "hello") == Result(0, HELLO_BLOCK, "")
