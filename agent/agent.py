@@ -60,7 +60,7 @@ from fleetd.registry.errors import EtcdError
 from fleetd.registry.keys import Keys
 from fleetd.registry.watch import Changes, PrefixWatcher, Snapshot
 from fleetd.runtime.loop import ReconcileLoop
-from fleetd.runtime.metrics import Metrics
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -92,7 +92,7 @@ class Agent:
         metrics: Metrics | None = None,
     ) -> None:
         self._client = client
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics if metrics is not None else unserved()
         self._keys = keys
         self._manager = manager
         self.machine = machine

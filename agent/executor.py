@@ -55,7 +55,7 @@ from agent.plan import (
     task_name,
 )
 from agent.systemd.port import SystemdError, UnitManager, UnitRefused, UnitStatus
-from fleetd.runtime.metrics import Metrics
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -119,7 +119,7 @@ async def apply_agent_tasks(
     Each task is counted in `metrics` (`agent_unit_operations`), and each failure or refusal."""
     if in_flight < 1:
         raise ValueError("in_flight must be at least 1")
-    counted = metrics if metrics is not None else Metrics()
+    counted = metrics if metrics is not None else unserved()
     for stage, group in itertools.groupby(tasks, key=lambda task: _STAGES[type(task)]):
         stage_tasks = list(group)
         with intents.batched():

@@ -37,7 +37,7 @@ from fleetd.engine.view import ClusterView
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.runtime.loop import ReconcileLoop
-from fleetd.runtime.metrics import Metrics
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +77,7 @@ class Engine:
         metrics: Metrics | None = None,
     ) -> None:
         self._client = client
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics if metrics is not None else unserved()
         self._keys = keys
         self.machine_id = machine_id
         self.reconcile_interval = reconcile_interval

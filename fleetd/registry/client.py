@@ -45,7 +45,7 @@ from fleetd.registry.errors import (
     LeaseNotFound,
     translate_error,
 )
-from fleetd.runtime.metrics import Metrics
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -304,7 +304,7 @@ class EtcdClient:
         self._endpoints: dict[int, _Endpoint] = {}
         self._current = 0
         self._closed = False
-        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics = metrics if metrics is not None else unserved()
 
     @classmethod
     async def connect(

@@ -3,7 +3,8 @@
 `Metrics` owns a `CollectorRegistry` of its own (never prometheus_client's global default
 registry), so several fleetds in one process (the tests, the bench) keep separate counts. The
 composition root (`fleetd.server`) makes one per fleetd and hands it to the etcd client, the
-engine, the agent and the API; a part built without one makes its own, which nobody scrapes.
+engine, the agent and the API; a part built without one (a test, the bench's thousands of agents
+in one process) counts into `unserved()`, one shared instance that nobody scrapes.
 
 Names follow fleet's `metrics/metrics.go`: namespace `fleet`, then the part (`engine`, `etcd`,
 `api`, `agent`), in Prometheus' conventions (`_seconds`, counters exported with `_total`).
@@ -148,3 +149,13 @@ class Metrics:
     def exposition(self) -> bytes:
         """Every metric in Prometheus' text format (`CONTENT_TYPE`)."""
         return generate_latest(self.registry)
+
+
+_UNSERVED: list[Metrics] = []
+
+
+def unserved() -> Metrics:
+    """The process' one `Metrics` for parts built without a fleetd's: counted, never served."""
+    if not _UNSERVED:
+        _UNSERVED.append(Metrics())
+    return _UNSERVED[0]

@@ -50,3 +50,10 @@ def test_the_exposition_parses_with_every_family_named_and_typed() -> None:
     got = samples(metrics)
     bucket = ("fleet_api_request_duration_seconds_bucket", (("le", "0.0025"), ("method", "GET")))
     assert got[(bucket[0], (*bucket[1], ("route", "/fleet/v1/units")))] == 1
+
+
+def test_parts_without_a_fleetds_metrics_share_one_unserved_instance() -> None:
+    from fleetd.runtime.metrics import unserved
+
+    assert unserved() is unserved()
+    assert unserved() is not Metrics()
