@@ -115,6 +115,13 @@ class JournalForwarder:
     async def aclose(self) -> None:
         await self._http.aclose()
 
+    async def close_when_cancelled(self) -> None:
+        """Wait until cancelled (the API stops), then close the connection pool."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.aclose()
+
     async def open(self, name: str, lines: int, follow: bool) -> AsyncIterator[bytes]:
         """Check the request, reach the unit's machine, and return the stream of its lines.
 

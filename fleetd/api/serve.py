@@ -312,14 +312,12 @@ async def serve_api(
         body_timeout=limits.body_timeout,
         keep_alive_timeout=limits.keep_alive_timeout,
     )
-    try:
-        with open_listeners(config.listen) as listeners:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(view.run(), name="api-view")
-                for listener in listeners:
-                    app = local_app if listener.is_unix else remote_app
-                    gate = ListenerGate(listener.address, listener.sock, limit, limits)
-                    serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
-                    group.create_task(serving, name=f"api:{listener.address}")
-    finally:
-        await forwarder.aclose()
+    with open_listeners(config.listen) as listeners:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(view.run(), name="api-view")
+            for listener in listeners:
+                app = local_app if listener.is_unix else remote_app
+                gate = ListenerGate(listener.address, listener.sock, limit, limits)
+                serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
+                group.create_task(serving, name=f"api:{listener.address}")
+            group.create_task(forwarder.close_when_cancelled(), name="api-journal")
