@@ -60,6 +60,7 @@ from fleetd.registry.errors import EtcdError
 from fleetd.registry.keys import Keys
 from fleetd.registry.watch import Changes, PrefixWatcher, Snapshot
 from fleetd.runtime.loop import ReconcileLoop
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -88,8 +89,10 @@ class Agent:
         stop_timeout: float = STOP_TIMEOUT,
         version: str = __version__,
         intents: LaunchIntents | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
+        self.metrics = metrics if metrics is not None else unserved()
         self._keys = keys
         self._manager = manager
         self.machine = machine
@@ -205,7 +208,11 @@ class Agent:
             if self._unloaded is not None:
                 self._unloaded |= unloads
             await apply_agent_tasks(
-                self._manager, tasks, self.intents, stop_timeout=self._stop_timeout
+                self._manager,
+                tasks,
+                self.intents,
+                stop_timeout=self._stop_timeout,
+                metrics=self.metrics,
             )
             if any(isinstance(task, ReloadSystemd) for task in tasks):
                 self._unloaded = set()  # the reload came after this plan's unloads
@@ -296,6 +303,7 @@ async def run_agent_on_systemd(
     units_directory: Path,
     ttl: int,
     bus_address: str | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """fleetd's agent component: connect to systemd (retrying, logged), then run the agent.
 
@@ -311,5 +319,5 @@ async def run_agent_on_systemd(
     async with asyncio.TaskGroup() as group:
         group.create_task(manager.run(), name="agent:dbus")
         await manager.wait_connected()
-        agent = Agent(client, keys, manager, machine, ttl=ttl)
+        agent = Agent(client, keys, manager, machine, ttl=ttl, metrics=metrics)
         group.create_task(agent.run(), name="agent:main")

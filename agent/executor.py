@@ -58,6 +58,7 @@ from agent.plan import (
     task_name,
 )
 from agent.systemd.port import SystemdError, UnitManager, UnitRefused, UnitStatus
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -115,19 +116,24 @@ async def apply_agent_tasks(
     *,
     stop_timeout: float = STOP_TIMEOUT,
     in_flight: int = IN_FLIGHT,
+    metrics: Metrics | None = None,
 ) -> None:
-    """Perform `tasks` stage by stage; raise the first failure (later stages are not run)."""
+    """Perform `tasks` stage by stage; raise the first failure (later stages are not run).
+    Each task is counted in `metrics` (`agent_unit_operations`), and each failure or refusal."""
     if in_flight < 1:
         raise ValueError("in_flight must be at least 1")
+    counted = metrics if metrics is not None else unserved()
     for stage, group in itertools.groupby(tasks, key=lambda task: _STAGES[type(task)]):
         stage_tasks = list(group)
         began = time.monotonic()
         with intents.batched():
             if stage in _SIDE_BY_SIDE and len(stage_tasks) > 1:
-                await _side_by_side(manager, stage_tasks, intents, stop_timeout, in_flight)
+                await _side_by_side(
+                    manager, stage_tasks, intents, stop_timeout, in_flight, metrics=counted
+                )
             else:
                 for task in stage_tasks:
-                    await _perform(manager, task, intents, stop_timeout)
+                    await _perform(manager, task, intents, stop_timeout, counted)
         seconds = round(time.monotonic() - began, 3)
         log.info("agent stage done", stage=stage, tasks=len(stage_tasks), seconds=seconds)
 
@@ -138,6 +144,8 @@ async def _side_by_side(
     intents: LaunchIntents,
     stop_timeout: float,
     in_flight: int,
+    *,
+    metrics: Metrics,
 ) -> None:
     """Run the tasks of each unit in order, and at most `in_flight` units at once, started in the
     order of the plan; after a failure no unit is started, and the first failure is raised once
@@ -151,7 +159,7 @@ async def _side_by_side(
     async def run(chain: list[AgentTask]) -> None:
         try:
             for task in chain:
-                await _perform(manager, task, intents, stop_timeout)
+                await _perform(manager, task, intents, stop_timeout, metrics)
         except _TASK_ERRORS as exc:
             failures.append(exc)
         finally:
@@ -169,14 +177,23 @@ async def _side_by_side(
 
 
 async def _perform(
-    manager: UnitManager, task: AgentTask, intents: LaunchIntents, stop_timeout: float
+    manager: UnitManager,
+    task: AgentTask,
+    intents: LaunchIntents,
+    stop_timeout: float,
+    metrics: Metrics,
 ) -> None:
-    """Log one task with its reason and perform it; a failure is logged and raised."""
+    """Log one task with its reason, count it and perform it; a failure is logged, counted and
+    raised."""
     unit = getattr(task, "unit", None)
-    log.info("agent task", task=task_name(task), unit=unit, reason=task.reason)
+    operation = task_name(task)
+    log.info("agent task", task=operation, unit=unit, reason=task.reason)
+    metrics.agent_unit_operations.labels(operation).inc()
     try:
-        await _apply(manager, task, intents, stop_timeout)
+        if not await _apply(manager, task, intents, stop_timeout):
+            metrics.agent_unit_operation_failures.labels(operation).inc()
     except _TASK_ERRORS as exc:
+        metrics.agent_unit_operation_failures.labels(operation).inc()
         log.warning(
             "agent task failed, leaving the rest of the plan for the next pass",
             task=task_name(task),
@@ -188,7 +205,8 @@ async def _perform(
 
 async def _apply(
     manager: UnitManager, task: AgentTask, intents: LaunchIntents, stop_timeout: float
-) -> None:
+) -> bool:
+    """Perform `task`; False when systemd refused it without it being an error to retry."""
     match task:
         case WriteUnit(unit, hash_, text, _):
             await manager.write_unit_file(unit, text)
@@ -210,9 +228,12 @@ async def _apply(
                     error=exc.message,
                     error_name=exc.error_name,
                 )
+                intents.record(unit, hash_, launched=True)
+                return False
             intents.record(unit, hash_, launched=True)
         case UnloadUnit(unit, _):
             await _unload(manager, unit, intents, stop_timeout)
+    return True
 
 
 async def _unload(

@@ -26,6 +26,7 @@ from agent.systemd.fake import FakeUnitManager
 from fleetd.core.model import AGENT_LEASE_TTL, Machine
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
+from fleetd.runtime.metrics import Metrics
 
 READY_POLL = 0.01  # how often `ready()` looks whether the first schedule has been read
 
@@ -44,15 +45,18 @@ class FakeHost:
         ip: str = "127.0.0.1",
         ttl: int = AGENT_LEASE_TTL,
         reconcile_interval: float = RECONCILE_INTERVAL,
+        metrics: Metrics | None = None,
+        peer_address: str = "",
     ) -> None:
         self.manager = FakeUnitManager(units_directory)
         self.agent = Agent(
             client,
             keys,
             self.manager,
-            Machine(machine_id, dict(metadata or {}), ip),
+            Machine(machine_id, dict(metadata or {}), ip, peer_address),
             ttl=ttl,
             reconcile_interval=reconcile_interval,
+            metrics=metrics,
         )
         self.task: asyncio.Task[None] | None = None
 

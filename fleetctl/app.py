@@ -27,6 +27,7 @@ from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT
 from fleetctl.commands import (
     cat,
     destroy,
+    journal,
     list_machines,
     list_unit_files,
     list_units,
@@ -44,6 +45,9 @@ from fleetctl.session import Settings
 
 EXIT_USAGE = 2
 VALUE_FLAGS = frozenset({"--endpoint", "--request-timeout", "--output"})
+OWN_FLAGS = {"journal": frozenset({"--output"})}
+"""Flags a command has of its own, under a global flag's name: after the command, they are the
+command's (fleet's `journal --output=MODE` is journalctl's mode, not fleetctl's format)."""
 SWITCH_FLAGS = frozenset({"--debug"})
 
 
@@ -147,6 +151,7 @@ for _name, _function in (
     ("cat", cat.cat),
     ("destroy", destroy.destroy),
     ("help", help_command),
+    ("journal", journal.journal),
     ("list-machines", list_machines.list_machines),
     ("list-unit-files", list_unit_files.list_unit_files),
     ("list-units", list_units.list_units),
@@ -169,6 +174,7 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     after: list[str] = []
     index = 0
     command_seen = False
+    own: frozenset[str] = frozenset()
     while index < len(args):
         token = args[index]
         flag = token.split("=", 1)[0]
@@ -181,6 +187,9 @@ def hoist_global_flags(args: list[str]) -> list[str]:
                 before.append(args[index + 1])
                 index += 1
             command_seen = not token.startswith("-")
+            own = OWN_FLAGS.get(token, frozenset()) if command_seen else own
+        elif flag in own:
+            after.append(token)
         elif flag in VALUE_FLAGS and ("=" in token or index + 1 < len(args)):
             hoisted.append(token)
             if "=" not in token:

@@ -17,6 +17,7 @@ Invariants:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -32,6 +33,10 @@ DEFAULT_ENDPOINT = "unix:///var/run/fleet.sock"
 API_PREFIX = "/fleet/v1"
 DEFAULT_REQUEST_TIMEOUT = 3.0
 T = TypeVar("T")
+
+JOURNAL_READ_TIMEOUT = 35.0
+"""Seconds a one-shot journal read may take: the unit's machine reads for up to 10 s, and its
+answer crosses two fleetds."""
 
 MAX_IN_FLIGHT = 16
 """At most this many requests at once (`fleetctl.bulk` runs them); the real transport's one
@@ -259,6 +264,40 @@ class FleetClient:
         return [
             _parse(UnitState.from_json, item) for item in self._pages("/state", "states", params)
         ]
+
+    def journal(self, name: str, *, lines: int, follow: bool) -> Iterator[dict[str, Any]]:
+        """The unit's journal entries from its machine, as they come (`GET .../journal`); with
+        `follow`, until the server ends the stream or the caller stops iterating. An entry
+        without `__CURSOR` but with `end` says why a followed stream ended."""
+        path = self._unit_path(name) + "/journal"
+        params = {"lines": str(lines), "follow": "true" if follow else "false"}
+        read = None if follow else max(self.timeout, JOURNAL_READ_TIMEOUT)
+        timeout = httpx.Timeout(self.timeout, read=read)
+        target = f"GET {self._http.base_url.join(path.lstrip('/'))}"
+        self._log(f"{target} {params}")
+        try:
+            with self._http.stream("GET", path, params=params, timeout=timeout) as response:
+                self._log(f"{target} -> {response.status_code}")
+                if response.status_code >= 400:
+                    response.read()
+                    raise FleetAPIError(response.status_code, _error_message(response))
+                for line in response.iter_lines():
+                    if not line.strip():
+                        continue
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        raise FleetAPIError(
+                            200, f"the API sent a line that is not JSON: {line[:80]!r}"
+                        ) from None
+                    if isinstance(entry, dict):
+                        yield entry
+        except httpx.TimeoutException:
+            raise FleetConnectionError(
+                f"no answer from {self.endpoint.url} within {read or self.timeout:g}s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise FleetConnectionError(f"lost {self.endpoint.url}: {exc}") from None
 
     def machines(self) -> list[Machine]:
         """Every live machine, sorted by id."""

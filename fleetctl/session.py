@@ -88,6 +88,11 @@ class Session:
             return machine_id_legend(machine_id, full)
         return machine_legend(machine, full)
 
+    def close(self) -> None:
+        """Close the client, if one was made."""
+        if self._client is not None:
+            self._client.close()
+
     def run(self, body: Callable[[], int]) -> NoReturn:
         """Run a command body and exit with its code, printing errors it did not handle."""
         try:
@@ -96,7 +101,6 @@ class Session:
             self.out.error(f"Error: {exc}")
             code = 1
         finally:
-            if self._client is not None:
-                self._client.close()
+            self.close()
         self.out.finish(code)
         raise typer.Exit(code)

@@ -6,11 +6,12 @@ else `/etc/fleet/fleet.conf` when it exists) < `FLEET_<NAME>` environment variab
 when a later source overrides it.
 
 Invariants:
-* `load_config` reads the config file, and the API token file when a TCP listener needs it, and
-  nothing else: no logging, no clock, no network.
-* The token file is held to OpenSSH's rule for private keys: a regular file, not a symbolic link,
-  owned by fleetd's user or root, with no permission for group or others (0600 or 0400), and
-  non-empty; else a `ConfigError` saying which rule it breaks.
+* `load_config` reads the config file, the API token file when a TCP listener needs it, and the
+  cluster secret file when one is named, and nothing else: no logging, no clock, no network.
+* `peer_listen` (the node-to-node endpoint, TCP) needs `cluster_secret_file`.
+* The token file (and the cluster secret file) is held to OpenSSH's rule for private keys: a
+  regular file, not a symbolic link, owned by fleetd's user or root, with no permission for
+  group or others (0600 or 0400), and non-empty; else a `ConfigError` saying which rule it breaks.
 * Every bad value raises `ConfigError`, whose message names the option, the source (file and
   line, variable or flag) and the offending value.
 * The result is a frozen `Config`; derived forms are normalised (the key prefix ends with `/`,
@@ -65,6 +66,8 @@ class Config:
     disable_agent: bool = False
     listen: tuple[str, ...] = ("/var/run/fleet.sock",)
     api_token_file: str = ""
+    peer_listen: str = ""  # host:port of the node-to-node endpoint ("" serves none)
+    cluster_secret_file: str = ""  # the cluster credential, the same file on every machine
     token_limit: int = 100  # the API's page size
     machine_id_file: str = "/etc/machine-id"
     units_directory: str = "/run/fleet/units/"  # where the agent writes the unit files it runs
@@ -194,6 +197,15 @@ def _listen(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(items))  # drop repeats, keep order
 
 
+def _peer_listen(text: str) -> str:
+    item = text.strip()
+    if not item:
+        return ""
+    if item.startswith("/"):
+        raise ValueError("must be host:port (the node-to-node endpoint is TCP only)")
+    return _listen_address(item)
+
+
 def _absolute_path(text: str) -> str:
     path = text.strip()
     if not path.startswith("/"):
@@ -219,6 +231,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "token_limit": _token_limit,
     "verbosity": _verbosity,
     "units_directory": _absolute_path,
+    "peer_listen": _peer_listen,
 }
 OPTIONS: tuple[str, ...] = tuple(
     f.name for f in fields(Config) if f.name not in ("config_file", "show_version", "show_help")
@@ -378,11 +391,12 @@ def _token_file_problem(path: str) -> str | None:
     return None
 
 
-def check_api_token_file(path: str, source: str) -> None:
-    """Raise `ConfigError` unless `path` is a token file fleetd may use."""
+def check_api_token_file(path: str, source: str, option: str = "api_token_file") -> None:
+    """Raise `ConfigError` unless `path` is a token file fleetd may use (the API token, or with
+    `option="cluster_secret_file"` the cluster credential: the same rules)."""
     problem = _token_file_problem(path)
     if problem is not None:
-        raise ConfigError("api_token_file", source, path, problem)
+        raise ConfigError(option, source, path, problem)
 
 
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
@@ -409,5 +423,15 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
         raise ConfigError("listen", merged["listen"][1], tcp[0], reason)
     if tcp:
         check_api_token_file(token_file, token_source)
+    peer, peer_source = merged.get("peer_listen", ("", ""))
+    secret_file, secret_source = merged.get("cluster_secret_file", ("", ""))
+    if peer and not secret_file:
+        reason = (
+            "the node-to-node endpoint needs cluster_secret_file (it must not be open to anyone "
+            "who can reach the port)"
+        )
+        raise ConfigError("peer_listen", peer_source, peer, reason)
+    if secret_file:
+        check_api_token_file(secret_file, secret_source, "cluster_secret_file")
     values = {name: value for name, (value, _source) in merged.items()}
     return Config(**values, config_file=path if file_layer is not None else "")

@@ -8,7 +8,9 @@ an unreachable system bus: the agent logs it and keeps retrying (`agent.agent`).
 The agent (unless `--disable-agent`) runs as machine `/etc/machine-id`, announcing `public_ip`
 (or, when it is empty, the address of the interface the default route leaves by, else
 127.0.0.1) and `metadata`, on a lease of `agent_ttl` seconds (rounded up), with its unit files
-in `units_directory`.
+in `units_directory`. With `peer_listen`, the `peer` component serves the node-to-node endpoint
+(`fleetd.api.peer`: unit journals for other fleetds, behind the cluster credential) and the
+agent publishes its address in the machine record.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 import structlog
 
 from agent.agent import run_agent_on_systemd
-from fleetd.api.listeners import serve_api
+from fleetd.api.listeners import read_token, serve_api
+from fleetd.api.peer import serve_peer
 from fleetd.config import Config
 from fleetd.core.model import Machine, lease_seconds
 from fleetd.engine.engine import Engine
@@ -33,6 +36,7 @@ from fleetd.registry.client import EtcdClient
 from fleetd.registry.errors import EtcdUnavailable
 from fleetd.registry.keys import Keys
 from fleetd.runtime.backoff import Backoff
+from fleetd.runtime.metrics import Metrics
 from fleetd.runtime.supervise import run_components
 
 log = structlog.get_logger(__name__)
@@ -100,18 +104,38 @@ def detect_public_ip(route_table: str = "/proc/net/route") -> str:
     return address or LOOPBACK
 
 
+_WILDCARDS = frozenset({"", "0.0.0.0", "[::]", "::"})
+
+
+def peer_address(peer_listen: str, public_ip: str) -> str:
+    """The node-to-node address others use: `peer_listen`, with a wildcard host (`0.0.0.0:P`,
+    `:P`, `[::]:P`) replaced by the machine's public IP; "" when `peer_listen` is empty."""
+    if not peer_listen:
+        return ""
+    host, _, port = peer_listen.rpartition(":")
+    if host not in _WILDCARDS:
+        return peer_listen
+    return f"[{public_ip}]:{port}" if ":" in public_ip else f"{public_ip}:{port}"
+
+
 def agent_machine(config: Config, machine_id: str) -> Machine:
-    """This machine as its agent announces it."""
-    return Machine(machine_id, dict(config.metadata), config.public_ip or detect_public_ip())
+    """This machine as its agent announces it, with its node-to-node address when it has one."""
+    public_ip = config.public_ip or detect_public_ip()
+    return Machine(
+        machine_id,
+        dict(config.metadata),
+        public_ip,
+        peer_address(config.peer_listen, public_ip),
+    )
 
 
-async def connect_with_retry(config: Config) -> EtcdClient:
+async def connect_with_retry(config: Config, metrics: Metrics | None = None) -> EtcdClient:
     """Connect to etcd, retrying with backoff for as long as it takes, and saying so."""
     backoff = Backoff(initial=0.5, maximum=10.0)
     while True:
         try:
             return await EtcdClient.connect(
-                config.etcd_servers, timeout=config.etcd_request_timeout
+                config.etcd_servers, timeout=config.etcd_request_timeout, metrics=metrics
             )
         except EtcdUnavailable as exc:
             delay = backoff.next_delay()
@@ -123,7 +147,8 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
     """Run this fleetd's components until `stop` is set."""
     machine_id = read_machine_id(config.machine_id_file)
     keys = Keys(config.etcd_key_prefix)
-    client = await connect_with_retry(config)
+    metrics = Metrics()  # this fleetd's, served at /metrics
+    client = await connect_with_retry(config, metrics)
     try:
         components: dict[str, Callable[[], Awaitable[None]]] = {}
         if not config.disable_engine:
@@ -133,11 +158,24 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 machine_id,
                 reconcile_interval=config.engine_reconcile_interval,
                 departure_grace=max(config.agent_ttl, MIN_DEPARTURE_GRACE),
+                metrics=metrics,
             )
             components["engine"] = engine.run
         if config.listen:
             components["api"] = functools.partial(
-                serve_api, config, client, keys, shutdown_timeout=shutdown_timeout / 2
+                serve_api,
+                config,
+                client,
+                keys,
+                shutdown_timeout=shutdown_timeout / 2,
+                metrics=metrics,
+            )
+        if config.peer_listen:
+            components["peer"] = functools.partial(
+                serve_peer,
+                config.peer_listen,
+                read_token(config.cluster_secret_file, "cluster_secret_file"),
+                shutdown_timeout=shutdown_timeout / 2,
             )
         if not config.disable_agent:
             components["agent"] = functools.partial(
@@ -147,6 +185,7 @@ async def serve(config: Config, stop: asyncio.Event, *, shutdown_timeout: float 
                 agent_machine(config, machine_id),
                 units_directory=Path(config.units_directory),
                 ttl=lease_seconds(config.agent_ttl),
+                metrics=metrics,
             )
         log.info(
             "fleetd starting",

@@ -554,3 +554,30 @@ def test_a_token_file_is_not_read_without_a_tcp_listener(tmp_path: Path) -> None
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_the_node_to_node_endpoint_needs_the_cluster_secret(token_file: str) -> None:
+    with pytest.raises(ConfigError, match="needs cluster_secret_file") as caught:
+        load_config(["--peer-listen", "0.0.0.0:49154"], {})
+    assert (caught.value.option, caught.value.source) == ("peer_listen", "flag --peer-listen")
+    environ = {"FLEET_PEER_LISTEN": ":49154", "FLEET_CLUSTER_SECRET_FILE": token_file}
+    config = load_config([], environ)
+    assert (config.peer_listen, config.cluster_secret_file) == (":49154", token_file)
+    assert load_config([], {}).peer_listen == ""
+
+
+@pytest.mark.parametrize("address", ["/run/peer.sock", "49154", "host:port", "a b:1"])
+def test_the_node_to_node_endpoint_is_tcp(address: str, token_file: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(["--peer-listen", address, "--cluster-secret-file", token_file], {})
+    assert caught.value.option == "peer_listen"
+
+
+def test_a_cluster_secret_others_can_read_is_refused(token_file: str) -> None:
+    Path(token_file).chmod(0o644)
+    with pytest.raises(ConfigError, match="permissions 0644 are too open") as caught:
+        load_config(["--cluster-secret-file", token_file], {})
+    assert (caught.value.option, caught.value.source) == (
+        "cluster_secret_file",
+        "flag --cluster-secret-file",
+    )

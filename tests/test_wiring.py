@@ -25,6 +25,7 @@ from fleetd.wiring import (
     default_route_interface,
     detect_public_ip,
     interface_address,
+    peer_address,
     read_machine_id,
     serve,
 )
@@ -290,3 +291,20 @@ def test_units_directory_must_be_absolute(tmp_path: Path) -> None:
     assert load_config(["--config", str(empty)], {}).units_directory == "/run/fleet/units/"
     with pytest.raises(ConfigError, match="units_directory: must be an absolute path"):
         load_config(["--config", str(empty), "--units-directory", "run/units"], {})
+
+
+@pytest.mark.parametrize(
+    ("peer_listen", "public_ip", "address"),
+    [
+        ("", "192.0.2.7", ""),
+        ("0.0.0.0:49154", "192.0.2.7", "192.0.2.7:49154"),
+        (":49154", "192.0.2.7", "192.0.2.7:49154"),
+        ("[::]:49154", "2001:db8::7", "[2001:db8::7]:49154"),
+        ("10.1.1.1:49154", "192.0.2.7", "10.1.1.1:49154"),
+    ],
+)
+def test_the_published_node_to_node_address(peer_listen: str, public_ip: str, address: str) -> None:
+    assert peer_address(peer_listen, public_ip) == address
+    config = Config(public_ip="192.0.2.7", peer_listen=peer_listen)
+    expected = peer_address(peer_listen, "192.0.2.7")
+    assert agent_machine(config, MACHINE).peer_address == expected

@@ -6,6 +6,9 @@ state (with systemd's reason when it refused the file) and active (sub) states a
 agent reports them (`GET /state`), the machine, the cluster states (current and desired), the
 loaded file's hash, and the engine's reasons when the unit cannot be placed. A global unit gets
 one block per machine that reports it. Blocks are separated by a blank line, as fleet's were.
+Below the block of a non-global unit, after a blank line, come the last ten lines of its journal
+in journalctl's short format, as `systemctl status` shows them, fetched from the unit's machine
+through the API (`fleetctl journal`'s route); an API without that route (fleet's) gives none.
 
 fleet's messages and exit codes stay: `Unit X does not exist.` and `Unit X does not appear to be
 loaded.` (stderr, exit 1; an unplaceable unit's block, with its reasons, is printed first). The
@@ -18,12 +21,15 @@ from typing import Annotated, Any
 
 import typer
 
+from fleetctl.client import FleetAPIError, FleetConnectionError
 from fleetctl.commands.common import UnitsArgument, no_units_given, unit_names
+from fleetctl.commands.journal import format_entry, is_end
 from fleetctl.models import Unit, UnitState
 from fleetctl.session import Session
 from fleetd.core.states import JobState
 
 EXIT_NOT_ACTIVE = 3
+JOURNAL_LINES = 10  # as `systemctl status`
 LABEL_WIDTH = 11
 
 
@@ -63,6 +69,25 @@ def render_block(session: Session, unit: Unit, state: UnitState | None) -> str:
     for index, reason in enumerate(unit.unplaceable_reasons):
         lines.append(_line("Unplaceable" if index == 0 else "", reason))
     return "\n".join(lines) + "\n"
+
+
+def journal_tail(session: Session, name: str) -> list[dict[str, Any]]:
+    """The unit's last `JOURNAL_LINES` journal entries, as `systemctl status` shows them; none
+    when the API has no journal route (fleet's: 404), the unit runs nowhere (409) or the cluster
+    does not serve journals (503: no node-to-node endpoint or credential). Any other failure is
+    said on stderr, and the status is shown without them."""
+    try:
+        return [
+            entry
+            for entry in session.client.journal(name, lines=JOURNAL_LINES, follow=False)
+            if not is_end(entry)
+        ]
+    except FleetAPIError as exc:
+        if exc.status not in (404, 409, 503):
+            session.out.warn(f"Unable to retrieve the journal of {name}: {exc}")
+    except FleetConnectionError as exc:
+        session.out.warn(f"Unable to retrieve the journal of {name}: {exc}")
+    return []
 
 
 def _record(unit: Unit, states: list[UnitState]) -> dict[str, Any]:
@@ -120,8 +145,14 @@ def status(
                 out.error(f"Unit {name} does not appear to be loaded.")
                 return 1
             shown: list[UnitState | None] = [*states] or [None]
+            tail = [] if unit.is_global else journal_tail(session, name)
+            if tail:
+                out.unit(name, journal=tail)
             for state in shown:
-                emit(render_block(session, unit, state))
+                block = render_block(session, unit, state)
+                if tail:
+                    block += "\n" + "".join(format_entry(e, "short") + "\n" for e in tail)
+                emit(block)
             if not states or any(state.active_state != "active" for state in states):
                 code = EXIT_NOT_ACTIVE
         return code

@@ -8,7 +8,11 @@ result with `fleetd.api.schemas`. Errors are raised, never built there: `fleetd.
 them into statuses and fleet's envelope. Every route is `async def`: a sync route would run in a
 worker thread, reading the view while the event loop changes it.
 
-Around the routes, four ASGI middlewares, outermost first:
+`GET /metrics` and the request counts are `fleetd.api.metrics`, included when the app is given a
+`Metrics`.
+
+Around the routes, four ASGI middlewares (five with metrics: `RequestMetrics` outermost),
+outermost first:
 * `Server: fleetd/<version>` on every response but a 503 (as fleet);
 * the last resort: an exception nothing else handled is logged and answered with a 500 in
   fleet's envelope (never Starlette's plain-text page), unless the response had already begun;
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import hmac
+from collections.abc import Sequence
 from typing import Any, Final
 
 from fastapi import APIRouter, FastAPI, Response
@@ -44,10 +49,12 @@ from fleetd.api.errors import (
     response_for,
 )
 from fleetd.api.machines import machines_router
+from fleetd.api.metrics import RequestMetrics, metrics_router
 from fleetd.api.routing import COMPONENTS, json_response
 from fleetd.api.service import ApiService
 from fleetd.api.state import state_router
 from fleetd.api.units import units_router
+from fleetd.runtime.metrics import Metrics
 
 PREFIXES: Final = ("/fleet/v1", "/v1-alpha")
 MAX_BODY_BYTES: Final = 1 << 20
@@ -74,9 +81,16 @@ def v1_routers(service: ApiService) -> list[APIRouter]:
 
 
 def create_app(
-    service: ApiService, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: ApiService,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    metrics: Metrics | None = None,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """The v1 API over `service`; with `token`, every request but /healthz must carry it."""
+    """The v1 API over `service`; with `token`, every request but /healthz must carry it. With
+    `metrics`, `GET /metrics` serves them and every request is counted in them. `routers` are
+    pyfleet's extensions (each in a module of its own), included as they are."""
     app = FastAPI(
         title="fleet API",
         version=__version__,
@@ -87,13 +101,17 @@ def create_app(
     )
     # A route of an included router may carry its path with or without the prefix.
     not_allowed: dict[str, tuple[int, str]] = dict(NOT_ALLOWED)
-    routers = v1_routers(service)
+    resources = v1_routers(service)
     for prefix in PREFIXES:
-        for router in routers:  # only /fleet/v1 is documented: /v1-alpha is the same handlers
+        for router in resources:  # only /fleet/v1 is documented: /v1-alpha is the same handlers
             app.include_router(router, prefix=prefix, include_in_schema=prefix == PREFIXES[0])
         not_allowed.update({prefix + path: answer for path, answer in NOT_ALLOWED.items()})
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
+    if metrics is not None:
+        app.include_router(metrics_router(metrics))
+    for router in routers:
+        app.include_router(router)
     install_error_handlers(app, not_allowed)
 
     @app.get("/healthz", response_model=schemas.Health)
@@ -106,6 +124,8 @@ def create_app(
         app.add_middleware(BearerToken, token=token)
     app.add_middleware(LastResort)
     app.add_middleware(ServerHeader)
+    if metrics is not None:  # outermost: it counts refusals and last-resort 500s too
+        app.add_middleware(RequestMetrics, metrics=metrics)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

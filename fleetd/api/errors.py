@@ -94,6 +94,14 @@ class Unavailable(ApiError):
         super().__init__(message)
 
 
+class UnitNotRunning(ApiError):
+    """The unit runs nowhere (not placed, or its machine reports it inactive): no journal."""
+
+
+class PeerUnavailable(ApiError):
+    """Another machine's fleetd, asked on the client's behalf, could not be reached or refused."""
+
+
 # Checked in order with isinstance: subclasses before their bases.
 STATUS_OF: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (BadRequest, 400),
@@ -106,6 +114,7 @@ STATUS_OF: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (MethodNotAllowed, 405),
     (OptionsRequired, 409),
     (DesiredStateRequired, 409),
+    (UnitNotRunning, 409),
     (BodyTooLarge, 413),
     (RecordTooLarge, 413),
     (EtcdRequestTooLarge, 413),
@@ -113,6 +122,7 @@ STATUS_OF: Final[tuple[tuple[type[BaseException], int], ...]] = (
     (Unavailable, 503),
     (EtcdUnavailable, 503),
     (TimeoutError, 503),
+    (PeerUnavailable, 502),
     (WriteOutcomeUnknown, 504),
     (EtcdError, 500),
 )

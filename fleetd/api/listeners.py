@@ -17,6 +17,9 @@
   to `shutdown_timeout` seconds, the socket files this component created are removed, and the
   cancellation propagates.
 * uvicorn never installs signal handlers or configures logging here: fleetd owns both.
+* With `cluster_secret_file`, the journal route (`fleetd.api.journal`) forwards to other
+  machines' node-to-node endpoints with that credential; without it, it answers 503. The
+  forwarder's connection pool is closed when the component ends.
 """
 
 from __future__ import annotations
@@ -40,12 +43,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fleetd.api.activation import ViewActivation
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
+from fleetd.api.journal import JournalForwarder, journal_router
+from fleetd.api.metrics import ClusterCollector
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.config import Config, is_tcp_address
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.runtime.limits import connections_per_listener, open_files_limit
+from fleetd.runtime.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
@@ -71,13 +77,14 @@ class Listener:
         return bool(self.path)
 
 
-def read_token(path: str) -> str:
+def read_token(path: str, option: str = "api_token_file") -> str:
+    """The token in the file `option` names (the API token, or the cluster credential)."""
     try:
         token = Path(path).read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError) as exc:
-        raise ApiStartError(f"cannot read api_token_file {path}: {exc}") from None
+        raise ApiStartError(f"cannot read {option} {path}: {exc}") from None
     if not token:
-        raise ApiStartError(f"api_token_file {path} is empty")
+        raise ApiStartError(f"{option} {path} is empty")
     return token
 
 
@@ -267,8 +274,10 @@ async def serve_api(
     *,
     shutdown_timeout: float = 5.0,
     limits: ConnectionLimits = ConnectionLimits(),  # noqa: B008 - frozen, shared safely
+    metrics: Metrics | None = None,
 ) -> None:
-    """Run the API view and serve the v1 API on `config.listen` until cancelled."""
+    """Run the API view and serve the v1 API on `config.listen` until cancelled; `metrics`
+    (this fleetd's) are served at `/metrics` with the cluster's gauges added."""
     tcp = [address for address in config.listen if is_tcp_address(address)]
     token = read_token(config.api_token_file) if tcp else None
     view = ApiView(client, keys)
@@ -279,10 +288,21 @@ async def serve_api(
         request_timeout=config.etcd_request_timeout,
         token_limit=config.token_limit,
     )
+    metrics = metrics if metrics is not None else Metrics()
+    metrics.add_collector(ClusterCollector(view))
+    secret = (
+        read_token(config.cluster_secret_file, "cluster_secret_file")
+        if config.cluster_secret_file
+        else None
+    )
+    forwarder = JournalForwarder(view, secret)
+    routers = [journal_router(forwarder)]
     activation = ViewActivation(view, first_wait=config.etcd_request_timeout)
-    local_app = activation.wrap(create_app(service))
+    local_app = activation.wrap(create_app(service, metrics=metrics, routers=routers))
     remote_app = (
-        activation.wrap(create_app(service, token=token)) if token is not None else local_app
+        activation.wrap(create_app(service, token=token, metrics=metrics, routers=routers))
+        if token is not None
+        else local_app
     )
     open_files = open_files_limit()
     limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
@@ -302,3 +322,4 @@ async def serve_api(
                 gate = ListenerGate(listener.address, listener.sock, limit, limits)
                 serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
                 group.create_task(serving, name=f"api:{listener.address}")
+            group.create_task(forwarder.close_when_cancelled(), name="api-journal")

@@ -40,11 +40,13 @@ class Unit:
 
 @dataclass(frozen=True, slots=True)
 class Machine:
-    """A live machine: its id, address and metadata (`role=web`, ...)."""
+    """A live machine: its id, address and metadata (`role=web`, ...), and the `host:port` of its
+    fleetd's node-to-node endpoint ("" when it serves none)."""
 
     id: str
     metadata: Mapping[str, str] = field(default_factory=dict, hash=False)
     primary_ip: str = ""
+    peer_address: str = ""
 
     @property
     def short_id(self) -> str:

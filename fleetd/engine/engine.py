@@ -24,18 +24,20 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 import structlog
 
 from fleetd.core.engine_delta import PlanState, plan_engine_delta
 from fleetd.core.engine_plan import plan_engine_full
-from fleetd.core.engine_tasks import EngineTask
+from fleetd.core.engine_tasks import ClearUnplaceable, EngineTask, MarkUnplaceable, Schedule
 from fleetd.engine.executor import Deposed, apply_engine_tasks
 from fleetd.engine.leader import Election, Term
 from fleetd.engine.view import ClusterView
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
 from fleetd.runtime.loop import ReconcileLoop
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +48,18 @@ FULL_PLAN_IN_THREAD = 2000
 def leader_ttl(reconcile_interval: float) -> int:
     """fleet's lease length: five reconcile intervals, and never under 2 seconds."""
     return max(2, math.ceil(5 * reconcile_interval))
+
+
+_TASK_KINDS = {
+    Schedule: "schedule",
+    MarkUnplaceable: "mark_unplaceable",
+    ClearUnplaceable: "clear_unplaceable",
+}
+
+
+def task_kind(task: EngineTask) -> str:
+    """The metrics label of an engine task."""
+    return _TASK_KINDS.get(type(task), "unschedule")
 
 
 class Engine:
@@ -60,8 +74,10 @@ class Engine:
         reconcile_interval: float = 2.0,
         ttl: int | None = None,
         departure_grace: float = 0.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
+        self.metrics = metrics if metrics is not None else unserved()
         self._keys = keys
         self.machine_id = machine_id
         self.reconcile_interval = reconcile_interval
@@ -100,6 +116,7 @@ class Engine:
                 if term.lease.lost_reason not in ("", "revoked"):
                     self.election.outage_seen = True
             finally:
+                self.metrics.engine_leader.set(0)
                 self.leading.clear()
                 self.term = None
                 self._loop = None
@@ -114,6 +131,7 @@ class Engine:
         self._kept = None
         self.term = term
         self.leading.set()
+        self.metrics.engine_leader.set(1)
         running_loop = asyncio.get_running_loop()
         self._hold_until = 0.0
         if self.election.outage_seen and self.departure_grace > 0:
@@ -151,22 +169,47 @@ class Engine:
             settled = (self.view.generation, hold)
             if settled == self._settled:
                 return  # nothing changed since a plan that had nothing to do
-            tasks = await self._plan(hold)
-            if not tasks:
-                self._settled = settled
-                return
+            started = time.perf_counter()
             try:
-                written = await apply_engine_tasks(self._client, self._keys, term.fence(), tasks)
-            except Deposed as exc:
-                self._kept = None
-                log.warning("engine write refused", error=str(exc))
-                self._deposed.set()
-                return
-            except BaseException:
-                self._kept = None  # some batches may not have been written: plan fully next
-                raise
-            self._written = written
-            self.passes_with_writes += 1
+                await self._plan_and_write(term, hold, settled)
+            finally:
+                self.metrics.engine_pass_seconds.observe(time.perf_counter() - started)
+
+    async def _plan_and_write(self, term: Term, hold: bool, settled: tuple[int, bool]) -> None:
+        unplaceable = set(self.view.unplaceable)
+        tasks = await self._plan(hold)
+        if not tasks:
+            self._settled = settled
+            self.metrics.engine_unplaceable_units.set(len(unplaceable))
+            return
+        try:
+            written = await apply_engine_tasks(self._client, self._keys, term.fence(), tasks)
+        except Deposed as exc:
+            self._kept = None
+            log.warning("engine write refused", error=str(exc))
+            self._deposed.set()
+            return
+        except BaseException:
+            self._kept = None  # some batches may not have been written: plan fully next
+            raise
+        self._written = written
+        self.passes_with_writes += 1
+        self._count_written(tasks, unplaceable)
+
+    def _count_written(self, tasks: list[EngineTask], unplaceable: set[str]) -> None:
+        """Count the tasks a pass wrote; `unplaceable`: the units with reasons before it."""
+        counts: dict[str, int] = {}
+        for task in tasks:
+            kind = task_kind(task)
+            counts[kind] = counts.get(kind, 0) + 1
+            if isinstance(task, MarkUnplaceable):
+                unplaceable.add(task.unit)
+            elif isinstance(task, ClearUnplaceable):
+                unplaceable.discard(task.unit)
+        for kind, count in counts.items():
+            self.metrics.engine_tasks.labels(kind).inc(count)
+        self.metrics.engine_placements.inc(counts.get("schedule", 0))
+        self.metrics.engine_unplaceable_units.set(len(unplaceable))
 
     async def _plan(self, hold: bool) -> list[EngineTask]:
         """This pass's tasks: from the kept board and what changed when it can, else in full.
@@ -181,6 +224,7 @@ class Engine:
             delta = plan_engine_delta(snapshot, self._kept, changes)
             if delta is not None:
                 self.delta_passes += 1
+                self.metrics.engine_passes.labels("delta").inc()
                 return delta
         if len(snapshot.units) >= FULL_PLAN_IN_THREAD:
             snapshot = self.view.copy_snapshot()
@@ -190,4 +234,5 @@ class Engine:
         # while held, the board leaves out placements on departed machines: not a state to keep
         self._kept = None if hold else PlanState.after(snapshot, board, tasks)
         self.full_passes += 1
+        self.metrics.engine_passes.labels("full").inc()
         return tasks

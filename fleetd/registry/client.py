@@ -25,6 +25,7 @@ the proto subset in `proto/etcd.proto`. Invariants:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Literal, TypeVar
@@ -44,6 +45,7 @@ from fleetd.registry.errors import (
     LeaseNotFound,
     translate_error,
 )
+from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
 
@@ -287,7 +289,12 @@ class EtcdClient:
     MAX_TXN_OPS: ClassVar[int] = 128  # etcd's default --max-txn-ops, per branch
 
     def __init__(
-        self, targets: Sequence[str], *, timeout: float, max_receive_bytes: int = MAX_RECEIVE_BYTES
+        self,
+        targets: Sequence[str],
+        *,
+        timeout: float,
+        max_receive_bytes: int = MAX_RECEIVE_BYTES,
+        metrics: Metrics | None = None,
     ) -> None:
         if max_receive_bytes <= 0:
             raise ValueError("max_receive_bytes must be positive")
@@ -297,6 +304,7 @@ class EtcdClient:
         self._endpoints: dict[int, _Endpoint] = {}
         self._current = 0
         self._closed = False
+        self.metrics = metrics if metrics is not None else unserved()
 
     @classmethod
     async def connect(
@@ -305,6 +313,7 @@ class EtcdClient:
         *,
         timeout: float = 5.0,
         max_receive_bytes: int = MAX_RECEIVE_BYTES,
+        metrics: Metrics | None = None,
     ) -> EtcdClient:
         """Connect to the first endpoint (in order) that answers within `timeout`.
 
@@ -313,7 +322,7 @@ class EtcdClient:
         if isinstance(endpoints, str) or not endpoints:
             raise ValueError("connect() needs a non-empty sequence of endpoints")
         targets = [_target(e) for e in endpoints]
-        client = cls(targets, timeout=timeout, max_receive_bytes=max_receive_bytes)
+        client = cls(targets, timeout=timeout, max_receive_bytes=max_receive_bytes, metrics=metrics)
         for index in range(len(client._targets)):
             try:
                 await asyncio.wait_for(client._endpoint(index).channel.channel_ready(), timeout)
@@ -372,16 +381,21 @@ class EtcdClient:
         self, method: str, request: Any, reply: type[_R], deadline: float | None, read: bool = False
     ) -> _R:
         retries = 1 if read and len(self._targets) > 1 else 0
+        latency = self.metrics.etcd_request_seconds.labels(method)
         while True:
             index, endpoint = self._active()
+            started = time.perf_counter()
             try:
                 response = await endpoint.method(method)(request, timeout=deadline or self._timeout)
             except GRPC_ERRORS as err:
                 error = translate_error(err, method)
+                latency.observe(time.perf_counter() - started)
+                self.metrics.etcd_request_errors.labels(method, type(error).__name__).inc()
                 if self._failed(index, error) and retries > 0:
                     retries -= 1
                     continue
                 raise error from None
+            latency.observe(time.perf_counter() - started)
             if not isinstance(response, reply):
                 raise EtcdError(f"{method}: unexpected reply {type(response).__name__}")
             return response

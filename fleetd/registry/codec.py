@@ -3,7 +3,7 @@
 Every record is a JSON object with camelCase fields, the names of `docs/architecture.md`:
 
     units/<unit>          {"name", "options": [{"section","name","value"}], "hash", "desiredState"}
-    machines/<id>         {"id", "primaryIP", "metadata": {k: v}, "version"}
+    machines/<id>         {"id", "primaryIP", "metadata": {k: v}, "version"[, "peerAddress"]}
     schedule/<m>/<unit>   {"hash", "desiredState"}
     states/<m>/<unit>     {"loadState", "activeState", "subState", "hash", "since"}  (since: Unix s)
     unplaceable/<unit>    {"reasons": [...]}
@@ -129,14 +129,15 @@ def decode_unit(key: str, raw: bytes) -> UnitRecord:
 
 
 def encode_machine(machine: Machine, version: str) -> bytes:
-    return _dump(
-        {
-            "id": machine.id,
-            "primaryIP": machine.primary_ip,
-            "metadata": dict(machine.metadata),
-            "version": version,
-        }
-    )
+    record: dict[str, object] = {
+        "id": machine.id,
+        "primaryIP": machine.primary_ip,
+        "metadata": dict(machine.metadata),
+        "version": version,
+    }
+    if machine.peer_address:  # pyfleet's extension; absent keeps fleet's shape exactly
+        record["peerAddress"] = machine.peer_address
+    return _dump(record)
 
 
 def decode_machine(key: str, raw: bytes) -> Machine:
@@ -148,7 +149,12 @@ def decode_machine(key: str, raw: bytes) -> Machine:
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise CodecError(f"{key}: field 'metadata' must map strings to strings")
-    return Machine(_str(key, obj, "id"), metadata, _str(key, obj, "primaryIP", default=""))
+    return Machine(
+        _str(key, obj, "id"),
+        metadata,
+        _str(key, obj, "primaryIP", default=""),
+        _str(key, obj, "peerAddress", default=""),
+    )
 
 
 def encode_placement(placement: Placement) -> bytes:

@@ -96,6 +96,11 @@ class Mirror:
                 heapq.heappush(section.waiters, (revision, next(self._tickets), future))
                 await future
 
+    async def wait_changed(self) -> None:
+        """Return once the mirror has applied its next batch (a reader that re-checks a condition
+        on every change: check, then wait, with no await in between)."""
+        await self._next_advance()
+
     async def _next_advance(self) -> None:
         self._advanced.clear()
         await self._advanced.wait()

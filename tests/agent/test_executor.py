@@ -29,6 +29,7 @@ from agent.systemd.port import Job, SystemdUnavailable, UnitRefused
 from fleetd.core.model import Placement
 from fleetd.core.states import JobState
 from fleetd.runtime.files import write_atomically
+from fleetd.runtime.metrics import Metrics
 from tests.engine.cluster import wait_until
 
 RUNS = "[Service]\nExecStart=/bin/sleep infinity\n"
@@ -79,10 +80,17 @@ async def test_the_first_failure_stops_the_rest(
         ReloadSystemd("3 units"),
         StartUnit("a.service", sha(RUNS), "go"),
     ]
+    metrics = Metrics()
     with structlog.testing.capture_logs() as logs, pytest.raises(UnitRefused):
         # One unit at a time, so the plan's order alone decides what ran before the failure.
-        await apply_agent_tasks(manager, tasks, LaunchIntents(None), in_flight=1)
+        await apply_agent_tasks(manager, tasks, LaunchIntents(None), in_flight=1, metrics=metrics)
     assert systemd.calls == [("link", "a.service")]
+    operations = metrics.agent_unit_operations
+    failures = metrics.agent_unit_operation_failures
+    assert operations.labels("write")._value.get() == 2
+    assert operations.labels("link")._value.get() == 2
+    assert failures.labels("link")._value.get() == 1
+    assert failures.labels("write")._value.get() == 0
     assert set(await manager.list_unit_files()) == {"a.service", "b.service"}  # c not written
     failed = [e for e in logs if e["event"].startswith("agent task failed")]
     assert [(e["task"], e["unit"]) for e in failed] == [("link", "b.service")]
@@ -102,8 +110,11 @@ async def test_a_refused_start_is_recorded_and_does_not_block_the_others(
         StartUnit("a.service", sha(BAD), "go"),
         StartUnit("b.service", sha(RUNS), "go"),
     ]
+    metrics = Metrics()
     with structlog.testing.capture_logs() as logs:
-        await apply_agent_tasks(manager, tasks, intents)
+        await apply_agent_tasks(manager, tasks, intents, metrics=metrics)
+    assert metrics.agent_unit_operations.labels("start")._value.get() == 2
+    assert metrics.agent_unit_operation_failures.labels("start")._value.get() == 1  # the refusal
     refused = next(e for e in logs if e["event"].startswith("systemd refused to start"))
     assert refused["unit"] == "a.service"
     assert refused["error_name"] == "org.freedesktop.systemd1.BadUnitSetting"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import pytest
+from prometheus_client import Counter, Gauge
 
 from devtools.etcd_server import EtcdServer
 from fleetd.core.engine_tasks import Schedule
@@ -15,6 +17,7 @@ from fleetd.registry.client import EtcdClient
 from fleetd.registry.codec import decode_leader, decode_placement, encode_metadata_value
 from fleetd.registry.keys import Keys
 from fleetd.registry.watch import Changes, PrefixWatcher
+from fleetd.runtime.metrics import Metrics
 from tests.engine.cluster import (
     add_machine,
     placements,
@@ -74,7 +77,8 @@ async def test_unplaceable_unit_keeps_its_reasons_until_it_fits(
     etcd: EtcdClient, keys: Keys
 ) -> None:
     web = await add_machine(etcd, keys, WEB, role="web")
-    engine = Engine(etcd, keys, WEB, reconcile_interval=0.5)
+    metrics = Metrics()
+    engine = Engine(etcd, keys, WEB, reconcile_interval=0.5, metrics=metrics)
     async with running(engine):
         await submit(etcd, keys, "db.service", "MachineMetadata=role=db")
         reasons = await wait_until(
@@ -82,6 +86,8 @@ async def test_unplaceable_unit_keeps_its_reasons_until_it_fits(
         )
         assert reasons == ("no machine has metadata role=db",)
         assert await placements(etcd, keys) == {}
+        await wait_until(unplaceable_counted(metrics, 1), "one unplaceable unit counted")
+        assert gauge(metrics.engine_leader) == 1
 
         db = await add_machine(etcd, keys, DB1, role="db")
 
@@ -91,8 +97,31 @@ async def test_unplaceable_unit_keeps_its_reasons_until_it_fits(
             return placed.get("db.service") == {DB1} and gone
 
         await wait_until(moved, "db.service placed on the db machine, reasons cleared")
+        await wait_until(unplaceable_counted(metrics, 0), "no unplaceable unit counted")
+    assert gauge(metrics.engine_leader) == 0  # stopped leading
+    tasks = metrics.engine_tasks
+    assert count(tasks.labels("mark_unplaceable")) == 1
+    assert count(tasks.labels("clear_unplaceable")) == 1
+    assert count(tasks.labels("schedule")) == count(metrics.engine_placements) == 1
+    passes = metrics.engine_passes
+    assert count(passes.labels("full")) + count(passes.labels("delta")) >= 2
     await web.revoke()
     await db.revoke()
+
+
+def gauge(instrument: Gauge) -> float:
+    return float(instrument._value.get())
+
+
+def count(instrument: Counter) -> float:
+    return float(instrument._value.get())
+
+
+def unplaceable_counted(metrics: Metrics, units: int) -> Callable[[], Awaitable[bool]]:
+    async def probe() -> bool:
+        return gauge(metrics.engine_unplaceable_units) == units
+
+    return probe
 
 
 async def test_units_move_when_their_machine_lease_expires(etcd: EtcdClient, keys: Keys) -> None:

@@ -8,7 +8,8 @@ semantics so fleetctl's command tests run without etcd or systemd:
   `{"error": {"code", "message"}}`; 201/204/404/409/415 as fleet answers them, with the fixes
   pyfleet's checklist asks for (400 for a bad desiredState, templates never activated);
 * pyfleet's extension field `unplaceableReasons` on a Unit while the "engine" cannot place it;
-* an optional bearer token (401 without it).
+* an optional bearer token (401 without it);
+* pyfleet's `GET /units/{name}/journal` for units given entries in `journals`.
 
 A toy engine stands in for scheduling and agents: after a desired-state change it sets the
 current state, the target machine (the first machine, by id) and the systemd states, `lag`
@@ -104,6 +105,8 @@ class FakeFleet:
         self.unplaceable: dict[str, list[str]] = {}
         self.systemd: dict[str, tuple[str, str, str]] = {}
         self.broken: dict[tuple[str, str], tuple[int, str]] = {}
+        self.journals: dict[str, list[dict[str, Any]]] = {}  # pyfleet's journal route
+        self.journal_end: dict[str, str] = {}  # a followed journal ends with {"end": this}
         self.lag = 0
         self.requests: list[httpx.Request] = []
         self._pending: list[tuple[int, Callable[[], None]]] = []
@@ -234,6 +237,8 @@ class FakeFleet:
                 self._later(lambda: self._drop_states(name))
                 return httpx.Response(204)
             raise ApiError(405, "only GET, PUT and DELETE supported against this resource")
+        if len(parts) == 3 and parts[0] == "units" and parts[2] == "journal":
+            return self._journal(request, parts[1])
         if path == "/state":
             return self._states(request)
         if len(parts) == 2 and parts[0] == "state":
@@ -249,6 +254,22 @@ class FakeFleet:
             ]
             return self._page(request, "machines", machines)
         raise ApiError(404, "")
+
+    def _journal(self, request: httpx.Request, name: str) -> httpx.Response:
+        """pyfleet's `GET /units/{name}/journal`: 404 (as fleet, which has no such route) for a
+        unit without a seeded journal; else the last `lines` entries as NDJSON, and with
+        `follow`, the seeded end line."""
+        if name not in self.journals:
+            raise ApiError(404, "")
+        unit = self.units.get(name)
+        if unit is None or unit.current == "inactive":
+            raise ApiError(409, "unit is not running")
+        lines = int(request.url.params.get("lines", "10"))
+        entries = self.journals[name][-lines:] if lines else []
+        body = "".join(json.dumps(entry) + "\n" for entry in entries)
+        if request.url.params.get("follow") == "true" and name in self.journal_end:
+            body += json.dumps({"end": self.journal_end[name]}) + "\n"
+        return httpx.Response(200, content=body.encode(), headers={"content-type": "x/nd"})
 
     def _states(self, request: httpx.Request) -> httpx.Response:
         if request.method != "GET":

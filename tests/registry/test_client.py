@@ -30,6 +30,7 @@ from fleetd.registry.errors import (
     EtcdUnavailable,
     LeaseNotFound,
 )
+from fleetd.runtime.metrics import Metrics
 
 GRPC_DEFAULT_RECEIVE = 4 * 1024 * 1024  # what a gRPC channel accepts unless told otherwise
 BIG = 960_000  # under etcd's 1.5 MiB request limit; five of them are over GRPC_DEFAULT_RECEIVE
@@ -420,3 +421,29 @@ async def test_a_write_over_etcds_grpc_receive_limit_is_a_request_too_large(
     with pytest.raises(EtcdRequestTooLarge, match="received message larger than max"):
         await etcd.put(key_prefix + "huge", b"x" * 3_000_000)
     assert await etcd.get(key_prefix + "huge") is None
+
+
+async def test_requests_are_timed_and_failures_counted(private_etcd: EtcdServer) -> None:
+    metrics = Metrics()
+    client = await EtcdClient.connect([private_etcd.endpoint], timeout=0.5, metrics=metrics)
+    try:
+        await client.put("/k", b"v")
+        await client.get("/k")
+        assert timed(metrics, "Put") == 1
+        assert timed(metrics, "Range") == 1
+        private_etcd.pause()
+        with pytest.raises(EtcdUnavailable):
+            await client.get("/k")
+    finally:
+        await client.close()
+    errors = metrics.etcd_request_errors.labels("Range", "EtcdUnavailable")._value.get()
+    assert errors == 1
+    assert timed(metrics, "Range") == 2  # a failed call is timed too
+
+
+def timed(metrics: Metrics, method: str) -> float:
+    """How many `method` calls the latency histogram holds."""
+    value = metrics.registry.get_sample_value(
+        "fleet_etcd_request_duration_seconds_count", {"method": method}
+    )
+    return value or 0.0

@@ -170,6 +170,14 @@ def test_machine_field_names() -> None:
     }
 
 
+def test_machine_node_to_node_address_is_an_extension_field() -> None:
+    m = Machine(MACHINE_ID, {}, "10.0.0.8", "10.0.0.8:49154")
+    assert json.loads(encode_machine(m, "0.1.0"))["peerAddress"] == "10.0.0.8:49154"
+    assert decode_machine("k", encode_machine(m, "0.1.0")) == m
+    plain = Machine(MACHINE_ID, {}, "10.0.0.8")
+    assert "peerAddress" not in json.loads(encode_machine(plain, "0.1.0"))  # fleet's shape
+
+
 def test_machine_defaults_when_optional_fields_are_missing() -> None:
     m = decode_machine("k", dumps({"id": "m1"}))
     assert m == Machine("m1", {}, "")

@@ -9,7 +9,8 @@ boot, so which machine leads is known (`Cluster.leader()` reads it back from etc
 node1 also serves its API on a socket in a host directory, as in the Compose file: `fleetctl`
 runs on the host against it (`Cluster.fleetctl`, in a working directory holding the unit files
 `Cluster.write_unit` wrote), and `Cluster.api` speaks HTTP to the same socket. A test that takes
-node1 away asks another node's API from inside it (`Cluster.states(via=...)`).
+node1 away asks another node's API from inside it (`Cluster.states(via=...)`). Every node serves
+the node-to-node endpoint with the cluster credential (`PEER_OPTIONS`), as in the Compose file.
 
 Invariants:
 * Every wait is a condition with a deadline (`nodes.wait_for`); a failed wait says what it saw
@@ -52,6 +53,14 @@ NODE_NAMES = ("node1", "node2", "node3")
 AGENT_TTL = 3
 """Seconds of every test machine's lease (`FLEET_AGENT_TTL`): a killed machine is gone after it."""
 FLEETCTL = Path(sys.executable).parent / "fleetctl"
+PEER_PORT = 49154
+SECRET_IN_NODE = "/etc/fleet/cluster-secret"
+CLUSTER_SECRET = "rig-tests-cluster-secret-7d41"
+PEER_OPTIONS = {
+    "FLEET_PEER_LISTEN": f"0.0.0.0:{PEER_PORT}",
+    "FLEET_CLUSTER_SECRET_FILE": SECRET_IN_NODE,
+}
+"""The node-to-node endpoint, as the Compose file configures it on every node."""
 API_DIR_IN_NODE = "/run/fleet-api"
 PREFIX = DEFAULT_PREFIX  # the nodes' fleetd keeps the default
 UNITS_DIRECTORY = "/run/fleet/units"
@@ -352,14 +361,20 @@ def start_cluster(image: str, environment: Mapping[str, str] | None = None) -> I
         network = make_network()
         stack.callback(network.remove)
         api_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pyfleet-api-")))
+        secret_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pyfleet-key-")))
+        secret = secret_dir / "cluster-secret"
+        secret.write_text(CLUSTER_SECRET)
+        secret.chmod(0o600)
         unit_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pyfleet-units-")))
         etcd = stack.enter_context(etcd_container(image, network))
 
         def boot(name: str) -> DockerContainer:
             env = {**options, "FLEET_METADATA": services[name]["environment"]["FLEET_METADATA"]}
+            env.update(PEER_OPTIONS)
             if name == "node1":
                 env["FLEET_LISTEN"] = f"/var/run/fleet.sock,{API_DIR_IN_NODE}/fleet.sock"
             node = node_container(image, network, name, machine_id=machines[name], environment=env)
+            node.with_volume_mapping(str(secret), SECRET_IN_NODE, "ro")
             if name == "node1":
                 node.with_volume_mapping(str(api_dir), API_DIR_IN_NODE, "rw")
             stack.callback(node.stop)  # registered first: a node that fails to boot goes too

@@ -53,12 +53,16 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
             }
         )
     )
+    secret = tmp_path / "cluster-secret"  # as scripts/rig-up makes it: owner-only
+    secret.write_text("compose-test-secret\n")
+    secret.chmod(0o600)
     env = {
         **os.environ,
         "PYFLEET_IMAGE": node_image,
         "PYFLEET_RIG_API_DIR": str(api_dir),
         "PYFLEET_COMPOSE": compose,
         "COMPOSE_PROJECT_NAME": project,
+        "PYFLEET_RIG_SECRET": str(secret),
     }
     env.pop("PYFLEET_RIG_NOFILE", None)
     base = [str(ROOT / "rig" / "compose"), "--file", str(override)]

@@ -110,3 +110,39 @@ def test_json(run: Run, fleet: FakeFleet) -> None:
     assert record["currentState"] == "launched"
     assert record["description"] == "Hello World"
     assert record["states"][0]["systemdSubState"] == "running"
+
+
+def test_the_journal_tail_follows_the_block(run: Run, fleet: FakeFleet) -> None:
+    fleet.add_unit("hello.service", HELLO, desired="launched")
+    fleet.journals["hello.service"] = [
+        {"__CURSOR": str(n), "_HOSTNAME": "n", "MESSAGE": f"m{n}"} for n in range(12)
+    ]
+    result = run("status", "hello")
+    assert result.code == 0
+    block, tail = result.out.split("\n\n")
+    assert block + "\n" == HELLO_BLOCK
+    assert tail.splitlines() == [f"- n unknown: m{n}" for n in range(2, 12)]
+    (journal,) = [r.url for r in fleet.requests if r.url.path.endswith("/journal")]
+    assert (journal.path, journal.params["lines"]) == (
+        "/fleet/v1/units/hello.service/journal",
+        "10",
+    )
+
+
+def test_a_journal_that_cannot_be_read_is_said_on_stderr(run: Run, fleet: FakeFleet) -> None:
+    fleet.add_unit("hello.service", HELLO, desired="launched")
+    fleet.journals["hello.service"] = []
+    fleet.break_route("GET", "/units/hello.service/journal", 502, "machine x unreachable")
+    result = run("status", "hello")
+    assert (result.code, result.out) == (0, HELLO_BLOCK)
+    assert result.err == (
+        "Unable to retrieve the journal of hello.service: machine x unreachable (HTTP 502)\n"
+    )
+
+
+def test_a_cluster_without_journals_shows_the_block_alone(run: Run, fleet: FakeFleet) -> None:
+    fleet.add_unit("hello.service", HELLO, desired="launched")
+    fleet.journals["hello.service"] = []
+    message = "machine x publishes no node-to-node address"
+    fleet.break_route("GET", "/units/hello.service/journal", 503, message)
+    assert run("status", "hello") == Result(0, HELLO_BLOCK, "")
