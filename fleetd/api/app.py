@@ -125,7 +125,7 @@ def create_app(
     app.add_middleware(LastResort)
     app.add_middleware(ServerHeader)
     if metrics is not None:  # outermost: it counts refusals and last-resort 500s too
-        app.add_middleware(RequestMetrics, metrics=metrics)
+        app.add_middleware(RequestMetrics, metrics=metrics, prefixes=PREFIXES)
     app.openapi = functools.partial(_openapi, app)  # type: ignore[method-assign]
     return app
 

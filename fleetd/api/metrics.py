@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 from fastapi import APIRouter, Response
@@ -51,10 +51,11 @@ def metrics_router(metrics: Metrics) -> APIRouter:
 class RequestMetrics:
     """Count and time every HTTP request by method, route template and status code."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, prefixes: Sequence[str] = ()) -> None:
         self.app = app
         self._requests = metrics.api_requests
         self._seconds = metrics.api_request_seconds
+        self._prefixes = tuple(prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,16 +74,24 @@ class RequestMetrics:
             await self.app(scope, receive, send_noting_status)
         finally:
             method = scope["method"] if scope["method"] in METHODS else "OTHER"
-            route = self.route_of(scope)
+            route = self.route_of(scope, self._prefixes)
             self._requests.labels(method, route, str(status)).inc()
             self._seconds.labels(method, route).observe(time.perf_counter() - started)
 
     @staticmethod
-    def route_of(scope: Scope) -> str:
-        """The template of the route that answered, else `unrouted`."""
+    def route_of(scope: Scope, prefixes: Sequence[str] = ()) -> str:
+        """The template of the route that answered, else `unrouted`. A route of a router
+        included under one of `prefixes` may carry its path without it: the prefix the request
+        came by is put back."""
         route = scope.get("route")
         path = getattr(route, "path_format", None) or getattr(route, "path", None)
-        return path if isinstance(path, str) else UNROUTED
+        if not isinstance(path, str):
+            return UNROUTED
+        requested = scope.get("path", "")
+        for prefix in prefixes:
+            if requested.startswith(prefix + "/") and not path.startswith(prefix + "/"):
+                return prefix + path
+        return path
 
 
 class ClusterCollector(Collector):
