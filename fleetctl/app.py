@@ -23,7 +23,7 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT
+from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, TlsFiles
 from fleetctl.commands import (
     cat,
     destroy,
@@ -43,7 +43,9 @@ from fleetctl.output import OutputFormat
 from fleetctl.session import Settings
 
 EXIT_USAGE = 2
-VALUE_FLAGS = frozenset({"--endpoint", "--request-timeout", "--output"})
+VALUE_FLAGS = frozenset(
+    {"--endpoint", "--request-timeout", "--output", "--ca-file", "--cert-file", "--key-file"}
+)
 SWITCH_FLAGS = frozenset({"--debug"})
 
 
@@ -106,6 +108,26 @@ def fleetctl(
         OutputFormat,
         typer.Option(envvar="FLEETCTL_OUTPUT", help="text (fleet's output) or json (for scripts)."),
     ] = OutputFormat.TEXT,
+    ca_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_CA_FILE",
+            help="Location of the TLS CA file that verifies the fleet API's certificate.",
+        ),
+    ] = "",
+    cert_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_CERT_FILE",
+            help="Location of the TLS cert file presented to the fleet API (with --key-file).",
+        ),
+    ] = "",
+    key_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_KEY_FILE", help="Location of the TLS key file of --cert-file."
+        ),
+    ] = "",
     show_version: Annotated[
         bool,
         typer.Option(
@@ -124,6 +146,7 @@ def fleetctl(
     settings.request_timeout = request_timeout
     settings.debug = debug
     settings.output = output
+    settings.tls = TlsFiles(ca_file, cert_file, key_file)
 
 
 def help_command(

@@ -6,6 +6,8 @@ Role: the only module that speaks HTTP. It knows the paths under `/fleet/v1`, fo
 `FleetConnectionError` (no answer: socket missing, refused, timed out).
 
 Invariants:
+* `https://` endpoints verify the server (`--ca-file`, else the system's CAs) and present
+  `--cert-file`/`--key-file` when given (fleetd's client-certificate authentication).
 * Every request carries the request timeout given at construction (`--request-timeout`).
 * `FLEETCTL_API_TOKEN`, when set, goes out as `Authorization: Bearer <token>` on every request.
 * The transport is injectable: `FleetClient(endpoint, transport=...)` (tests pass an
@@ -17,6 +19,7 @@ Invariants:
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -113,16 +116,57 @@ def parse_endpoint(value: str) -> tuple[Endpoint, list[str]]:
     )
 
 
-def make_transport(endpoint: Endpoint) -> httpx.BaseTransport:
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """fleet's `--ca-file`, `--cert-file` and `--key-file` (PEM paths; "" when not given)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def context(self) -> ssl.SSLContext:
+        """The client's TLS context: the server verified against `ca_file` (else the system's
+        CAs), and the client certificate presented when given. Unlike fleet, which skipped
+        verifying the server whenever no client certificate was given, the server is always
+        verified (a bearer token must not go to whoever answers)."""
+        if bool(self.cert_file) != bool(self.key_file):
+            given, missing = (
+                ("--cert-file", "--key-file")
+                if self.cert_file
+                else (
+                    "--key-file",
+                    "--cert-file",
+                )
+            )
+            raise EndpointError(f"{given} needs {missing} too (a certificate and its key)")
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise EndpointError(f"cannot use --ca-file {self.ca_file}: {exc}") from None
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise EndpointError(
+                    f"cannot use --cert-file {self.cert_file} with --key-file {self.key_file}: "
+                    f"{exc}"
+                ) from None
+        return context
+
+
+def make_transport(endpoint: Endpoint, tls: TlsFiles = TlsFiles()) -> httpx.BaseTransport:
     """The real transport for `endpoint`: a unix-socket transport or plain TCP/TLS, with one
     connection pool of up to `MAX_IN_FLIGHT` connections, all kept alive between requests.
 
     Over a unix socket the requests are plain HTTP, so no CA bundle is loaded (`verify=False`
-    only skips that: there is no TLS to verify); loading it costs 50-300 ms per run."""
+    only skips that: there is no TLS to verify); loading it costs 50-300 ms per run. `tls`
+    applies to `https://` endpoints only, as in fleet."""
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
     if endpoint.socket_path is not None:
         return httpx.HTTPTransport(uds=endpoint.socket_path, limits=limits, verify=False)
-    return httpx.HTTPTransport(limits=limits)
+    if endpoint.base_url.startswith("https:"):
+        return httpx.HTTPTransport(limits=limits, verify=tls.context())
+    return httpx.HTTPTransport(limits=limits, verify=False)
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -155,6 +199,7 @@ class FleetClient:
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
         log: Callable[[str], None] | None = None,
+        tls: TlsFiles = TlsFiles(),
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -164,7 +209,7 @@ class FleetClient:
         self._log = log or (lambda text: None)
         self._http = httpx.Client(
             base_url=endpoint.base_url + API_PREFIX,
-            transport=transport if transport is not None else make_transport(endpoint),
+            transport=transport if transport is not None else make_transport(endpoint, tls),
             timeout=timeout,
             headers=headers,
         )
@@ -186,7 +231,15 @@ class FleetClient:
             ) from None
         except httpx.TransportError as exc:
             self._log(f"{target} failed: {exc!r}")
-            raise FleetConnectionError(f"cannot reach {self.endpoint.url}: {exc}") from None
+            hint = ""
+            if self.endpoint.base_url.startswith("https:") and isinstance(
+                exc, (httpx.ReadError, httpx.RemoteProtocolError)
+            ):
+                hint = (
+                    "; a fleetd that authenticates clients by certificate closes the connection "
+                    "without one signed by its CA (--cert-file, --key-file)"
+                )
+            raise FleetConnectionError(f"cannot reach {self.endpoint.url}: {exc}{hint}") from None
         self._log(f"{target} -> {response.status_code}")
         if response.status_code >= 400:
             raise FleetAPIError(response.status_code, _error_message(response))

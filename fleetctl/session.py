@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import httpx
@@ -26,6 +26,7 @@ from fleetctl.client import (
     EndpointError,
     FleetClient,
     FleetctlError,
+    TlsFiles,
     parse_endpoint,
 )
 from fleetctl.models import Machine
@@ -43,6 +44,7 @@ class Settings:
     debug: bool = False
     output: OutputFormat = OutputFormat.TEXT
     transport: httpx.BaseTransport | None = None
+    tls: TlsFiles = field(default_factory=TlsFiles)
 
 
 class Session:
@@ -72,6 +74,7 @@ class Session:
                 token=os.environ.get(TOKEN_VARIABLE) or None,
                 transport=self.settings.transport,
                 log=self.out.debug,
+                tls=self.settings.tls,
             )
         return self._client
 

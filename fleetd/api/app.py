@@ -49,6 +49,7 @@ from fleetd.api.errors import (
 )
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
+from fleetd.api.tls import client_certificate_name
 from fleetd.core.requirements import unrecognized_keys
 from fleetd.core.unitfile import UnitFile
 
@@ -344,7 +345,9 @@ class ServerHeader:
 
 
 class BearerToken:
-    """Refuse every request but those to `OPEN_PATHS` without `Authorization: Bearer <token>`."""
+    """Refuse every request but those to `OPEN_PATHS` without `Authorization: Bearer <token>`,
+    unless its connection presented a client certificate that the client CA verified
+    (`fleetd.api.tls`)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         if not token:
@@ -364,7 +367,7 @@ class BearerToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope["type"] == "http" and scope["path"] not in OPEN_PATHS
-        if guarded and not self._accepts(scope["headers"]):
+        if guarded and not client_certificate_name(scope) and not self._accepts(scope["headers"]):
             response = response_for(Unauthorized("missing or wrong bearer token"))
             await response(scope, receive, send)
             return
