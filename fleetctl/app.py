@@ -27,6 +27,7 @@ from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, TlsFiles
 from fleetctl.commands import (
     cat,
     destroy,
+    fd_forward,
     list_machines,
     list_unit_files,
     list_units,
@@ -41,10 +42,29 @@ from fleetctl.commands import (
 )
 from fleetctl.output import OutputFormat
 from fleetctl.session import Settings
+from fleetctl.tunnel import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_TIMEOUT, DEFAULT_SSH_USER, SshOptions
 
 EXIT_USAGE = 2
 VALUE_FLAGS = frozenset(
-    {"--endpoint", "--request-timeout", "--output", "--ca-file", "--cert-file", "--key-file"}
+    {
+        "--endpoint",
+        "--request-timeout",
+        "--output",
+        "--ca-file",
+        "--cert-file",
+        "--key-file",
+        "--tunnel",
+        "--ssh-username",
+        "--known-hosts-file",
+        "--strict-host-key-checking",
+        "--ssh-timeout",
+    }
+)
+GO_BOOLEAN_FLAGS = frozenset({"--strict-host-key-checking"})
+"""Go boolean flags: bare means true, `--flag=false` turns them off (cobra's rule)."""
+_GO_TRUE, _GO_FALSE = (
+    {"1", "t", "true", "TRUE", "True", "T"},
+    {"0", "f", "false", "FALSE", "False", "F"},
 )
 SWITCH_FLAGS = frozenset({"--debug"})
 
@@ -128,6 +148,46 @@ def fleetctl(
             envvar="FLEETCTL_KEY_FILE", help="Location of the TLS key file of --cert-file."
         ),
     ] = "",
+    tunnel: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_TUNNEL",
+            help="Establish an SSH tunnel through the provided address for communication with "
+            "fleet (host[:port], port 22 by default).",
+        ),
+    ] = "",
+    ssh_username: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_SSH_USERNAME",
+            help="Username to use when connecting to CoreOS instance.",
+        ),
+    ] = DEFAULT_SSH_USER,
+    known_hosts_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_KNOWN_HOSTS_FILE",
+            help="File used to store remote machine fingerprints. Ignored if strict host key "
+            "checking is disabled.",
+        ),
+    ] = DEFAULT_KNOWN_HOSTS,
+    strict_host_key_checking: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_STRICT_HOST_KEY_CHECKING",
+            metavar="BOOL",
+            help="Verify host keys presented by remote machines before initiating SSH "
+            "connections (--strict-host-key-checking=false turns it off).",
+        ),
+    ] = "true",
+    ssh_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FLEETCTL_SSH_TIMEOUT",
+            help="Amount of time in seconds to allow for SSH connection initialization before "
+            "failing.",
+        ),
+    ] = DEFAULT_SSH_TIMEOUT,
     show_version: Annotated[
         bool,
         typer.Option(
@@ -147,6 +207,20 @@ def fleetctl(
     settings.debug = debug
     settings.output = output
     settings.tls = TlsFiles(ca_file, cert_file, key_file)
+    if strict_host_key_checking not in _GO_TRUE | _GO_FALSE:
+        raise typer.BadParameter(
+            f"invalid boolean {strict_host_key_checking!r}",
+            param_hint="'--strict-host-key-checking'",
+        )
+    if ssh_timeout <= 0:
+        raise typer.BadParameter("must be greater than 0", param_hint="'--ssh-timeout'")
+    settings.tunnel = tunnel
+    settings.ssh = SshOptions(
+        user=ssh_username,
+        known_hosts_file=known_hosts_file,
+        strict_host_key_checking=strict_host_key_checking in _GO_TRUE,
+        timeout=ssh_timeout,
+    )
 
 
 def help_command(
@@ -169,6 +243,7 @@ def help_command(
 for _name, _function in (
     ("cat", cat.cat),
     ("destroy", destroy.destroy),
+    ("fd-forward", fd_forward.fd_forward),
     ("help", help_command),
     ("list-machines", list_machines.list_machines),
     ("list-unit-files", list_unit_files.list_unit_files),
@@ -194,6 +269,8 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     command_seen = False
     while index < len(args):
         token = args[index]
+        if token in GO_BOOLEAN_FLAGS:
+            token = f"{token}=true"
         flag = token.split("=", 1)[0]
         if token == "--":
             after.extend(args[index:])

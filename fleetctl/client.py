@@ -40,6 +40,9 @@ MAX_IN_FLIGHT = 16
 """At most this many requests at once (`fleetctl.bulk` runs them); the real transport's one
 connection pool holds at most as many connections."""
 
+MAX_TUNNELS = 4
+"""At most this many connections through `--tunnel`: each is an ssh process and handshake."""
+
 MAX_PAGES = 100_000
 """A bound on pages per list, so a server that keeps returning tokens cannot loop us forever."""
 
@@ -78,6 +81,14 @@ class Endpoint:
     @property
     def is_tcp(self) -> bool:
         return self.socket_path is None
+
+    @property
+    def host_port(self) -> str:
+        """`host:port` of a TCP endpoint (the scheme's default port when none is given)."""
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_endpoint(value: str) -> tuple[Endpoint, list[str]]:
@@ -154,19 +165,23 @@ class TlsFiles:
         return context
 
 
-def make_transport(endpoint: Endpoint, tls: TlsFiles = TlsFiles()) -> httpx.BaseTransport:
+def make_transport(
+    endpoint: Endpoint, tls: TlsFiles = TlsFiles(), *, via: str | None = None
+) -> httpx.BaseTransport:
     """The real transport for `endpoint`: a unix-socket transport or plain TCP/TLS, with one
     connection pool of up to `MAX_IN_FLIGHT` connections, all kept alive between requests.
 
     Over a unix socket the requests are plain HTTP, so no CA bundle is loaded (`verify=False`
     only skips that: there is no TLS to verify); loading it costs 50-300 ms per run. `tls`
-    applies to `https://` endpoints only, as in fleet."""
+    applies to `https://` endpoints only, as in fleet. `via`: connect through this unix socket
+    whatever the endpoint (`--tunnel`'s relay), with at most `MAX_TUNNELS` connections."""
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
-    if endpoint.socket_path is not None:
-        return httpx.HTTPTransport(uds=endpoint.socket_path, limits=limits, verify=False)
+    if via is not None:
+        limits = httpx.Limits(max_connections=MAX_TUNNELS, max_keepalive_connections=MAX_TUNNELS)
+    uds = via or endpoint.socket_path
     if endpoint.base_url.startswith("https:"):
-        return httpx.HTTPTransport(limits=limits, verify=tls.context())
-    return httpx.HTTPTransport(limits=limits, verify=False)
+        return httpx.HTTPTransport(uds=uds, limits=limits, verify=tls.context())
+    return httpx.HTTPTransport(uds=uds, limits=limits, verify=False)
 
 
 def _error_message(response: httpx.Response) -> str:
