@@ -218,7 +218,9 @@ class FleetClient:
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        headers = {"User-Agent": f"fleetctl/{__version__}"}
+        # the exact current state, never the grace kept for fleet's Go restart (fleetd's
+        # stop_grace); the header's name is pyfleet's wire contract, so it is spelled out here
+        headers = {"User-Agent": f"fleetctl/{__version__}", "X-Pyfleet-Exact-State": "1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._log = log or (lambda text: None)

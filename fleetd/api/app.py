@@ -49,6 +49,7 @@ from fleetd.api.errors import (
 )
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
+from fleetd.api.stop_grace import EXACT_STATE_HEADER
 from fleetd.api.tls import client_certificate_name
 from fleetd.core.requirements import unrecognized_keys
 from fleetd.core.unitfile import UnitFile
@@ -135,8 +136,9 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
         )
 
     @router.get("/units/{name}", responses={200: {"model": schemas.Unit}, **_ERRORS})
-    async def get_unit(name: str = _UNIT_NAME) -> Response:
-        return _json(schemas.unit_json(service.unit_status(name, listing=False)))
+    async def get_unit(request: Request, name: str = _UNIT_NAME) -> Response:
+        exact = EXACT_STATE_HEADER in request.headers  # else fleet's restart timing (stop_grace)
+        return _json(schemas.unit_json(service.unit_status(name, listing=False, exact=exact)))
 
     unit_schema = {"schema": {"$ref": f"{_COMPONENTS}Unit"}, "examples": _UNIT_EXAMPLES}
     body_doc = {"content": {"application/json": unit_schema}}
