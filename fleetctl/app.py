@@ -33,6 +33,7 @@ from fleetctl.commands import (
     list_units,
     load,
     restart,
+    ssh,
     start,
     status,
     stop,
@@ -260,6 +261,12 @@ for _name, _function in (
     ("version", version.version),
 ):
     app.command(_name)(_function)
+
+
+app.command(
+    "ssh",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)(ssh.ssh)
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:
