@@ -1,5 +1,6 @@
 """fleet's ways in from outside, on the rig: `restart` in systemd, the node's SSH server,
-`fleetctl fd-forward` run through it, `fleetctl --tunnel` and `fleetctl ssh` from the host.
+`fleetctl fd-forward` run through it, `fleetctl --tunnel` and `fleetctl ssh` from the host, and
+`--endpoint https://` with client certificates.
 
 The host's key is made per session (`ssh-keygen` into a temporary directory, never committed),
 served by an `ssh-agent` of the test's own (fleet's client authenticated through the agent
@@ -17,9 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
 
+from devtools.certs import write_all
 from tests.rig.cluster import FLEETCTL, NODE_NAMES, Cluster, service
-from tests.rig.nodes import TEST_TIMEOUT, run_in
+from tests.rig.nodes import TEST_TIMEOUT, fleetd_journal, node_container, run_in, wait_for
 
 pytestmark = pytest.mark.timeout(TEST_TIMEOUT)
 
@@ -154,3 +158,54 @@ def test_tunnel_and_ssh_from_the_host(cluster: Cluster, ssh_agent: dict[str, str
     assert (where.returncode, where.stdout.strip()) == (0, row.machine), where.stderr
     # and the remote command's exit status is fleetctl's
     assert fleetctl("ssh", "--machine", row.machine[:8], "exit", "7").returncode == 7
+
+
+TLS_NODE_ID = "7e57c0de7e57c0de7e57c0de7e57c0de"
+TLS_PORT = 49153
+
+
+def test_https_with_client_certificates_from_the_host(
+    node_image: str, rig_network: Network, rig_etcd: DockerContainer, tmp_path: Path
+) -> None:
+    certs = write_all(tmp_path / "tls")
+    inside = "/etc/fleet/tls"
+    environment = {
+        "FLEET_LISTEN": f"/var/run/fleet.sock,0.0.0.0:{TLS_PORT}",
+        "FLEET_API_CERTFILE": f"{inside}/server.pem",
+        "FLEET_API_KEYFILE": f"{inside}/server-key.pem",
+        "FLEET_API_CLIENT_CAFILE": f"{inside}/ca.pem",
+    }
+    container = node_container(
+        node_image, rig_network, "tls-node", machine_id=TLS_NODE_ID, environment=environment
+    )
+    container.with_volume_mapping(str(tmp_path / "tls"), inside, "ro")
+    container.with_exposed_ports(TLS_PORT)
+    with container as node:
+        endpoint = f"https://127.0.0.1:{node.get_exposed_port(TLS_PORT)}"
+        flags = [
+            f"--ca-file={certs.ca}",
+            f"--cert-file={certs.client}",
+            f"--key-file={certs.client_key}",
+        ]
+
+        def fleetctl(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(FLEETCTL), "--endpoint", endpoint, *args],
+                capture_output=True, text=True, timeout=WITHIN, check=False,
+            )  # fmt: skip
+
+        def listed() -> tuple[bool, str]:
+            done = fleetctl(*flags, "list-machines", "--full", "--no-legend")
+            return TLS_NODE_ID in done.stdout, done.stderr + fleetd_journal(node)
+
+        wait_for(listed, "the node's machine listed over https with a client certificate")
+        anonymous = fleetctl(f"--ca-file={certs.ca}", "list-machines")
+        assert anonymous.returncode == 1
+        assert "without one signed by its CA" in anonymous.stderr, anonymous.stderr
+        stranger = fleetctl(
+            f"--ca-file={certs.ca}",
+            f"--cert-file={certs.stranger}",
+            f"--key-file={certs.stranger_key}",
+            "list-machines",
+        )
+        assert stranger.returncode == 1, stranger.stdout
