@@ -11,13 +11,13 @@ import pytest
 from fleetd.api import stop_grace
 from tests.engine.cluster import wait_until
 from tests.integration.cluster import WEB, Cluster, legend
-from tests.integration.scenario import HELLO
+from tests.integration.scenario import GLOBAL, HELLO
 
 WITHIN = 10.0
 
 
-def systemd_calls(cluster: Cluster, name: str) -> list[str]:
-    calls = cluster.hosts[WEB].manager.systemd.calls
+def systemd_calls(cluster: Cluster, name: str, machine: str = WEB) -> list[str]:
+    calls = cluster.hosts[machine].manager.systemd.calls
     return [method for method, unit in calls if unit == name and method in ("start", "stop")]
 
 
@@ -74,3 +74,32 @@ async def _stopped(cluster: Cluster) -> bool:
         for (unit, _machine), (state, _lease) in (await cluster.states()).items()
         if unit == "hello.service"
     )
+
+
+async def test_a_global_unit_is_stopped_everywhere_then_started_again(
+    fleet_cluster: Cluster,
+) -> None:
+    fleet_cluster.write_unit("global.service", GLOBAL)
+    assert (await fleet_cluster.fleetctl("start", "global.service")).code == 0
+
+    async def running_everywhere() -> bool:
+        states = await fleet_cluster.states()
+        active = {m for (u, m), (s, _) in states.items() if u == "global.service"}
+        return active == set(fleet_cluster.hosts) and all(
+            s.active_state == "active" for (u, _), (s, _) in states.items() if u == "global.service"
+        )
+
+    await wait_until(running_everywhere, "the global unit running everywhere", within=WITHIN)
+    restart = await fleet_cluster.fleetctl("restart", "global.service")
+    assert (restart.code, restart.out, restart.err) == (
+        0,
+        "Triggered global unit global.service restart\n",
+        "",
+    )
+    await wait_until(running_everywhere, "the global unit running again", within=WITHIN)
+    for machine in fleet_cluster.hosts:
+        assert systemd_calls(fleet_cluster, "global.service", machine) == [
+            "start",
+            "stop",
+            "start",
+        ]
