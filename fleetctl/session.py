@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 import httpx
@@ -77,6 +77,9 @@ class Session:
             transport = self.settings.transport
             if transport is None and self.settings.tunnel:
                 transport = make_transport(endpoint, self.settings.tls, via=self._tunnel(endpoint))
+                # errors then say which way the API was tried (ssh prints its own reason)
+                shown = f"{endpoint.url} through the SSH tunnel to {self.settings.tunnel}"
+                endpoint = replace(endpoint, url=shown)
             self._client = FleetClient(
                 endpoint,
                 timeout=self.settings.request_timeout,
