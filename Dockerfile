@@ -40,6 +40,20 @@ RUN systemctl mask \
         sys-kernel-tracing.mount sys-fs-fuse-connections.mount dev-hugepages.mount \
         e2scrub_reap.service etcd.service
 
+# An SSH server, as fleet's nodes had one: `fleetctl --tunnel` runs `fleetctl fd-forward` on the
+# node through it, and `fleetctl ssh` opens shells. Its own step, after the package list (which
+# a locally built base bakes in), so the base stays as other checkouts built it; needs a
+# reachable Debian mirror when the base lacks it. No host keys in the image: each node makes
+# its own at first boot (ssh-host-keys.service).
+RUN set -eu; \
+    if ! dpkg-query -W -f='${db:Status-Abbrev}' openssh-server 2>/dev/null | grep -q '^ii'; then \
+        apt-get update; \
+        DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server; \
+        rm -rf /var/lib/apt/lists/*; \
+    fi; \
+    rm -f /etc/ssh/ssh_host_*; \
+    mkdir -p /etc/ssh/authorized_keys.d
+
 # pyfleet's dependencies in a virtual environment, from wheels only (no index: the build is
 # offline), in their own layer so that a change to pyfleet alone reuses it.
 COPY wheelhouse/deps /tmp/wheelhouse
@@ -68,6 +82,6 @@ RUN /opt/pyfleet/bin/pip install --no-index --no-cache-dir --disable-pip-version
     && /opt/pyfleet/bin/python -c 'from fleetd.config import OPTIONS; print("[Service]"); \
 print("PassEnvironment=" + " ".join("FLEET_" + name.upper() for name in OPTIONS))' \
         > /etc/systemd/system/fleet.service.d/container-environment.conf \
-    && systemctl enable fleet.service fleet-pod-gc.timer \
+    && systemctl enable fleet.service fleet-pod-gc.timer ssh.service ssh-host-keys.service \
     && : > /etc/machine-id \
     && ln -sf /etc/machine-id /var/lib/dbus/machine-id

@@ -23,15 +23,18 @@ import httpx
 import typer
 from typer.core import TyperGroup
 
-from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT
+from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, TlsFiles
 from fleetctl.commands import (
     cat,
     destroy,
+    fd_forward,
     journal,
     list_machines,
     list_unit_files,
     list_units,
     load,
+    restart,
+    ssh,
     start,
     status,
     stop,
@@ -42,9 +45,30 @@ from fleetctl.commands import (
 )
 from fleetctl.output import OutputFormat
 from fleetctl.session import Settings
+from fleetctl.tunnel import DEFAULT_KNOWN_HOSTS, DEFAULT_SSH_TIMEOUT, DEFAULT_SSH_USER, SshOptions
 
 EXIT_USAGE = 2
-VALUE_FLAGS = frozenset({"--endpoint", "--request-timeout", "--output"})
+VALUE_FLAGS = frozenset(
+    {
+        "--endpoint",
+        "--request-timeout",
+        "--output",
+        "--ca-file",
+        "--cert-file",
+        "--key-file",
+        "--tunnel",
+        "--ssh-username",
+        "--known-hosts-file",
+        "--strict-host-key-checking",
+        "--ssh-timeout",
+    }
+)
+GO_BOOLEAN_FLAGS = frozenset({"--strict-host-key-checking"})
+"""Go boolean flags: bare means true, `--flag=false` turns them off (cobra's rule)."""
+_GO_TRUE, _GO_FALSE = (
+    {"1", "t", "true", "TRUE", "True", "T"},
+    {"0", "f", "false", "FALSE", "False", "F"},
+)
 OWN_FLAGS = {"journal": frozenset({"--output"})}
 """Flags a command has of its own, under a global flag's name: after the command, they are the
 command's (fleet's `journal --output=MODE` is journalctl's mode, not fleetctl's format)."""
@@ -110,6 +134,66 @@ def fleetctl(
         OutputFormat,
         typer.Option(envvar="FLEETCTL_OUTPUT", help="text (fleet's output) or json (for scripts)."),
     ] = OutputFormat.TEXT,
+    ca_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_CA_FILE",
+            help="Location of the TLS CA file that verifies the fleet API's certificate.",
+        ),
+    ] = "",
+    cert_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_CERT_FILE",
+            help="Location of the TLS cert file presented to the fleet API (with --key-file).",
+        ),
+    ] = "",
+    key_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_KEY_FILE", help="Location of the TLS key file of --cert-file."
+        ),
+    ] = "",
+    tunnel: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_TUNNEL",
+            help="Establish an SSH tunnel through the provided address for communication with "
+            "fleet (host[:port], port 22 by default).",
+        ),
+    ] = "",
+    ssh_username: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_SSH_USERNAME",
+            help="Username to use when connecting to CoreOS instance.",
+        ),
+    ] = DEFAULT_SSH_USER,
+    known_hosts_file: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_KNOWN_HOSTS_FILE",
+            help="File used to store remote machine fingerprints. Ignored if strict host key "
+            "checking is disabled.",
+        ),
+    ] = DEFAULT_KNOWN_HOSTS,
+    strict_host_key_checking: Annotated[
+        str,
+        typer.Option(
+            envvar="FLEETCTL_STRICT_HOST_KEY_CHECKING",
+            metavar="BOOL",
+            help="Verify host keys presented by remote machines before initiating SSH "
+            "connections (--strict-host-key-checking=false turns it off).",
+        ),
+    ] = "true",
+    ssh_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="FLEETCTL_SSH_TIMEOUT",
+            help="Amount of time in seconds to allow for SSH connection initialization before "
+            "failing.",
+        ),
+    ] = DEFAULT_SSH_TIMEOUT,
     show_version: Annotated[
         bool,
         typer.Option(
@@ -128,6 +212,21 @@ def fleetctl(
     settings.request_timeout = request_timeout
     settings.debug = debug
     settings.output = output
+    settings.tls = TlsFiles(ca_file, cert_file, key_file)
+    if strict_host_key_checking not in _GO_TRUE | _GO_FALSE:
+        raise typer.BadParameter(
+            f"invalid boolean {strict_host_key_checking!r}",
+            param_hint="'--strict-host-key-checking'",
+        )
+    if ssh_timeout <= 0:
+        raise typer.BadParameter("must be greater than 0", param_hint="'--ssh-timeout'")
+    settings.tunnel = tunnel
+    settings.ssh = SshOptions(
+        user=ssh_username,
+        known_hosts_file=known_hosts_file,
+        strict_host_key_checking=strict_host_key_checking in _GO_TRUE,
+        timeout=ssh_timeout,
+    )
 
 
 def help_command(
@@ -150,12 +249,14 @@ def help_command(
 for _name, _function in (
     ("cat", cat.cat),
     ("destroy", destroy.destroy),
+    ("fd-forward", fd_forward.fd_forward),
     ("help", help_command),
     ("journal", journal.journal),
     ("list-machines", list_machines.list_machines),
     ("list-unit-files", list_unit_files.list_unit_files),
     ("list-units", list_units.list_units),
     ("load", load.load),
+    ("restart", restart.restart),
     ("start", start.start),
     ("status", status.status),
     ("stop", stop.stop),
@@ -165,6 +266,12 @@ for _name, _function in (
     ("version", version.version),
 ):
     app.command(_name)(_function)
+
+
+app.command(
+    "ssh",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)(ssh.ssh)
 
 
 def hoist_global_flags(args: list[str]) -> list[str]:
@@ -177,6 +284,8 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     own: frozenset[str] = frozenset()
     while index < len(args):
         token = args[index]
+        if token in GO_BOOLEAN_FLAGS:
+            token = f"{token}=true"
         flag = token.split("=", 1)[0]
         if token == "--":
             after.extend(args[index:])

@@ -6,6 +6,8 @@ Role: the only module that speaks HTTP. It knows the paths under `/fleet/v1`, fo
 `FleetConnectionError` (no answer: socket missing, refused, timed out).
 
 Invariants:
+* `https://` endpoints verify the server (`--ca-file`, else the system's CAs) and present
+  `--cert-file`/`--key-file` when given (fleetd's client-certificate authentication).
 * Every request carries the request timeout given at construction (`--request-timeout`).
 * `FLEETCTL_API_TOKEN`, when set, goes out as `Authorization: Bearer <token>` on every request.
 * The transport is injectable: `FleetClient(endpoint, transport=...)` (tests pass an
@@ -18,6 +20,7 @@ Invariants:
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -41,6 +44,9 @@ answer crosses two fleetds."""
 MAX_IN_FLIGHT = 16
 """At most this many requests at once (`fleetctl.bulk` runs them); the real transport's one
 connection pool holds at most as many connections."""
+
+MAX_TUNNELS = 4
+"""At most this many connections through `--tunnel`: each is an ssh process and handshake."""
 
 MAX_PAGES = 100_000
 """A bound on pages per list, so a server that keeps returning tokens cannot loop us forever."""
@@ -81,6 +87,14 @@ class Endpoint:
     def is_tcp(self) -> bool:
         return self.socket_path is None
 
+    @property
+    def host_port(self) -> str:
+        """`host:port` of a TCP endpoint (the scheme's default port when none is given)."""
+        parts = urlsplit(self.base_url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
 
 def parse_endpoint(value: str) -> tuple[Endpoint, list[str]]:
     """The endpoint `value` names, and any warnings about it (a comma list uses its first entry).
@@ -118,16 +132,61 @@ def parse_endpoint(value: str) -> tuple[Endpoint, list[str]]:
     )
 
 
-def make_transport(endpoint: Endpoint) -> httpx.BaseTransport:
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """fleet's `--ca-file`, `--cert-file` and `--key-file` (PEM paths; "" when not given)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def context(self) -> ssl.SSLContext:
+        """The client's TLS context: the server verified against `ca_file` (else the system's
+        CAs), and the client certificate presented when given. Unlike fleet, which skipped
+        verifying the server whenever no client certificate was given, the server is always
+        verified (a bearer token must not go to whoever answers)."""
+        if bool(self.cert_file) != bool(self.key_file):
+            given, missing = (
+                ("--cert-file", "--key-file")
+                if self.cert_file
+                else (
+                    "--key-file",
+                    "--cert-file",
+                )
+            )
+            raise EndpointError(f"{given} needs {missing} too (a certificate and its key)")
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise EndpointError(f"cannot use --ca-file {self.ca_file}: {exc}") from None
+        if self.cert_file:
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise EndpointError(
+                    f"cannot use --cert-file {self.cert_file} with --key-file {self.key_file}: "
+                    f"{exc}"
+                ) from None
+        return context
+
+
+def make_transport(
+    endpoint: Endpoint, tls: TlsFiles = TlsFiles(), *, via: str | None = None
+) -> httpx.BaseTransport:
     """The real transport for `endpoint`: a unix-socket transport or plain TCP/TLS, with one
     connection pool of up to `MAX_IN_FLIGHT` connections, all kept alive between requests.
 
     Over a unix socket the requests are plain HTTP, so no CA bundle is loaded (`verify=False`
-    only skips that: there is no TLS to verify); loading it costs 50-300 ms per run."""
+    only skips that: there is no TLS to verify); loading it costs 50-300 ms per run. `tls`
+    applies to `https://` endpoints only, as in fleet. `via`: connect through this unix socket
+    whatever the endpoint (`--tunnel`'s relay), with at most `MAX_TUNNELS` connections."""
     limits = httpx.Limits(max_connections=MAX_IN_FLIGHT, max_keepalive_connections=MAX_IN_FLIGHT)
-    if endpoint.socket_path is not None:
-        return httpx.HTTPTransport(uds=endpoint.socket_path, limits=limits, verify=False)
-    return httpx.HTTPTransport(limits=limits)
+    if via is not None:
+        limits = httpx.Limits(max_connections=MAX_TUNNELS, max_keepalive_connections=MAX_TUNNELS)
+    uds = via or endpoint.socket_path
+    if endpoint.base_url.startswith("https:"):
+        return httpx.HTTPTransport(uds=uds, limits=limits, verify=tls.context())
+    return httpx.HTTPTransport(uds=uds, limits=limits, verify=False)
 
 
 def _error_message(response: httpx.Response) -> str:
@@ -160,16 +219,19 @@ class FleetClient:
         token: str | None = None,
         transport: httpx.BaseTransport | None = None,
         log: Callable[[str], None] | None = None,
+        tls: TlsFiles = TlsFiles(),
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
-        headers = {"User-Agent": f"fleetctl/{__version__}"}
+        # the exact current state, never the grace kept for fleet's Go restart (fleetd's
+        # stop_grace); the header's name is pyfleet's wire contract, so it is spelled out here
+        headers = {"User-Agent": f"fleetctl/{__version__}", "X-Pyfleet-Exact-State": "1"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._log = log or (lambda text: None)
         self._http = httpx.Client(
             base_url=endpoint.base_url + API_PREFIX,
-            transport=transport if transport is not None else make_transport(endpoint),
+            transport=transport if transport is not None else make_transport(endpoint, tls),
             timeout=timeout,
             headers=headers,
         )
@@ -191,7 +253,15 @@ class FleetClient:
             ) from None
         except httpx.TransportError as exc:
             self._log(f"{target} failed: {exc!r}")
-            raise FleetConnectionError(f"cannot reach {self.endpoint.url}: {exc}") from None
+            hint = ""
+            if self.endpoint.base_url.startswith("https:") and isinstance(
+                exc, (httpx.ReadError, httpx.RemoteProtocolError)
+            ):
+                hint = (
+                    "; a fleetd that authenticates clients by certificate closes the connection "
+                    "without one signed by its CA (--cert-file, --key-file)"
+                )
+            raise FleetConnectionError(f"cannot reach {self.endpoint.url}: {exc}{hint}") from None
         self._log(f"{target} -> {response.status_code}")
         if response.status_code >= 400:
             raise FleetAPIError(response.status_code, _error_message(response))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import NoReturn
 
 import httpx
@@ -23,13 +23,17 @@ import typer
 from fleetctl.client import (
     DEFAULT_ENDPOINT,
     DEFAULT_REQUEST_TIMEOUT,
+    Endpoint,
     EndpointError,
     FleetClient,
     FleetctlError,
+    TlsFiles,
+    make_transport,
     parse_endpoint,
 )
 from fleetctl.models import Machine
 from fleetctl.output import Output, OutputFormat, machine_id_legend, machine_legend
+from fleetctl.tunnel import CommandRelay, SshOptions, TunnelError, ssh_argv
 
 TOKEN_VARIABLE = "FLEETCTL_API_TOKEN"
 
@@ -43,6 +47,9 @@ class Settings:
     debug: bool = False
     output: OutputFormat = OutputFormat.TEXT
     transport: httpx.BaseTransport | None = None
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    tunnel: str = ""
+    ssh: SshOptions = field(default_factory=SshOptions)
 
 
 class Session:
@@ -51,6 +58,7 @@ class Session:
         self.out = Output(settings.output, debug=settings.debug)
         self.out.command = command
         self._client: FleetClient | None = None
+        self._relay: CommandRelay | None = None
         self._machines: dict[str, Machine] | None = None
 
     @classmethod
@@ -66,14 +74,32 @@ class Session:
             endpoint, warnings = parse_endpoint(self.settings.endpoint)
             for warning in warnings:
                 self.out.warn(warning)
+            transport = self.settings.transport
+            if transport is None and self.settings.tunnel:
+                transport = make_transport(endpoint, self.settings.tls, via=self._tunnel(endpoint))
+                # errors then say which way the API was tried (ssh prints its own reason)
+                shown = f"{endpoint.url} through the SSH tunnel to {self.settings.tunnel}"
+                endpoint = replace(endpoint, url=shown)
             self._client = FleetClient(
                 endpoint,
                 timeout=self.settings.request_timeout,
                 token=os.environ.get(TOKEN_VARIABLE) or None,
-                transport=self.settings.transport,
+                transport=transport,
                 log=self.out.debug,
+                tls=self.settings.tls,
             )
         return self._client
+
+    def _tunnel(self, endpoint: Endpoint) -> str:
+        """Start the `--tunnel` relay to `endpoint`; returns the local socket it listens on."""
+        if endpoint.socket_path is not None:
+            remote = ["fleetctl", "fd-forward", endpoint.socket_path]
+            argv = ssh_argv(self.settings.ssh, self.settings.tunnel, remote)
+        else:
+            argv = ssh_argv(self.settings.ssh, self.settings.tunnel, forward_to=endpoint.host_port)
+        self.out.debug(f"tunnel: {' '.join(argv)}")
+        self._relay = CommandRelay(argv)
+        return self._relay.path
 
     def machines(self) -> dict[str, Machine]:
         """Live machines by id (one list call per run)."""
@@ -89,15 +115,17 @@ class Session:
         return machine_legend(machine, full)
 
     def close(self) -> None:
-        """Close the client, if one was made."""
+        """Close the client and the tunnel's relay, if they were made."""
         if self._client is not None:
             self._client.close()
+        if self._relay is not None:
+            self._relay.close()
 
     def run(self, body: Callable[[], int]) -> NoReturn:
         """Run a command body and exit with its code, printing errors it did not handle."""
         try:
             code = body()
-        except (FleetctlError, EndpointError) as exc:
+        except (FleetctlError, EndpointError, TunnelError) as exc:
             self.out.error(f"Error: {exc}")
             code = 1
         finally:

@@ -82,18 +82,18 @@ def local_path(arg: str) -> str:
     return arg if os.path.splitext(arg)[1] else arg + ".service"
 
 
-def read_unit_file(name: str, path: str) -> UnitFile:
-    """Read and parse the unit file at `path` for unit `name`."""
+def read_unit_file(path: str) -> UnitFile:
+    """Read and parse the unit file at `path`."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise ResolutionError(f"failed getting Unit({name}) from file {path}: {reason}") from None
+        raise ResolutionError(f"failed getting Unit({path}) from file: {reason}") from None
     try:
-        return parse_unit_text(name, text)
-    except InvalidUnit as exc:
-        raise ResolutionError(f"{exc} ({path})") from None
+        return parse_unit_text(text)
+    except InvalidUnit as exc:  # fleet's words for a file it could not parse
+        raise ResolutionError(f"failed getting Unit({path}) from file: {exc}") from None
 
 
 def checked(name: str, unit: UnitFile, command: Command) -> UnitFile:
@@ -119,11 +119,11 @@ def read_local_units(args: list[str], command: Command) -> dict[str, tuple[str, 
         name = mangle_unit_name(arg)
         if name in found:
             continue
-        validate_name(name)
         path = local_path(arg)
         local = None
         if os.path.isfile(path):
-            local = LocalFile(path, checked(name, read_unit_file(name, path), command))
+            validate_name(name)  # fleet looks for the file first, then checks the name
+            local = LocalFile(path, checked(name, read_unit_file(path), command))
         found[name] = (arg, local)
     return found
 
@@ -143,9 +143,7 @@ class LocalTemplates:
         path = os.path.join(os.path.dirname(arg), info.template)
         if path not in self._files:
             found = os.path.isfile(path)
-            self._files[path] = (
-                LocalFile(path, read_unit_file(info.template, path)) if found else None
-            )
+            self._files[path] = LocalFile(path, read_unit_file(path)) if found else None
         return self._files[path]
 
 
@@ -157,12 +155,14 @@ def _new_unit(
         raise ResolutionError(f"unable to find Unit({name}) in Registry or on filesystem")
     template = registry.unit(info.template)
     if template is not None:
+        validate_name(name)
         return checked(name, template.unit_file, command)
     local = templates.of(arg, name)
     if local is None:
         raise ResolutionError(
             f"unable to find template Unit({info.template}) in Registry or on filesystem"
         )
+    validate_name(name)
     return checked(name, local.unit, command)
 
 

@@ -12,6 +12,9 @@ Invariants:
 * The token file (and the cluster secret file) is held to OpenSSH's rule for private keys: a
   regular file, not a symbolic link, owned by fleetd's user or root, with no permission for
   group or others (0600 or 0400), and non-empty; else a `ConfigError` saying which rule it breaks.
+* A TCP listener needs a way to authenticate its clients: `api_token_file`, or TLS
+  (`api_certfile` with `api_keyfile`) with `api_client_cafile`; the files themselves are read
+  when the API starts (`fleetd.api.tls`).
 * Every bad value raises `ConfigError`, whose message names the option, the source (file and
   line, variable or flag) and the offending value.
 * The result is a frozen `Config`; derived forms are normalised (the key prefix ends with `/`,
@@ -68,6 +71,9 @@ class Config:
     api_token_file: str = ""
     peer_listen: str = ""  # host:port of the node-to-node endpoint ("" serves none)
     cluster_secret_file: str = ""  # the cluster credential, the same file on every machine
+    api_certfile: str = ""  # TLS on the TCP listeners: the server's certificate (PEM) ...
+    api_keyfile: str = ""  # ... and its private key (PEM)
+    api_client_cafile: str = ""  # client certificates signed by this CA (PEM) are let in
     token_limit: int = 100  # the API's page size
     machine_id_file: str = "/etc/machine-id"
     units_directory: str = "/run/fleet/units/"  # where the agent writes the unit files it runs
@@ -232,11 +238,15 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "verbosity": _verbosity,
     "units_directory": _absolute_path,
     "peer_listen": _peer_listen,
+    "api_certfile": _absolute_path,
+    "api_keyfile": _absolute_path,
+    "api_client_cafile": _absolute_path,
 }
 OPTIONS: tuple[str, ...] = tuple(
     f.name for f in fields(Config) if f.name not in ("config_file", "show_version", "show_help")
 )
 _BOOLEANS = frozenset({"disable_engine", "disable_agent"})
+_TLS_FILES = ("api_certfile", "api_keyfile", "api_client_cafile")
 
 _Layer = dict[str, tuple[Any, str]]  # option -> (parsed value, source)
 
@@ -399,6 +409,19 @@ def check_api_token_file(path: str, source: str, option: str = "api_token_file")
         raise ConfigError(option, source, path, problem)
 
 
+def _check_tls(merged: _Layer) -> None:
+    """The TLS options come as a whole: a certificate with its key, a client CA only with both."""
+    given = {name: merged[name] for name in _TLS_FILES if name in merged}
+    for name, needs in (("api_certfile", "api_keyfile"), ("api_keyfile", "api_certfile")):
+        if name in given and needs not in given:
+            value, source = given[name]
+            raise ConfigError(name, source, value, f"needs {needs} too (TLS needs both)")
+    if "api_client_cafile" in given and "api_certfile" not in given:
+        value, source = given["api_client_cafile"]
+        reason = "needs api_certfile and api_keyfile (client certificates need TLS)"
+        raise ConfigError("api_client_cafile", source, value, reason)
+
+
 def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     """Build the `Config` from `argv` (without the program name), `environ` and the config file."""
     parser = _build_parser(argv)
@@ -416,12 +439,16 @@ def load_config(argv: Sequence[str], environ: Mapping[str, str]) -> Config:
     merged: _Layer = {}
     for layer in (file_layer or {}, _env_layer(environ), _flag_layer(args)):
         merged.update(layer)
+    _check_tls(merged)
     tcp = [a for a in merged.get("listen", ((), ""))[0] if is_tcp_address(a)]
     token_file, token_source = merged.get("api_token_file", ("", ""))
-    if tcp and not token_file:
-        reason = "a TCP listener needs api_token_file (the API must not be open without a token)"
+    if tcp and not token_file and "api_client_cafile" not in merged:
+        reason = (
+            "a TCP listener needs api_token_file or api_client_cafile (the API must not be "
+            "open without a token or a client certificate)"
+        )
         raise ConfigError("listen", merged["listen"][1], tcp[0], reason)
-    if tcp:
+    if tcp and token_file:
         check_api_token_file(token_file, token_source)
     peer, peer_source = merged.get("peer_listen", ("", ""))
     secret_file, secret_source = merged.get("cluster_secret_file", ("", ""))

@@ -473,7 +473,7 @@ def test_a_positional_argument_points_at_fleetctl() -> None:
 def test_a_tcp_listener_needs_an_api_token(
     argv: list[str], environ: dict[str, str], source: str, token_file: str
 ) -> None:
-    with pytest.raises(ConfigError, match="needs api_token_file") as caught:
+    with pytest.raises(ConfigError, match="needs api_token_file or api_client_cafile") as caught:
         load_config(argv, environ)
     assert (caught.value.option, caught.value.source) == ("listen", source)
     config = load_config([*argv, "--api-token-file", token_file], environ)
@@ -481,6 +481,41 @@ def test_a_tcp_listener_needs_an_api_token(
 
 
 TCP = ["--listen", "127.0.0.1:49153"]
+TLS = ["--api-certfile=/etc/fleet/api.pem", "--api-keyfile=/etc/fleet/api-key.pem"]
+
+
+def test_a_client_ca_lets_a_tcp_listener_go_without_a_token() -> None:
+    config = load_config([*TCP, *TLS, "--api-client-cafile=/etc/fleet/ca.pem"], {})
+    assert (config.api_certfile, config.api_keyfile, config.api_client_cafile) == (
+        "/etc/fleet/api.pem",
+        "/etc/fleet/api-key.pem",
+        "/etc/fleet/ca.pem",
+    )
+    assert config.api_token_file == ""
+    with pytest.raises(ConfigError, match="needs api_token_file or api_client_cafile"):
+        load_config([*TCP, *TLS], {})  # TLS alone only encrypts: who may come in?
+
+
+@pytest.mark.parametrize(
+    ("argv", "option", "problem"),
+    [
+        (["--api-certfile=/a.pem"], "api_certfile", "needs api_keyfile too"),
+        (["--api-keyfile=/a.pem"], "api_keyfile", "needs api_certfile too"),
+        (["--api-client-cafile=/ca.pem"], "api_client_cafile", "needs api_certfile and"),
+        (["--api-certfile=a.pem", "--api-keyfile=/k"], "api_certfile", "absolute path"),
+    ],
+)
+def test_tls_options_come_as_a_whole(argv: list[str], option: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=problem) as caught:
+        load_config(argv, {})
+    assert caught.value.option == option
+
+
+def test_tls_options_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "api_certfile=/etc/fleet/api.pem\napi_client_cafile=/etc/fleet/ca.pem\n")
+    config = load_config(["--config", path, *TCP], {"FLEET_API_KEYFILE": "/etc/fleet/api-key.pem"})
+    assert config.api_keyfile == "/etc/fleet/api-key.pem"
+    assert config.api_client_cafile == "/etc/fleet/ca.pem"
 
 
 @pytest.mark.parametrize("mode", [0o644, 0o666, 0o640, 0o604, 0o660, 0o602], ids=oct)

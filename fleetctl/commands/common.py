@@ -33,7 +33,7 @@ from typing import Annotated
 import typer
 
 from fleetctl.bulk import UnitCache, each_until_error, fetch_units
-from fleetctl.client import MAX_IN_FLIGHT, FleetctlError
+from fleetctl.client import MAX_IN_FLIGHT, FleetAPIError, FleetctlError
 from fleetctl.models import Unit
 from fleetctl.output import go_list
 from fleetctl.session import Session
@@ -119,7 +119,10 @@ def create_units(
 
     def write(resolution: Resolution) -> None:
         assert resolution.unit_file is not None
-        client.create_unit(resolution.name, resolution.unit_file.options)
+        try:
+            client.create_unit(resolution.name, resolution.unit_file.options)
+        except FleetAPIError as exc:  # fleet's words for a unit the API refused
+            raise FleetctlError(f"failed creating unit {resolution.name}: {exc}") from None
 
     created = []
     with closing(each_until_error(write, writes)) as written:

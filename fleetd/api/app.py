@@ -53,6 +53,7 @@ from fleetd.api.metrics import RequestMetrics, metrics_router
 from fleetd.api.routing import COMPONENTS, json_response
 from fleetd.api.service import ApiService
 from fleetd.api.state import state_router
+from fleetd.api.tls import client_certificate_name
 from fleetd.api.units import units_router
 from fleetd.runtime.metrics import Metrics
 
@@ -204,7 +205,9 @@ class ServerHeader:
 
 
 class BearerToken:
-    """Refuse every request but those to `OPEN_PATHS` without `Authorization: Bearer <token>`."""
+    """Refuse every request but those to `OPEN_PATHS` without `Authorization: Bearer <token>`,
+    unless its connection presented a client certificate that the client CA verified
+    (`fleetd.api.tls`)."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         if not token:
@@ -224,7 +227,7 @@ class BearerToken:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         guarded = scope["type"] == "http" and scope["path"] not in OPEN_PATHS
-        if guarded and not self._accepts(scope["headers"]):
+        if guarded and not client_certificate_name(scope) and not self._accepts(scope["headers"]):
             response = response_for(Unauthorized("missing or wrong bearer token"))
             await response(scope, receive, send)
             return

@@ -20,8 +20,14 @@ Invariants:
   with a 503, then takes the spare back, and waits for the next connection: clients are told at
   once instead of hanging, and the loop never spins. If no descriptor can be freed it waits for
   a connection to close (at most `ACCEPT_PAUSE`) instead.
-* Refusals, slow clients and exhaustion are logged through `ThrottledLog`: one line per
-  `report_interval` with a count, never one per connection.
+* On a TLS listener (`ssl`), each handshake runs in a task of its own, so a slow or silent
+  client never stalls the accept loop; it must finish within `header_timeout`, and a connection
+  in its handshake counts against the limit. A failed handshake (no certificate, one from
+  another CA, not TLS at all) closes the connection: the client gets TLS's error, never a hang.
+  A connection over the limit gets the plain-text 503, which a TLS client reports as a
+  handshake error.
+* Refusals, slow clients, failed handshakes and exhaustion are logged through `ThrottledLog`:
+  one line per `report_interval` with a count, never one per connection.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import contextlib
 import errno
 import os
 import socket
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +49,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import ServerState
 
 from fleetd.api.schemas import go_json
+from fleetd.api.tls import with_client_certificate
 from fleetd.runtime.logs import ThrottledLog
 
 log = structlog.get_logger(__name__)
@@ -125,14 +133,24 @@ def _open_spare() -> int | None:
 class ListenerGate:
     """Accepts the connections of one listening socket, within its limit (see the module)."""
 
-    def __init__(self, address: str, sock: socket.socket, limit: int, limits: ConnectionLimits):
+    def __init__(
+        self,
+        address: str,
+        sock: socket.socket,
+        limit: int,
+        limits: ConnectionLimits,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
+        self.tls = tls
         self.limit = limit
         self.limits = limits
         self.open = 0
         self._sock = sock
         self._closed = asyncio.Event()
         self._spare: int | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
         self._full_response = refusal(
             f"too many connections to this fleetd API listener (limit {limit}); retry later"
         )
@@ -159,6 +177,12 @@ class ListenerGate:
             header_timeout=limits.header_timeout,
             body_timeout=limits.body_timeout,
         )
+        self._refused_tls = ThrottledLog(
+            log,
+            "API closed connections whose TLS handshake failed",
+            interval=every,
+            address=address,
+        )
 
     async def serve(self, make_protocol: Callable[[], asyncio.Protocol]) -> None:
         """Accept connections and hand each to a protocol from `make_protocol`, until cancelled."""
@@ -173,20 +197,47 @@ class ListenerGate:
                     await self._accept_failed(exc)
                     continue
                 self._no_files.end("API accepting connections again")
-                if self.open >= self.limit:
+                if self.open + len(self._handshakes) >= self.limit:
                     self._full.note()
                     refuse(conn, self._full_response)
+                    continue
+                if self.tls is not None:
+                    task = asyncio.create_task(self._serve_tls(make_protocol, conn))
+                    self._handshakes.add(task)
+                    task.add_done_callback(self._handshakes.discard)
                     continue
                 try:
                     await loop.connect_accepted_socket(make_protocol, conn)
                 except OSError:
                     conn.close()  # gone before it could be served
         finally:
+            for task in list(self._handshakes):
+                task.cancel()
+            if self._handshakes:
+                await asyncio.gather(*self._handshakes, return_exceptions=True)
             if self._spare is not None:
                 os.close(self._spare)
                 self._spare = None
-            for report in (self._full, self._no_files, self._slow):
+            for report in (self._full, self._no_files, self._slow, self._refused_tls):
                 report.close()
+
+    async def _serve_tls(
+        self, make_protocol: Callable[[], asyncio.Protocol], conn: socket.socket
+    ) -> None:
+        """Hand `conn` to a protocol once its TLS handshake is done; close it if that fails."""
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                make_protocol,
+                conn,
+                ssl=self.tls,
+                ssl_handshake_timeout=self.limits.header_timeout,
+            )
+        except OSError as exc:  # ssl.SSLError and the handshake's timeout are OSErrors
+            conn.close()
+            self._refused_tls.note(**{type(exc).__name__: 1})
+        except asyncio.CancelledError:
+            conn.close()
+            raise
 
     def opened(self) -> None:
         """A connection of this listener is being served (its protocol calls this)."""
@@ -281,6 +332,7 @@ class GuardedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._gate.opened()
         super().connection_made(transport)
+        self.app = with_client_certificate(self.app, transport.get_extra_info("ssl_object"))
         self._watch_request()
 
     def connection_lost(self, exc: Exception | None) -> None:

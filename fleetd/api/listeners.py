@@ -6,9 +6,11 @@
   then renamed into place, so it is never reachable with looser permissions. A stale socket file
   (nothing answers on it) is replaced; a live socket or any other file there is refused. The
   file mode is the access control on a unix socket, as with fleet's `fleet.socket`.
-* `host:port` is TCP, allowed only with `api_token_file` (the config refuses TCP without it):
-  every request on a TCP listener needs `Authorization: Bearer <token>`, the file's content
-  with surrounding whitespace stripped; an empty or unreadable file is refused.
+* `host:port` is TCP, allowed only with `api_token_file` or `api_client_cafile` (the config
+  refuses TCP without either): every request on a TCP listener needs `Authorization: Bearer
+  <token>`, the file's content with surrounding whitespace stripped (an empty or unreadable file
+  is refused), or a client certificate signed by the client CA. With `api_certfile` the TCP
+  listeners speak TLS only (`fleetd.api.tls`); unix sockets never do.
 * Every listener is bounded (`fleetd.api.connections`): at most `max_connections` connections,
   by default its share of the open-files limit, each listener its own; beyond that a prompt 503;
   a request must arrive within the header and body timeouts. fleetd, not asyncio, accepts the
@@ -29,6 +31,7 @@ import contextlib
 import math
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -46,6 +49,7 @@ from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, Listene
 from fleetd.api.journal import JournalForwarder, journal_router
 from fleetd.api.metrics import ClusterCollector
 from fleetd.api.service import ApiService
+from fleetd.api.tls import TlsConfigError, server_context
 from fleetd.api.view import ApiView
 from fleetd.config import Config, is_tcp_address
 from fleetd.registry.client import EtcdClient
@@ -144,6 +148,21 @@ def bind_tcp(address: str) -> Listener:
         sock.close()
         raise ApiStartError(f"cannot listen on {address}: {exc}") from None
     return Listener(address, sock)
+
+
+def tls_context(config: Config) -> ssl.SSLContext | None:
+    """The TCP listeners' TLS context, or None when `api_certfile` is not set."""
+    if not config.api_certfile:
+        return None
+    try:
+        return server_context(
+            config.api_certfile,
+            config.api_keyfile,
+            config.api_client_cafile,
+            token=bool(config.api_token_file),
+        )
+    except TlsConfigError as exc:
+        raise ApiStartError(str(exc)) from None
 
 
 @contextlib.contextmanager
@@ -279,7 +298,8 @@ async def serve_api(
     """Run the API view and serve the v1 API on `config.listen` until cancelled; `metrics`
     (this fleetd's) are served at `/metrics` with the cluster's gauges added."""
     tcp = [address for address in config.listen if is_tcp_address(address)]
-    token = read_token(config.api_token_file) if tcp else None
+    token = read_token(config.api_token_file) if tcp and config.api_token_file else None
+    tls = tls_context(config) if tcp else None
     view = ApiView(client, keys)
     service = ApiService(
         client,
@@ -304,6 +324,8 @@ async def serve_api(
         if token is not None
         else local_app
     )
+    # (without a token, a TCP listener has TLS with required client certificates: the config
+    # allows nothing else, and `tls.server_context` makes the handshake refuse the rest)
     open_files = open_files_limit()
     limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
     log.info(
@@ -319,7 +341,13 @@ async def serve_api(
             group.create_task(activation.run(), name="api-view")
             for listener in listeners:
                 app = local_app if listener.is_unix else remote_app
-                gate = ListenerGate(listener.address, listener.sock, limit, limits)
+                gate = ListenerGate(
+                    listener.address,
+                    listener.sock,
+                    limit,
+                    limits,
+                    tls=None if listener.is_unix else tls,
+                )
                 serving = serve_on(app, listener, shutdown_timeout=shutdown_timeout, gate=gate)
                 group.create_task(serving, name=f"api:{listener.address}")
             group.create_task(forwarder.close_when_cancelled(), name="api-journal")

@@ -47,6 +47,7 @@ from fleetd.api.errors import (
 )
 from fleetd.api.pagination import DEFAULT_TOKEN_LIMIT, Page, PageToken, page_of
 from fleetd.api.schemas import MetadataOp, UnitRequest, UnitStatus
+from fleetd.api.stop_grace import StopGrace
 from fleetd.api.view import ApiView
 from fleetd.core.model import Machine, Placement
 from fleetd.core.names import go_quote, validate_unit_name
@@ -138,6 +139,7 @@ class ApiService:
         self.view = view
         self.request_timeout = request_timeout
         self.token_limit = token_limit
+        self.stop_grace = StopGrace()
 
     @property
     def ready(self) -> bool:
@@ -150,8 +152,9 @@ class ApiService:
 
     # ---- reads
 
-    def unit_status(self, name: str, *, listing: bool) -> UnitStatus:
-        """One unit as shown; a global unit's state is `inactive` in lists and absent in a GET."""
+    def unit_status(self, name: str, *, listing: bool, exact: bool = True) -> UnitStatus:
+        """One unit as shown; a global unit's state is `inactive` in lists and absent in a GET.
+        Not `exact`: a unit in its stop grace reads `launched` (`fleetd.api.stop_grace`)."""
         view = self._require_view()
         record = view.units.get(name)
         if record is None:
@@ -164,7 +167,11 @@ class ApiService:
             return UnitStatus(record, JobState.INACTIVE, "", reasons)
         machine = min(placed)
         state = view.states.get(name, {}).get(machine)
-        return UnitStatus(record, current_state(placed[machine], state), machine, reasons)
+        current = current_state(placed[machine], state)
+        stopping = current is JobState.LOADED and record.desired is JobState.LOADED
+        if stopping and not exact and self.stop_grace.holds(name):
+            current = JobState.LAUNCHED
+        return UnitStatus(record, current, machine, reasons)
 
     def list_units(self, token: PageToken) -> Page[UnitStatus]:
         page = page_of(self._require_view().unit_names(), token)
@@ -227,9 +234,18 @@ class ApiService:
                 else:
                     write = confirm_unit_write(self.keys, name, known)
                 if await self._holds(write, deadline):
+                    self._note_stop(known.record, record)
                     return outcome
             known, fresh = await read_unit_at(self.client, self.keys, name, deadline=deadline), True
         raise Unavailable(f"unit {name} kept changing while it was being written")
+
+    def _note_stop(self, before: UnitRecord | None, after: UnitRecord) -> None:
+        """Start the stop grace of a unit moved from `launched` to `loaded` (`stop_grace`)."""
+        if before is not None and before.desired is JobState.LAUNCHED:
+            if after.desired is JobState.LOADED:
+                self.stop_grace.note(after.name)
+            else:
+                self.stop_grace.forget(after.name)
 
     async def destroy_unit(self, name: str) -> None:
         """DELETE /units/{name}."""

@@ -24,6 +24,7 @@ from fleetd.api.routing import (
     page_token,
 )
 from fleetd.api.service import ApiService, SetOutcome
+from fleetd.api.stop_grace import EXACT_STATE_HEADER
 from fleetd.core.requirements import unrecognized_keys
 from fleetd.core.unitfile import UnitFile
 
@@ -65,8 +66,11 @@ def units_router(service: ApiService) -> APIRouter:
         return json_response(schemas.page_json("units", units, next_token(page)))
 
     @router.get("/units/{name}", responses={200: {"model": schemas.Unit}, **ERRORS})
-    async def get_unit(name: str = UNIT_NAME) -> Response:
-        return json_response(schemas.unit_json(service.unit_status(name, listing=False)))
+    async def get_unit(request: Request, name: str = UNIT_NAME) -> Response:
+        exact = EXACT_STATE_HEADER in request.headers  # else fleet's restart timing (stop_grace)
+        return json_response(
+            schemas.unit_json(service.unit_status(name, listing=False, exact=exact))
+        )
 
     unit_schema = {"schema": {"$ref": f"{COMPONENTS}Unit"}, "examples": _UNIT_EXAMPLES}
     body_doc = {"content": {"application/json": unit_schema}}

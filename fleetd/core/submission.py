@@ -63,7 +63,9 @@ _CONTROL_IN_VALUE: Final = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]|(?<!\\)\n"
 
 
 class InvalidUnit(ValueError):
-    """A unit that must not be stored; the message names the unit and the problem."""
+    """A unit that must not be stored; the message says why, in fleet's words where fleet had
+    the check, without naming the unit (as fleet's `ValidateOptions`: the API's URL names it,
+    and fleetctl says `failed creating unit X: ...` for what the API refuses)."""
 
 
 class RecordTooLarge(ValueError):
@@ -102,12 +104,12 @@ def stored_unit_bytes_at_least(unit: UnitFile) -> int:
     return text + len(unit.options) * STORED_OPTION_OVERHEAD
 
 
-def parse_unit_text(name: str, text: str) -> UnitFile:
-    """Parse a unit file's text, naming the unit in the error."""
+def parse_unit_text(text: str) -> UnitFile:
+    """Parse a unit file's text; the caller names the file in the error."""
     try:
         return parse_unit(text)
     except UnitFileError as exc:
-        raise InvalidUnit(f"unit {name}: malformed unit file: {exc}") from None
+        raise InvalidUnit(f"malformed unit file: {exc}") from None
 
 
 def unrecognized_key_warning(name: str, unit: UnitFile) -> str | None:
@@ -129,22 +131,22 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
     if problem is not None:  # the agent could never write it under its units directory
         raise InvalidUnit(problem)
     if not unit.options:
-        raise InvalidUnit(f"unit {name}: the unit file has no options")
+        raise InvalidUnit("the unit file has no options")
     at_least = stored_unit_bytes_at_least(unit)
     if at_least > MAX_UNIT_RECORD_BYTES:  # refused before the costlier checks below
         check_record_size(f"unit {name}", at_least, MAX_UNIT_RECORD_BYTES)
     for option in unit.options:
         problem = _control_character_problem(option)
         if problem is not None:
-            raise InvalidUnit(f"unit {name}: {problem}")
+            raise InvalidUnit(problem)
     try:
         serialized = unit.serialize()
         serialized.encode()
         parse_unit(serialized)
     except UnicodeEncodeError:
-        raise InvalidUnit(f"unit {name}: the unit file is not valid UTF-8 text") from None
+        raise InvalidUnit("the unit file is not valid UTF-8 text") from None
     except UnitFileError as exc:
-        raise InvalidUnit(f"unit {name}: malformed unit file: {exc}") from None
+        raise InvalidUnit(f"malformed unit file: {exc}") from None
     if info.is_template and desired is not JobState.INACTIVE:
         raise InvalidUnit(f"cannot activate template {go_quote(name)}")
     requirements = parse_requirements(name, unit)
@@ -152,7 +154,7 @@ def check_unit(name: str, unit: UnitFile, desired: JobState) -> Requirements:
         validate_requirements(requirements)
         container = parse_container(unit)
     except (RequirementsError, ContainerError) as exc:
-        raise InvalidUnit(f"unit {name}: {exc}") from None
+        raise InvalidUnit(str(exc)) from None
     if container is not None and info.suffix != "service":
-        raise InvalidUnit(f"unit {name}: [X-Container] runs only in a .service unit")
+        raise InvalidUnit("[X-Container] runs only in a .service unit")
     return requirements

@@ -193,7 +193,7 @@ async def test_control_characters_are_refused_naming_the_option(
     before = await dump(etcd, keys.prefix)
     options = [bad, option("/bin/true", name="ExecStart", section="Service")]
     response = await api.put("/fleet/v1/units/inject.service", json=unit_body(options))
-    assert_error(response, 400, "unit inject.service", "control character", *fragments)
+    assert_error(response, 400, "control character", *fragments)
     assert await dump(etcd, keys.prefix) == before
 
 

@@ -73,13 +73,13 @@ REFUSED_CREATES = [
             unit_body(("X-Fleet", "MachineID", M1), ("X-Fleet", "Conflicts", "b*"))
         ).encode(),
         400,
-        "unit a.service: MachineID cannot be used with Conflicts",
+        "MachineID cannot be used with Conflicts",
     ),
     (
         JSON,
         json.dumps(unit_body(("Service", "ExecStart", LONG))).encode(),
         400,
-        "unit a.service: malformed unit file: line 2: line too long (max 2048 bytes)",
+        "malformed unit file: line 2: line too long (max 2048 bytes)",
     ),
 ]
 
@@ -158,7 +158,7 @@ async def test_updates_and_replaces(api: httpx.AsyncClient, etcd: EtcdClient, ke
     assert_error(
         await put(api, "a.service", bad_replace),
         400,
-        "unit a.service: Global cannot be used with Replaces",
+        "Global cannot be used with Replaces",
     )
     assert await dump(etcd, keys.prefix) == before
 

@@ -38,6 +38,9 @@ def test_help_lists_the_commands_and_the_version(argv: list[str], run: Run) -> N
         "status",
         "verify",
         "version",
+        "restart",
+        "ssh",
+        "fd-forward",
     ):
         assert f"  {command} " in result.out
 
@@ -74,6 +77,8 @@ def test_an_unknown_command_exits_non_zero(run: Run) -> None:
         ["--output", "yaml", "list-units"],
         ["list-units", "extra-argument"],
         ["--endpoint"],
+        ["--strict-host-key-checking=maybe", "list-units"],
+        ["--ssh-timeout=0", "list-units"],
     ],
 )
 def test_flag_errors_exit_non_zero(argv: list[str], run: Run, fleet: FakeFleet) -> None:
@@ -114,6 +119,18 @@ def test_an_ambiguous_prefix_is_unknown(run: Run) -> None:
         (["start", "a", "--endpoint"], ["start", "a", "--endpoint"]),
         (["--debug"], ["--debug"]),
         ([], []),
+        (
+            ["list-units", "--tunnel", "n1", "--strict-host-key-checking", "--ca-file=c"],
+            ["--tunnel", "n1", "--strict-host-key-checking=true", "--ca-file=c", "list-units"],
+        ),
+        (  # a Go boolean flag takes no separate value (cobra's rule)
+            ["--strict-host-key-checking", "false", "x"],
+            ["--strict-host-key-checking=true", "false", "x"],
+        ),
+        (
+            ["ssh", "--ssh-username", "root", "m1", "--", "ls", "--tunnel"],
+            ["--ssh-username", "root", "ssh", "m1", "--", "ls", "--tunnel"],
+        ),
     ],
 )
 def test_global_flags_after_the_command_move_before_it(

@@ -24,6 +24,7 @@ from fleetctl.client import (
     FleetAPIError,
     FleetClient,
     FleetConnectionError,
+    TlsFiles,
     make_transport,
     parse_endpoint,
 )
@@ -267,13 +268,18 @@ def test_the_real_transport_speaks_over_a_unix_socket(socket_path: str) -> None:
 
 def test_a_unix_socket_transport_loads_no_ca_bundle(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded: list[object] = []
-    monkeypatch.setattr(
-        ssl.SSLContext, "load_verify_locations", lambda *args, **kwargs: loaded.append(args)
-    )
+    for method in ("load_verify_locations", "load_default_certs"):
+        monkeypatch.setattr(
+            ssl.SSLContext, method, lambda *args, method=method, **kwargs: loaded.append(method)
+        )
     make_transport(UNIX).close()
+    make_transport(parse_endpoint("http://fleet.example:49153")[0]).close()
     assert loaded == []
     make_transport(parse_endpoint("https://fleet.example:49153")[0]).close()
-    assert loaded  # TLS endpoints are verified against the CA bundle
+    assert loaded == ["load_default_certs"]  # the system's CAs, as Go's TLS uses
+    loaded.clear()
+    make_transport(parse_endpoint("https://fleet.example:49153")[0], TlsFiles("/ca.pem")).close()
+    assert loaded == ["load_verify_locations"]  # --ca-file instead
 
 
 class _BlockingUnits(http.server.BaseHTTPRequestHandler):

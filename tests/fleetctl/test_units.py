@@ -120,9 +120,9 @@ def test_a_local_template_is_read_once_for_all_its_instances(
     reads: list[str] = []
     read = units.read_unit_file
 
-    def counted(name: str, path: str) -> UnitFile:
+    def counted(path: str) -> UnitFile:
         reads.append(path)
-        return read(name, path)
+        return read(path)
 
     monkeypatch.setattr(units, "read_unit_file", counted)
     resolutions = resolve_units(
@@ -230,14 +230,14 @@ def test_replace_without_a_local_file_is_an_error(workdir: Path, registry: Regis
         (
             "bad.service",
             "[Service\nExecStart=/bin/true\n",
-            "unit bad.service: malformed unit file: line 1: "
-            "unable to find end of section (bad.service)",
+            "failed getting Unit(bad.service) from file: malformed unit file: line 1: "
+            "unable to find end of section",
         ),
-        ("empty.service", "# nothing\n", "unit empty.service: the unit file has no options"),
+        ("empty.service", "# nothing\n", "the unit file has no options"),
         (
             "both.service",
             "[Service]\nExecStart=/bin/true\n[X-Fleet]\nMachineID=abc\nConflicts=x*\n",
-            "unit both.service: MachineID cannot be used with Conflicts",
+            "MachineID cannot be used with Conflicts",  # fleet's ValidateOptions, no prefix
         ),
         ("tmpl@.service", TEMPLATE, 'cannot activate template "tmpl@.service"'),
     ],
@@ -254,12 +254,22 @@ def test_invalid_local_files_fail_before_any_request(
 
 
 def test_an_invalid_name_fails_before_any_request(workdir: Path, registry: Registry) -> None:
+    write(workdir, "a b.service", HELLO)
     with pytest.raises(
         ResolutionError,
         match=re.escape("invalid unit name \"a b.service\": invalid character ' ' in unit name"),
     ):
         resolve_units(registry, ["a b"], Command.SUBMIT, replace=False)
     assert registry.asked == []
+
+
+def test_a_name_without_a_file_is_looked_for_first_as_in_fleet(
+    workdir: Path, registry: Registry
+) -> None:
+    """fleet looks for the unit before it checks the name: a quoted glob is a unit not found."""
+    with pytest.raises(ResolutionError) as caught:
+        resolve_units(registry, ["foo*"], Command.START, replace=False)
+    assert str(caught.value) == ("unable to find Unit(foo*.service) in Registry or on filesystem")
 
 
 def test_a_template_may_be_submitted(workdir: Path, registry: Registry) -> None:
@@ -272,7 +282,7 @@ def test_an_instance_from_an_invalid_template_is_refused(workdir: Path, registry
     registry.put(
         "w@.service", "[Service]\nExecStart=/bin/true\n[X-Fleet]\nGlobal=1\nMachineOf=b.service\n"
     )
-    message = r"unit w@1.service: Global cannot be used with Peers"
+    message = r"^Global cannot be used with Peers$"
     with pytest.raises(ResolutionError, match=message):
         resolve_units(registry, ["w@1"], Command.START, replace=False)
 
@@ -281,6 +291,6 @@ def test_an_unreadable_file(workdir: Path, registry: Registry) -> None:
     (workdir / "latin.service").write_bytes(b"[Unit]\nDescription=caf\xe9\n")
     with pytest.raises(
         ResolutionError,
-        match=r"failed getting Unit\(latin.service\) from file latin.service: not UTF-8",
+        match=r"failed getting Unit\(latin.service\) from file: not UTF-8",
     ):
         resolve_units(registry, ["latin"], Command.SUBMIT, replace=False)

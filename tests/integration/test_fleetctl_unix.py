@@ -398,6 +398,17 @@ async def test_start_refuses_what_cannot_become_a_unit(fleet_cluster: Cluster) -
     assert missing.err == (
         "Error creating units: unable to find Unit(missing.service) in Registry or on filesystem\n"
     )
+    glob = await fleet_cluster.fleetctl("start", "--no-block", "foo*")  # a quoted glob
+    assert (glob.code, glob.out) == (1, "")
+    assert glob.err == (
+        "Error creating units: unable to find Unit(foo*.service) in Registry or on filesystem\n"
+    )
+    fleet_cluster.write_unit("both.service", "[Service]\nExecStart=/bin/true\n[X-Fleet]\n"
+                             "MachineID=abc\nConflicts=x*\n")  # fmt: skip
+    options = await fleet_cluster.fleetctl("start", "both.service")
+    assert (options.code, options.out) == (1, "")
+    # fleet's ValidateOptions' words, without a `unit X: ` of pyfleet's own
+    assert options.err == "Error creating units: MachineID cannot be used with Conflicts\n"
     assert await fleet_cluster.unit_names() == []
 
 

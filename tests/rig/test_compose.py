@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import shutil
+import socket
 import subprocess
 import sys
 import uuid
@@ -63,6 +64,7 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
         "PYFLEET_COMPOSE": compose,
         "COMPOSE_PROJECT_NAME": project,
         "PYFLEET_RIG_SECRET": str(secret),
+        "PYFLEET_RIG_SSH_DIR": str(tmp_path / "ssh"),  # the nodes' authorized keys, empty here
     }
     env.pop("PYFLEET_RIG_NOFILE", None)
     base = [str(ROOT / "rig" / "compose"), "--file", str(override)]
@@ -118,6 +120,21 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
         for line in listed.stdout.splitlines():
             machine, _, machine_metadata = line.partition("\t")
             assert expected.get(machine) == machine_metadata, listed.stdout
+
+        # node1's sshd on a loopback port of the host, for `fleetctl --tunnel`
+        published = compose_run("port", "node1", "22").stdout.strip()
+        host, _, port = published.rpartition(":")
+        assert host == "127.0.0.1", published
+
+        def sshd_greets() -> tuple[bool, str]:
+            try:
+                with socket.create_connection((host, int(port)), timeout=5) as conn:
+                    banner = conn.recv(64).decode(errors="replace")
+            except OSError as exc:
+                return False, str(exc)
+            return banner.startswith("SSH-2.0-OpenSSH"), banner
+
+        wait_for(sshd_greets, "node1's sshd answering on its published port")
     finally:
         down = compose_run("down", "--volumes", "--remove-orphans", "--timeout", "20")
     assert down.returncode == 0, down.stderr

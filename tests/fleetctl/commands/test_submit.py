@@ -125,10 +125,10 @@ def test_a_missing_unit(run: Run, fleet: FakeFleet, workdir: Path) -> None:
     [
         (
             "ExecStart=/bin/true\n",
-            "unit bad.service: malformed unit file: line 1: "
-            "option before any section (bad.service)",
+            "failed getting Unit(bad.service) from file: malformed unit file: line 1: "
+            "option before any section",
         ),
-        ("", "unit bad.service: the unit file has no options"),
+        ("", "the unit file has no options"),
     ],
 )
 def test_an_invalid_file_is_refused_before_anything_is_sent(
@@ -144,7 +144,10 @@ def test_the_servers_refusal_is_shown(run: Run, fleet: FakeFleet, unit_files: Pa
     fleet.break_route("PUT", "/units/hello.service", 400, "unit options are too large")
     result = run("submit", "hello")
     assert result.code == 1
-    assert result.err == "Error creating units: unit options are too large (HTTP 400)\n"
+    assert result.err == (
+        "Error creating units: failed creating unit hello.service: "
+        "unit options are too large (HTTP 400)\n"
+    )
 
 
 def test_sign_is_deprecated(run: Run, fleet: FakeFleet, unit_files: Path) -> None:
@@ -184,7 +187,9 @@ def test_a_failed_create_among_many(run: Run, fleet: FakeFleet, workdir: Path) -
     names = scrambled(2 * MAX_IN_FLIGHT)
     fleet.break_route("PUT", f"/units/{names[20]}", 500, "etcd is unreachable")
     assert run("submit", *names) == Result(
-        1, "", "Error creating units: etcd is unreachable (HTTP 500)\n"
+        1,
+        "",
+        "Error creating units: failed creating unit s@12.service: etcd is unreachable (HTTP 500)\n",
     )
 
 
