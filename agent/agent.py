@@ -1,6 +1,6 @@
 """The agent: runs on this machine, through systemd, what the engine scheduled here.
 
-`Agent.run()` runs five parts in one task group:
+`Agent.run()` runs five (six) parts in one task group:
 
 * the heart (`agent.heart`): `machines/<id>` on a kept-alive lease, re-attached after a restart;
 * the schedule watch: `schedule/<own id>/` and nothing else (a `PrefixWatcher`, which resumes
@@ -9,7 +9,9 @@
   on a slow safety tick: snapshot (`local_units`), pure plan (`plan_agent`), execute
   (`apply_agent_tasks`);
 * a follower of the `UnitManager`'s change feed that triggers the loop;
-* the state publisher (`agent.publisher`).
+* the state publisher (`agent.publisher`);
+* the container network (`agent.network.agent`), given a kernel: this machine's subnet lease
+  and its routes to the other machines, once `network/config` is set.
 
 Invariants:
 * The agent acts only on a schedule it has read. Before the first read nothing is planned; when
@@ -45,6 +47,9 @@ import structlog
 from agent.executor import STOP_TIMEOUT, apply_agent_tasks, local_units
 from agent.heart import Heart
 from agent.intents import INTENTS_FILE, LaunchIntents
+from agent.network.agent import NetworkAgent
+from agent.network.executor import NetworkKernel
+from agent.network.netlink import NetlinkKernel
 from agent.plan import LocalUnit, plan_agent
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
@@ -88,6 +93,7 @@ class Agent:
         stop_timeout: float = STOP_TIMEOUT,
         version: str = __version__,
         intents: LaunchIntents | None = None,
+        network_kernel: NetworkKernel | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -96,6 +102,11 @@ class Agent:
         self._stop_timeout = stop_timeout
         self.heart = Heart(client, keys, machine, ttl=ttl, version=version)
         self.publisher = StatePublisher(client, keys, machine.id, manager, self.heart)
+        self.network = (
+            NetworkAgent(client, keys, machine, self.heart, network_kernel)
+            if network_kernel is not None
+            else None
+        )
         self.intents = (
             intents
             if intents is not None
@@ -126,6 +137,8 @@ class Agent:
                 group.create_task(self._watch_schedule(), name="agent:schedule")
                 group.create_task(self._follow(feed), name="agent:systemd-changes")
                 group.create_task(self.loop.run(), name="agent:reconcile")
+                if self.network is not None:
+                    group.create_task(self.network.run(), name="agent:network")
 
     # ---- inputs
 
@@ -304,5 +317,5 @@ async def run_agent_on_systemd(
     async with asyncio.TaskGroup() as group:
         group.create_task(manager.run(), name="agent:dbus")
         await manager.wait_connected()
-        agent = Agent(client, keys, manager, machine, ttl=ttl)
+        agent = Agent(client, keys, manager, machine, ttl=ttl, network_kernel=NetlinkKernel())
         group.create_task(agent.run(), name="agent:main")

@@ -122,9 +122,11 @@ class SubnetKeeper:
             return SubnetLease(subnet, self._public_ip, "vxlan", backend.vni, self._vtep_mac)
         return SubnetLease(subnet, self._public_ip, backend.type)
 
-    async def acquire(self, lease_id: int) -> Acquired:
-        """Lease a subnet on etcd lease `lease_id`; NetworkFull when none is free."""
-        config = await self.read_config()
+    async def acquire(self, lease_id: int, config: NetworkConfig | None = None) -> Acquired:
+        """Lease a subnet on etcd lease `lease_id` under `config` (by default the stored one);
+        NetworkFull when none is free."""
+        if config is None:
+            config = await self.read_config()
         remembered = read_subnet_file(self._subnet_file)
         for _ in range(MAX_ATTEMPTS):
             kvs, _ = await self._client.get_prefix(self._keys.subnets)
