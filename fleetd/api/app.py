@@ -47,6 +47,7 @@ from fleetd.api.errors import (
     install_error_handlers,
     response_for,
 )
+from fleetd.api.network import network_router
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
 from fleetd.core.requirements import unrecognized_keys
@@ -254,6 +255,7 @@ def create_app(
         not_allowed.update({prefix + path: answer for path, answer in NOT_ALLOWED.items()})
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
+    app.include_router(network_router(service))
     install_error_handlers(app, not_allowed)
 
     @app.get("/healthz", response_model=schemas.Health)
