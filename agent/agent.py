@@ -70,6 +70,7 @@ log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
 FETCH_CONCURRENCY = 64  # unit records read from etcd at once (a burst needs hundreds)
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CATCH_UP = 3
 """How many times a pass takes the newer schedule that arrived while it read unit files."""
 
@@ -94,6 +95,7 @@ class Agent:
         version: str = __version__,
         intents: LaunchIntents | None = None,
         network_kernel: NetworkKernel | None = None,
+        forwarding_file: Path | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -103,7 +105,9 @@ class Agent:
         self.heart = Heart(client, keys, machine, ttl=ttl, version=version)
         self.publisher = StatePublisher(client, keys, machine.id, manager, self.heart)
         self.network = (
-            NetworkAgent(client, keys, machine, self.heart, network_kernel)
+            NetworkAgent(
+                client, keys, machine, self.heart, network_kernel, forwarding_file=forwarding_file
+            )
             if network_kernel is not None
             else None
         )
@@ -317,5 +321,13 @@ async def run_agent_on_systemd(
     async with asyncio.TaskGroup() as group:
         group.create_task(manager.run(), name="agent:dbus")
         await manager.wait_connected()
-        agent = Agent(client, keys, manager, machine, ttl=ttl, network_kernel=NetlinkKernel())
+        agent = Agent(
+            client,
+            keys,
+            manager,
+            machine,
+            ttl=ttl,
+            network_kernel=NetlinkKernel(),
+            forwarding_file=IP_FORWARD,
+        )
         group.create_task(agent.run(), name="agent:main")

@@ -210,6 +210,11 @@ def format_age(moment: datetime | None, now: datetime) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''} ago"
 
 
+def network_column(pod: PodInfo) -> str:
+    """rkt's NETWORKS cell: `default:ip4=10.244.3.2`, or `-` off the cluster network."""
+    return f"default:ip4={pod.address.split('/')[0]}" if pod.address else "-"
+
+
 def list_rows(pods: list[PodInfo], *, full: bool, now: datetime) -> list[tuple[str, ...]]:
     """The `list` table (without its header)."""
     when = format_time if full else (lambda moment: format_age(moment, now))
@@ -222,6 +227,7 @@ def list_rows(pods: list[PodInfo], *, full: bool, now: datetime) -> list[tuple[s
             pod.state.value,
             when(pod.created),
             when(pod.started) or "-",
+            network_column(pod),
         )
         for pod in pods
     ]
@@ -235,7 +241,7 @@ def list_command(
 ) -> None:
     """List pods."""
     rows = list_rows(_pods(ctx).list(), full=full, now=datetime.now(UTC))
-    header = ("UUID", "APP", "IMAGE NAME", "IMAGE ID", "STATE", "CREATED", "STARTED")
+    header = ("UUID", "APP", "IMAGE NAME", "IMAGE ID", "STATE", "CREATED", "STARTED", "NETWORKS")
     table = rows if no_legend else [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))] if table else []
     for row in table:
@@ -266,6 +272,8 @@ def status_lines(pod: PodInfo) -> list[str]:
         lines.append(f"app-{pod.app_name}={pod.exit_status}")
     if pod.unit:
         lines.append(f"unit={pod.unit}")
+    if pod.address:
+        lines.append(f"networks={network_column(pod)}")
     return lines
 
 
@@ -283,6 +291,7 @@ def status_json(pod: PodInfo) -> dict[str, Any]:
         "image_id": pod.image_id,
         "unit": pod.unit,
         "stage1": pod.stage1,
+        "address": pod.address.split("/")[0] if pod.address else None,
     }
 
 

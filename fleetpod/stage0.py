@@ -34,16 +34,17 @@ import sys
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import NoReturn
 
 from fleetd.core.container import MIN_MEMORY
-from fleetpod import stage1
+from fleetpod import ipam, stage1
 from fleetpod.config import PodSettings
 from fleetpod.errors import PodError, StoreError
 from fleetpod.fetch import fetch
 from fleetpod.image_manifest import host_arch
-from fleetpod.pod_manifest import RunOptions, Stage1, build_pod_manifest, default_app_name
+from fleetpod.pod_manifest import NetMode, RunOptions, Stage1, build_pod_manifest, default_app_name
 from fleetpod.pods import Pod, PodStore, process_start_time
 from fleetpod.store import ImageRecord, ImageStore
 from fleetpod.trust import TrustStore
@@ -122,6 +123,23 @@ class Host:
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
     ) -> None:
         libc_mount(source, target, fstype, flags, data)
+
+    def connect_network(self, uuid: str, data_dir: Path) -> tuple[IPv4Interface, Path] | None:
+        """Put pod `uuid` on the node's cluster network (an address from `fleetpod.ipam`, the
+        links of `fleetpod.network`); None when the node has none. Nothing is left held or
+        made when it fails."""
+        node = ipam.read_node_network()
+        if node is None:
+            return None
+        from fleetpod import network  # noqa: PLC0415 (pyroute2 takes ~150 ms to import)
+
+        book = ipam.AddressBook(data_dir)
+        address = book.allocate(node, uuid)
+        try:
+            return address, network.connect_pod(node, uuid, address)
+        except BaseException:
+            book.release(uuid)
+            raise
 
     def read_cgroup(self) -> str:
         return (self.proc / "self" / "cgroup").read_text()
@@ -439,6 +457,14 @@ def _launch(
     with contextlib.suppress(StoreError):
         images.touch(spec.image_id)
     prepare_volumes(pod.path, spec)
+    network_namespace = None
+    if spec.net is NetMode.DEFAULT and not fly:  # before the private mount namespace: the
+        # namespace's bind mount under /run/netns must be the host's, for gc to remove it
+        connected = host.connect_network(pod.uuid, settings.paths.data_dir)
+        if connected is not None:
+            address, network_namespace = connected
+            pod.write("net-address", str(address))
+            pod.write("netns", str(network_namespace))
     namespaced = host.enter_private_mount_namespace()
     if fly and not namespaced:
         raise PodError("the fly stage1 needs a private mount namespace (run as root)")
@@ -462,7 +488,13 @@ def _launch(
         (rootfs / "usr").mkdir()  # nspawn refuses a directory without /usr unless it boots
     console = None if host.stdout_is_tty() else "pipe"
     argv = stage1.nspawn_command(
-        pod.path, manifest, uuid=pod.uuid, keep_unit=unit is not None, app=spec, console=console
+        pod.path,
+        manifest,
+        uuid=pod.uuid,
+        keep_unit=unit is not None,
+        app=spec,
+        console=console,
+        network_namespace=network_namespace,
     )
     if unit and not service:
         argv = stage1.scope_command(unit, properties, argv)

@@ -11,8 +11,10 @@ Invariants:
   systemd's limits and stop semantics apply to the whole container.
 * The container's identity derives from the pod UUID: `--uuid=<32 hex>`, machine and hostname
   `fleet-<first 8 hex>`.
-* `--net host` is the only mode that shares the host's network; `none` and `default` both give
-  a private network with loopback only (a veth/IPAM `default` network is future work).
+* `--net host` is the only mode that shares the host's network; `none` gives a private network
+  with loopback only; `default` runs in the pod's own namespace on the cluster network
+  (`--network-namespace-path=`, made by `fleetpod.network`) when the node has one, else it is
+  loopback only like `none`.
 * The fly plan mounts only under the pod's rootfs and only in the private mount namespace
   stage0 entered before running it; it drops privileges (groups, gid, uid) before the exec.
 """
@@ -209,6 +211,7 @@ def nspawn_command(
     app: PodSpec | None = None,
     net: str | None = None,
     console: str | None = None,
+    network_namespace: Path | None = None,
 ) -> list[str]:
     """The systemd-nspawn argv that runs the pod's app as PID 2 in `<pod>/rootfs`.
 
@@ -227,7 +230,9 @@ def nspawn_command(
         f"--hostname={machine_name(uuid)}",
         f"--directory={pod_dir / 'rootfs'}",
     ]
-    if mode is not NetMode.HOST:
+    if mode is NetMode.DEFAULT and network_namespace is not None:
+        argv.append(f"--network-namespace-path={network_namespace}")
+    elif mode is not NetMode.HOST:
         argv.append("--private-network")
     if console is not None:
         argv.append(f"--console={console}")

@@ -66,6 +66,7 @@ class NetworkAgent:
         subnet_file: Path = SUBNET_FILE,
         link_mtu: int | None = None,
         reconcile_interval: float = RECONCILE_INTERVAL,
+        forwarding_file: Path | None = None,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -83,6 +84,7 @@ class NetworkAgent:
         self._subnet_lost = False  # the watch saw our subnet key deleted or taken over
         self.error: str | None = None  # why the last pass failed (NetworkFull, ...)
         self.loop = ReconcileLoop("network", self._pass, interval=reconcile_interval)
+        self._forwarding_file = forwarding_file
 
     @property
     def public_ip(self) -> IPv4Address:
@@ -191,6 +193,8 @@ class NetworkAgent:
         await asyncio.to_thread(self._converge, config, own, leases)
 
     def _converge(self, config: NetworkConfig, own: SubnetLease, others: list[SubnetLease]) -> None:
+        if self._forwarding_file is not None:
+            enable_forwarding(self._forwarding_file)
         desired = desired_network(config, own, [own, *others], self._mtu())
         for reason in desired.skipped:
             log.info("subnet lease not routed", reason=reason)
@@ -244,3 +248,14 @@ class NetworkAgent:
             if not config.in_range(subnet):
                 log.info("releasing a subnet outside the network", subnet=str(subnet))
                 await self._client.delete(self._keys.subnet(name))
+
+
+def enable_forwarding(path: Path) -> None:
+    """Turn IPv4 forwarding on (pods' packets cross from the bridge to the other machines);
+    a read-only /proc/sys (a container) that already has it on is fine."""
+    if path.read_text().strip() == "1":
+        return
+    try:
+        path.write_text("1\n")
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot turn IPv4 forwarding on ({path}): {exc}") from None

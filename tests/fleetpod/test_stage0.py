@@ -8,6 +8,7 @@ import stat
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -58,8 +59,14 @@ class FakeHost(stage0.Host):
         self.overlay = overlay
         self.cgroup = cgroup
         self.command_status = command_status
+        self.network: tuple[IPv4Interface, Path] | None = None  # what connect_network gives
+        self.connected: list[str] = []
         self.calls: list[tuple[Any, ...]] = []
         self.journal: list[bytes] = []
+
+    def connect_network(self, uuid: str, data_dir: Path) -> tuple[IPv4Interface, Path] | None:
+        self.connected.append(uuid)
+        return self.network
 
     def enter_private_mount_namespace(self) -> bool:
         self.calls.append(("unshare",))
@@ -507,3 +514,25 @@ def test_on_a_terminal_nspawn_keeps_its_interactive_console(
     host = FakeHost(tmp_path, settings.paths.pods_dir, tty=True)
     executed = run_until_exec(settings, image_file, RunOptions(), host)
     assert not [arg for arg in executed.argv if arg.startswith("--console")]
+
+
+def test_on_the_cluster_network_nspawn_enters_the_pods_namespace(
+    settings: PodSettings, host: FakeHost, image_file: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    executed = run_until_exec(settings, image_file, run_options(), host)
+    pod = only_pod(settings)
+    assert host.connected == [pod.uuid]
+    assert "--network-namespace-path=/run/netns/fleet-x" in executed.argv
+    assert "--private-network" not in executed.argv
+    assert pod.address == "10.244.3.2/24"
+
+
+def test_net_none_and_host_are_never_connected(
+    settings: PodSettings, host: FakeHost, image_file: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    executed = run_until_exec(settings, image_file, run_options(net="none"), host)
+    assert host.connected == []
+    assert "--private-network" in executed.argv
+    assert only_pod(settings).address is None

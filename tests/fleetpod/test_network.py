@@ -1,0 +1,121 @@
+"""Pods on the cluster network, on a real kernel: scratch namespaces stand for two nodes (root),
+each with the agent's routes (vxlan or host-gw) and a pod connected by `fleetpod.network`; a pod
+on one node reaches the pod on the other by its address, without NAT."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+from pyroute2 import IPRoute, netns
+
+from agent.network.executor import apply_network_tasks
+from agent.network.netlink import NetlinkKernel
+from agent.network.plan import desired_network, plan_changes, vtep_mac
+from devtools.netns import Namespaces, fetch_tcp, in_netns, serve_tcp
+from fleetd.core.network import SubnetLease, parse_network_config
+from fleetpod.errors import PodError
+from fleetpod.ipam import NodeNetwork
+from fleetpod.network import BRIDGE, connect_pod, disconnect_pod, host_veth_name, netns_name
+
+NETWORK = IPv4Network("10.244.0.0/16")
+
+
+@pytest.fixture
+def namespaces() -> Iterator[Namespaces]:
+    made = Namespaces()
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+@pytest.fixture
+def pods() -> Iterator[list[str]]:
+    """Pod UUIDs whose namespaces the test may leave behind; all removed afterwards."""
+    made: list[str] = []
+    try:
+        yield made
+    finally:
+        for pod in made:
+            if netns_name(pod) in netns.listnetns():
+                netns.remove(netns_name(pod))
+
+
+def forwarding_on(name: str) -> None:
+    subprocess.run(in_netns(name, "sysctl", "-qw", "net.ipv4.ip_forward=1"), check=True)
+
+
+@pytest.mark.parametrize("kind", ["vxlan", "host-gw"])
+def test_a_pod_reaches_a_pod_on_another_node(
+    namespaces: Namespaces, pods: list[str], kind: str
+) -> None:
+    config = parse_network_config(
+        json.dumps({"Network": "10.244.0.0/16", "Backend": {"Type": kind}})
+    )
+    one, two = namespaces.create("node1"), namespaces.create("node2")
+    namespaces.link(one, "192.168.77.1/24", two, "192.168.77.2/24")
+    leases = [
+        SubnetLease(
+            IPv4Network(f"10.244.{n}.0/24"),
+            IPv4Address(f"192.168.77.{n}"),
+            kind,
+            *((1, vtep_mac(f"m{n}")) if kind == "vxlan" else ()),
+        )
+        for n in (1, 2)
+    ]
+    addresses = []
+    for n, (node, own) in enumerate(((one, leases[0]), (two, leases[1])), start=1):
+        forwarding_on(node)
+        kernel = NetlinkKernel(node)
+        desired = desired_network(config, own, leases)
+        apply_network_tasks(kernel, plan_changes(kernel.observe(NETWORK, "flannel.1"), desired))
+        view = NodeNetwork(NETWORK, IPv4Interface(f"10.244.{n}.1/24"), config.backend.mtu(1500))
+        pod = str(uuid.uuid4())
+        pods.append(pod)
+        address = IPv4Interface(f"10.244.{n}.2/24")
+        connect_pod(view, pod, address, host_netns=node)
+        addresses.append((netns_name(pod), address))
+    (client, client_address), (server, server_address) = addresses
+    with serve_tcp(server, str(server_address.ip), 8080):
+        answer = fetch_tcp(client, str(server_address.ip), 8080, "ping")
+    assert answer == f"hello ping from {client_address.ip}"  # the pod's own address: no NAT
+    with IPRoute(netns=client) as ipr:
+        (eth0,) = ipr.get_links(ifname="eth0")
+        assert eth0.get("mtu") == (1450 if kind == "vxlan" else 1500)
+
+
+def test_a_failed_connection_leaves_nothing(namespaces: Namespaces, pods: list[str]) -> None:
+    node = namespaces.create("node")
+    pod = str(uuid.uuid4())
+    pods.append(pod)
+    bad_mtu = NodeNetwork(NETWORK, IPv4Interface("10.244.1.1/24"), 10)  # below IPv4's minimum
+    with pytest.raises(PodError, match=f"cannot connect pod {pod} to the cluster network"):
+        connect_pod(bad_mtu, pod, IPv4Interface("10.244.1.2/24"), host_netns=node)
+    assert netns_name(pod) not in netns.listnetns()
+    with IPRoute(netns=node) as ipr:
+        assert ipr.link_lookup(ifname=host_veth_name(pod)) == []
+
+
+def test_disconnect_removes_the_namespace_and_the_link(
+    namespaces: Namespaces, pods: list[str]
+) -> None:
+    node = namespaces.create("node")
+    pod = str(uuid.uuid4())
+    pods.append(pod)
+    view = NodeNetwork(NETWORK, IPv4Interface("10.244.1.1/24"), 1450)
+    path = connect_pod(view, pod, IPv4Interface("10.244.1.2/24"), host_netns=node)
+    assert path == Path("/run/netns") / netns_name(pod)
+    with IPRoute(netns=node) as ipr:
+        (veth,) = ipr.get_links(ifname=host_veth_name(pod))
+        assert veth.get("master") == ipr.link_lookup(ifname=BRIDGE)[0]
+    disconnect_pod(pod, host_netns=node)
+    disconnect_pod(pod, host_netns=node)  # idempotent
+    assert netns_name(pod) not in netns.listnetns()
+    with IPRoute(netns=node) as ipr:
+        assert ipr.link_lookup(ifname=host_veth_name(pod)) == []
