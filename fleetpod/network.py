@@ -100,7 +100,8 @@ def connect_pod(
     `host_netns` names the node's namespace when it is not this process's (tests)."""
     name, host_end = netns_name(uuid), host_veth_name(uuid)
     peer = f"fq{_hex(uuid)[:10]}"
-    disconnect_pod(uuid, host_netns=host_netns)  # what a killed earlier start of this pod left
+    if name in netns.listnetns():  # what a killed earlier start of this pod left
+        disconnect_pod(uuid, host_netns=host_netns)
     try:
         netns.create(name)
         with _host(host_netns) as ipr:

@@ -12,7 +12,9 @@
      match what this machine holds, take a subnet with the `SubnetKeeper` (the remembered one
      first, flannel's `subnet.env`; the one already on this machine's etcd lease after a restart
      within the TTL); a subnet key of ours outside the configured range is deleted first;
-  2. routes: snapshot the kernel (`NetworkKernel.observe`), plan (`desired_network`,
+  2. masquerade (once per network): pods' traffic that leaves the cluster network is NATed to
+     the node's address, nothing else (one nftables rule, `agent.network.netlink`);
+  3. routes: snapshot the kernel (`NetworkKernel.observe`), plan (`desired_network`,
      `plan_changes`), apply (`apply_network_tasks`), all in a worker thread (netlink blocks).
 
 A full network (`NetworkFull`) is logged as an error on every pass and retried with backoff: a
@@ -23,7 +25,7 @@ last pass left them.
 from __future__ import annotations
 
 import asyncio
-from ipaddress import IPv4Address, ip_address
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 
 import structlog
@@ -85,6 +87,7 @@ class NetworkAgent:
         self.error: str | None = None  # why the last pass failed (NetworkFull, ...)
         self.loop = ReconcileLoop("network", self._pass, interval=reconcile_interval)
         self._forwarding_file = forwarding_file
+        self._masqueraded: IPv4Network | None = None  # the network the NAT rule covers
 
     @property
     def public_ip(self) -> IPv4Address:
@@ -198,6 +201,12 @@ class NetworkAgent:
         desired = desired_network(config, own, [own, *others], self._mtu())
         for reason in desired.skipped:
             log.info("subnet lease not routed", reason=reason)
+        if self._masqueraded != config.network:
+            self._kernel.masquerade(config.network)
+            self._masqueraded = config.network
+            log.info(
+                "masquerading traffic that leaves the cluster network", network=str(config.network)
+            )
         observed = self._kernel.observe(config.network, vxlan_device_name(config.backend.vni))
         tasks = plan_changes(observed, desired)
         if tasks:

@@ -55,6 +55,10 @@ class NetworkKernel(Protocol):
         """Perform one task; idempotent."""
         ...
 
+    def masquerade(self, network: IPv4Network) -> None:
+        """Masquerade pods' traffic from `network` to anywhere outside it (only that)."""
+        ...
+
 
 def describe(task: Task) -> str:
     """One line saying what `task` does, for the log."""
@@ -105,6 +109,10 @@ class FakeKernel:
     fdb: set[FdbEntry] = field(default_factory=set)
     applied: list[Task] = field(default_factory=list)
     fail_on: type | None = None  # a task type whose next application fails
+    masqueraded: IPv4Network | None = None
+
+    def masquerade(self, network: IPv4Network) -> None:
+        self.masqueraded = network
 
     def observe(self, network: IPv4Network, vxlan_name: str | None) -> Observed:
         vxlan = self.vxlan if self.vxlan is not None and self.vxlan.name == vxlan_name else None

@@ -13,14 +13,19 @@ on delete are not errors.
 
 from __future__ import annotations
 
+import ctypes
 import errno
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nfnetlink.nftsocket import Cmp
+from pyroute2.nftables.expressions import ipv4addr, masq
+from pyroute2.nftables.main import NFTables
 
 from agent.network.plan import (
     AddFdb,
@@ -44,7 +49,12 @@ MAIN_TABLE = 254
 RTNH_F_ONLINK = 4
 NUD_PERMANENT = 0x80
 AF_INET = 2
+CLONE_NEWNET = 0x40000000
 _GONE = {errno.ENOENT, errno.ESRCH, errno.ENODEV, errno.EADDRNOTAVAIL}
+NFT_TABLE = "pyfleet"  # nftables table (family ip) holding the masquerade rule
+NFT_CHAIN = "postrouting"
+NF_ACCEPT = 1
+NAT_PRIORITY = 100  # srcnat
 
 
 def _os_error(exc: NetlinkError, what: str) -> OSError:
@@ -106,6 +116,42 @@ class NetlinkKernel:
                 if msg.get("address") == str(address):
                     return int(ipr.get_links(msg["index"])[0].get("mtu"))
         return 1500
+
+    def masquerade(self, network: IPv4Network) -> None:
+        """Masquerade what pods send out of the cluster network, and nothing else: one
+        nftables rule, `ip saddr <network> ip daddr != <network> masquerade`, in the table
+        `pyfleet` (made afresh, so a rule for an earlier network goes)."""
+        if self._netns is not None:  # nftables sockets take no namespace: open one there
+            _in_netns(self._netns, lambda: NetlinkKernel().masquerade(network))
+            return
+        nft = NFTables(nfgen_family=AF_INET)
+        try:
+            if any(t.get("NFTA_TABLE_NAME") == NFT_TABLE for t in nft.get_tables()):
+                nft.table("del", name=NFT_TABLE)
+            nft.table("add", name=NFT_TABLE)
+            nft.chain(
+                "add",
+                table=NFT_TABLE,
+                name=NFT_CHAIN,
+                hook="postrouting",
+                type="nat",
+                priority=NAT_PRIORITY,
+                policy=NF_ACCEPT,
+            )
+            nft.rule(
+                "add",
+                table=NFT_TABLE,
+                chain=NFT_CHAIN,
+                expressions=(
+                    ipv4addr(src=str(network)),
+                    ipv4addr(dst=str(network), op=Cmp.NFT_CMP_NEQ),
+                    masq(),
+                ),
+            )
+        except NetlinkError as exc:
+            raise _os_error(exc, f"masquerade traffic leaving {network}") from None
+        finally:
+            nft.close()
 
     # ---- writing
 
@@ -177,6 +223,28 @@ class NetlinkKernel:
         if route.onlink:
             args["flags"] = RTNH_F_ONLINK
         return args
+
+
+def _in_netns(name: str, call: Callable[[], None]) -> None:
+    """Run `call` on a thread of its own that entered network namespace `name` (setns acts on
+    the calling thread only), and re-raise what it raised."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            with open(f"/run/netns/{name}") as handle:
+                if libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({name})")
+            call()
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"netns-{name}")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _ignore_gone(call: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -73,6 +74,7 @@ def test_a_pod_reaches_a_pod_on_another_node(
     for n, (node, own) in enumerate(((one, leases[0]), (two, leases[1])), start=1):
         forwarding_on(node)
         kernel = NetlinkKernel(node)
+        kernel.masquerade(NETWORK)  # only what leaves the network: not this pod-to-pod traffic
         desired = desired_network(config, own, leases)
         apply_network_tasks(kernel, plan_changes(kernel.observe(NETWORK, "flannel.1"), desired))
         view = NodeNetwork(NETWORK, IPv4Interface(f"10.244.{n}.1/24"), config.backend.mtu(1500))
@@ -88,6 +90,32 @@ def test_a_pod_reaches_a_pod_on_another_node(
     with IPRoute(netns=client) as ipr:
         (eth0,) = ipr.get_links(ifname="eth0")
         assert eth0.get("mtu") == (1450 if kind == "vxlan" else 1500)
+
+
+def test_only_traffic_leaving_the_cluster_network_is_masqueraded(
+    namespaces: Namespaces, pods: list[str]
+) -> None:
+    node, outside = namespaces.create("node"), namespaces.create("outside")
+    namespaces.link(node, "192.168.77.1/24", outside, "192.168.77.9/24")
+    forwarding_on(node)
+    NetlinkKernel(node).masquerade(NETWORK)
+    NetlinkKernel(node).masquerade(NETWORK)  # again: still one rule
+    pod = str(uuid.uuid4())
+    pods.append(pod)
+    view = NodeNetwork(NETWORK, IPv4Interface("10.244.1.1/24"), 1450)
+    connect_pod(view, pod, IPv4Interface("10.244.1.2/24"), host_netns=node)
+    with serve_tcp(outside, "192.168.77.9", 8080):
+        answer = fetch_tcp(netns_name(pod), "192.168.77.9", 8080, "out")
+    assert answer == "hello out from 192.168.77.1"  # the node's address
+    script = (
+        "from pyroute2.nftables.main import NFTables\n"
+        "nft = NFTables(nfgen_family=2)\n"
+        "print(sum(r.get('NFTA_RULE_TABLE') == 'pyfleet' for r in nft.get_rules()))\n"
+    )
+    rules = subprocess.run(
+        in_netns(node, sys.executable, "-c", script), capture_output=True, text=True, check=True
+    )
+    assert rules.stdout.strip() == "1"
 
 
 def test_a_failed_connection_leaves_nothing(namespaces: Namespaces, pods: list[str]) -> None:

@@ -5,8 +5,9 @@ a client container on node2 that fetches from it by the server pod's address.
 The image is a static busybox (node1's) with `httpd` and `wget`, signed with a key made for the
 test and trusted on every node, as in `test_containers.py`. Also checked: every machine leases a
 different subnet of the network (`fleetctl list-subnets`), a pod's address lies in its node's
-subnet, a second pod on a node gets another address of that subnet, and a killed node's subnet
-lease ends within the agent TTL and the other nodes drop their route to it.
+subnet, a second pod on a node gets another address of that subnet, a pod reaches etcd's
+container (outside the cluster network, so only through the node's masquerade rule), and a
+killed node's subnet lease ends within the agent TTL and the other nodes drop their route to it.
 """
 
 from __future__ import annotations
@@ -148,6 +149,19 @@ def test_a_pod_on_node2_fetches_from_a_pod_on_node1_by_address(
         return GREETING in lines, "\n".join(lines[-15:])
 
     cluster.wait(fetched, "the client pod's fetch from the server pod", within=60)
+
+    # outside the cluster network (etcd's container has no route to the pods): masqueraded
+    etcd_ip = run_in(cluster.etcd, ["hostname", "-i"])[1].split()[0]
+    cursor = cluster.journal_cursor("node2")
+    health = f"/bin/sh -c 'wget -q -O - http://{etcd_ip}:2379/health && exec sleep 100000'"
+    cluster.write_unit("outside.service", container_unit(web_image, node2, health))
+    cluster.fleetctl("start", "outside.service")
+
+    def answered() -> tuple[bool, str]:
+        lines = cluster.journal_after("node2", cursor)
+        return any('"health":"true"' in line for line in lines), "\n".join(lines[-15:])
+
+    cluster.wait(answered, "a pod's request to etcd, outside the cluster network", within=60)
 
     # a second pod on node1 gets another address of node1's subnet
     cluster.write_unit(
