@@ -118,6 +118,10 @@ MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e
 CpuOpt = Annotated[str | None, typer.Option("--cpu", help="CPU limit, e.g. 500m or 2.")]
 TasksOpt = Annotated[int | None, typer.Option("--tasks-max", help="Most tasks (TasksMax=).")]
 NetOpt = Annotated[str | None, typer.Option("--net", help="host, none or default.")]
+PortOpt = Annotated[
+    list[str] | None,
+    typer.Option("--port", help="NODE-PORT:POD-PORT[/tcp|udp] on the node's address, repeatable."),
+]
 Stage1Opt = Annotated[str, typer.Option("--stage1", help="nspawn or fly.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="The app's name.")]
 SignatureOpt = Annotated[Path | None, typer.Option("--signature", help="Signature file.")]
@@ -137,6 +141,7 @@ def _options(**flags: Any) -> RunOptions:
         net=flags["net"],
         stage1=flags["stage1"],
         name=flags["name"],
+        ports=flags["port"] or (),
     )
 
 
@@ -154,6 +159,7 @@ def run_command(
     cpu: CpuOpt = None,
     tasks_max: TasksOpt = None,
     net: NetOpt = None,
+    port: PortOpt = None,
     stage1: Stage1Opt = "nspawn",
     name: NameOpt = None,
     signature: SignatureOpt = None,
@@ -178,6 +184,7 @@ def prepare_command(
     cpu: CpuOpt = None,
     tasks_max: TasksOpt = None,
     net: NetOpt = None,
+    port: PortOpt = None,
     stage1: Stage1Opt = "nspawn",
     name: NameOpt = None,
     signature: SignatureOpt = None,

@@ -27,6 +27,10 @@ SUBNET_FILE_ENV = "FLEET_POD_SUBNET_FILE"
 DEFAULT_SUBNET_FILE = Path("/run/fleet/subnet.env")
 
 
+class PortTaken(PodError):
+    """A node port another pod publishes, or something on the node listens on."""
+
+
 class AddressesExhausted(PodError):
     """Every address of the node's subnet is held by a pod."""
 
@@ -38,6 +42,7 @@ class NodeNetwork:
     network: IPv4Network  # the whole cluster network
     gateway: IPv4Interface  # the bridge's address, with the node's subnet length
     mtu: int
+    public_ip: IPv4Address | None = None  # where pods' ports are published (FLEET_PUBLIC_IP)
 
     @property
     def subnet(self) -> IPv4Network:
@@ -59,13 +64,14 @@ def parse_subnet_env(text: str) -> NodeNetwork:
         network = IPv4Network(values["FLANNEL_NETWORK"])
         gateway = IPv4Interface(values["FLANNEL_SUBNET"])
         mtu = int(values.get("FLANNEL_MTU", "1500"))
+        public_ip = IPv4Address(values["FLEET_PUBLIC_IP"]) if "FLEET_PUBLIC_IP" in values else None
     except KeyError as exc:
         raise PodError(f"subnet file: {exc.args[0]} is missing") from None
     except ValueError as exc:
         raise PodError(f"subnet file: {exc}") from None
     if not gateway.network.subnet_of(network):
         raise PodError(f"subnet file: FLANNEL_SUBNET {gateway} is outside {network}")
-    return NodeNetwork(network, gateway, mtu)
+    return NodeNetwork(network, gateway, mtu, public_ip)
 
 
 def read_node_network(path: Path | None = None) -> NodeNetwork | None:
@@ -134,4 +140,38 @@ class AddressBook:
                 with contextlib.suppress(FileNotFoundError):
                     (self.directory / str(address)).unlink()
                 freed.append(address)
+        return freed
+
+
+class PortBook:
+    """Which pod publishes which node port: `<data dir>/network/ports/<proto>-<port>` holding
+    the pod's UUID, created with O_EXCL (two pods never publish one port)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.directory = data_dir / "network" / "ports"
+
+    def claim(self, uuid: str, protocol: str, port: int) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{protocol}-{port}"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        except FileExistsError:
+            holder = path.read_text().strip()
+            if holder == uuid:
+                return
+            raise PortTaken(
+                f"node port {port}/{protocol} is already published by pod {holder}"
+            ) from None
+        with os.fdopen(fd, "w") as file:
+            file.write(uuid + "\n")
+
+    def release(self, uuid: str) -> list[str]:
+        freed = []
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.directory):
+                path = self.directory / name
+                with contextlib.suppress(FileNotFoundError):
+                    if path.read_text().strip() == uuid:
+                        path.unlink()
+                        freed.append(name)
         return freed

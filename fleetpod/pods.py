@@ -34,7 +34,7 @@ from typing import Any
 
 from fleetd.runtime.files import write_atomically
 from fleetpod.errors import PodError, PodStateError
-from fleetpod.ipam import AddressBook
+from fleetpod.ipam import AddressBook, PortBook
 from fleetpod.render import force_rmtree
 
 
@@ -543,3 +543,7 @@ class PodStore:
         """Free a swept pod's address (its namespace went with `_sweep`; the kernel deletes
         its veth pair with the namespace)."""
         AddressBook(self.pods_dir.parent).release(uuid)
+        if PortBook(self.pods_dir.parent).release(uuid):  # it published ports: their rules
+            from fleetpod.network import unpublish_ports  # noqa: PLC0415 (pyroute2 is slow)
+
+            unpublish_ports(uuid)

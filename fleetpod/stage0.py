@@ -38,7 +38,7 @@ from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import NoReturn
 
-from fleetd.core.container import MIN_MEMORY
+from fleetd.core.container import MIN_MEMORY, PortMapping
 from fleetpod import ipam, stage1
 from fleetpod.config import PodSettings
 from fleetpod.errors import PodError, StoreError
@@ -124,20 +124,37 @@ class Host:
     ) -> None:
         libc_mount(source, target, fstype, flags, data)
 
-    def connect_network(self, uuid: str, data_dir: Path) -> tuple[IPv4Interface, Path] | None:
+    def connect_network(
+        self, uuid: str, data_dir: Path, ports: Sequence[PortMapping] = ()
+    ) -> tuple[IPv4Interface, Path] | None:
         """Put pod `uuid` on the node's cluster network (an address from `fleetpod.ipam`, the
-        links of `fleetpod.network`); None when the node has none. Nothing is left held or
-        made when it fails."""
+        links of `fleetpod.network`) and publish its `ports` on the node's address; None when
+        the node has no network. Nothing is left held or made when it fails."""
         node = ipam.read_node_network()
         if node is None:
+            if ports:
+                raise PodError("--port needs the cluster network, and this node has none")
             return None
+        if ports and node.public_ip is None:
+            raise PodError("--port: the node's subnet file names no FLEET_PUBLIC_IP")
         from fleetpod import network  # noqa: PLC0415 (pyroute2 takes ~150 ms to import)
 
-        book = ipam.AddressBook(data_dir)
+        book, port_book = ipam.AddressBook(data_dir), ipam.PortBook(data_dir)
         address = book.allocate(node, uuid)
+        connected = False
         try:
-            return address, network.connect_pod(node, uuid, address)
+            for port in ports:
+                port_book.claim(uuid, port.protocol, port.host)
+            path = network.connect_pod(node, uuid, address)
+            connected = True
+            if ports:
+                assert node.public_ip is not None
+                network.publish_ports(uuid, node.public_ip, address.ip, ports)
+            return address, path
         except BaseException:
+            if connected:
+                network.disconnect_pod(uuid)
+            port_book.release(uuid)
             book.release(uuid)
             raise
 
@@ -460,7 +477,7 @@ def _launch(
     network_namespace = None
     if spec.net is NetMode.DEFAULT and not fly:  # before the private mount namespace: the
         # namespace's bind mount under /run/netns must be the host's, for gc to remove it
-        connected = host.connect_network(pod.uuid, settings.paths.data_dir)
+        connected = host.connect_network(pod.uuid, settings.paths.data_dir, spec.ports)
         if connected is not None:
             address, network_namespace = connected
             pod.write("net-address", str(address))

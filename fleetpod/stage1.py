@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from fleetd.core.container import PortMapping, parse_port
 from fleetd.core.quantity import cpu_quota
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import parse_cpu, parse_memory
 from fleetpod.pod_manifest import (
     NET_ANNOTATION,
+    PORTS_ANNOTATION,
     STAGE1_ANNOTATION,
     TASKS_MAX_ANNOTATION,
     NetMode,
@@ -101,6 +103,7 @@ class PodSpec:
     cpu: int | None = None
     tasks_max: int | None = None
     volumes: tuple[Volume, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
 
 
 def _volume_from_json(item: Mapping[str, Any]) -> Volume:
@@ -166,6 +169,11 @@ def pod_spec(manifest: Mapping[str, Any]) -> PodSpec:
             cpu=parse_cpu(limits["resource/cpu"]) if "resource/cpu" in limits else None,
             tasks_max=int(tasks_max) if tasks_max is not None else None,
             volumes=tuple(volumes.values()),
+            ports=tuple(
+                parse_port(item)
+                for item in (annotation(manifest, PORTS_ANNOTATION) or "").split(",")
+                if item
+            ),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise PodError(f"pod manifest is not one fleet-pod can run: {error!r}") from None

@@ -4,13 +4,21 @@ survive restarts, a clear error when the subnet is full."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
 
 from fleetpod.errors import PodError
-from fleetpod.ipam import AddressBook, AddressesExhausted, NodeNetwork, parse_subnet_env
+from fleetpod.ipam import (
+    AddressBook,
+    AddressesExhausted,
+    NodeNetwork,
+    PortBook,
+    PortTaken,
+    parse_subnet_env,
+)
 
 NODE = NodeNetwork(IPv4Network("10.244.0.0/16"), IPv4Interface("10.244.3.1/24"), 1450)
 
@@ -18,9 +26,9 @@ NODE = NodeNetwork(IPv4Network("10.244.0.0/16"), IPv4Interface("10.244.3.1/24"),
 def test_subnet_env_as_the_agent_writes_it() -> None:
     node = parse_subnet_env(
         "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\n"
-        "FLANNEL_IPMASQ=true\n"
+        "FLANNEL_IPMASQ=true\nFLEET_PUBLIC_IP=192.168.0.3\n"
     )
-    assert node == NODE
+    assert node == replace(NODE, public_ip=IPv4Address("192.168.0.3"))
     assert node.subnet == IPv4Network("10.244.3.0/24")
 
 
@@ -70,3 +78,14 @@ def test_a_full_subnet_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(AddressesExhausted, match=r"no free address in 10\.244\.3\.0/29: all 5"):
         book.allocate(small, "one-too-many")
     assert book.address_of("one-too-many") is None
+
+
+def test_a_node_port_is_published_by_one_pod_only(tmp_path: Path) -> None:
+    ports = PortBook(tmp_path)
+    ports.claim("pod-a", "tcp", 8080)
+    ports.claim("pod-a", "tcp", 8080)  # its own again: fine
+    ports.claim("pod-b", "udp", 8080)  # another protocol
+    with pytest.raises(PortTaken, match="node port 8080/tcp is already published by pod pod-a"):
+        ports.claim("pod-b", "tcp", 8080)
+    assert ports.release("pod-a") == ["tcp-8080"]
+    ports.claim("pod-b", "tcp", 8080)

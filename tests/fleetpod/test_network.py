@@ -19,10 +19,19 @@ from agent.network.executor import apply_network_tasks
 from agent.network.netlink import NetlinkKernel
 from agent.network.plan import desired_network, plan_changes, vtep_mac
 from devtools.netns import Namespaces, fetch_tcp, in_netns, serve_tcp
+from fleetd.core.container import PortMapping
 from fleetd.core.network import SubnetLease, parse_network_config
 from fleetpod.errors import PodError
-from fleetpod.ipam import NodeNetwork
-from fleetpod.network import BRIDGE, connect_pod, disconnect_pod, host_veth_name, netns_name
+from fleetpod.ipam import NodeNetwork, PortTaken
+from fleetpod.network import (
+    BRIDGE,
+    connect_pod,
+    disconnect_pod,
+    host_veth_name,
+    netns_name,
+    publish_ports,
+    unpublish_ports,
+)
 
 NETWORK = IPv4Network("10.244.0.0/16")
 
@@ -147,3 +156,46 @@ def test_disconnect_removes_the_namespace_and_the_link(
     assert netns_name(pod) not in netns.listnetns()
     with IPRoute(netns=node) as ipr:
         assert ipr.link_lookup(ifname=host_veth_name(pod)) == []
+
+
+def test_a_published_port_reaches_the_pod_through_the_nodes_address(
+    namespaces: Namespaces, pods: list[str]
+) -> None:
+    node, outside = namespaces.create("node"), namespaces.create("outside")
+    namespaces.link(node, "192.168.77.1/24", outside, "192.168.77.9/24")
+    forwarding_on(node)
+    pod = str(uuid.uuid4())
+    pods.append(pod)
+    view = NodeNetwork(NETWORK, IPv4Interface("10.244.1.1/24"), 1450)
+    connect_pod(view, pod, IPv4Interface("10.244.1.2/24"), host_netns=node)
+    mapping = PortMapping(8080, 80, "tcp")
+    node_ip, pod_ip = IPv4Address("192.168.77.1"), IPv4Address("10.244.1.2")
+    publish_ports(pod, node_ip, pod_ip, [mapping], host_netns=node)
+    with serve_tcp(netns_name(pod), "10.244.1.2", 80):
+        assert fetch_tcp(outside, "192.168.77.1", 8080, "in") == "hello in from 192.168.77.9"
+    with serve_tcp(netns_name(pod), "10.244.1.2", 80):  # from the node itself
+        assert fetch_tcp(node, "192.168.77.1", 8080, "local") == "hello local from 192.168.77.1"
+    unpublish_ports(pod, host_netns=node)
+    unpublish_ports(pod, host_netns=node)  # idempotent
+    with serve_tcp(netns_name(pod), "10.244.1.2", 80), pytest.raises(ConnectionError):
+        fetch_tcp(outside, "192.168.77.1", 8080, "gone")
+
+
+def test_a_port_taken_on_the_node_is_refused_and_nothing_is_left(
+    namespaces: Namespaces, pods: list[str]
+) -> None:
+    node = namespaces.create("node")
+    pod = str(uuid.uuid4())
+    pods.append(pod)
+    node_ip, pod_ip = IPv4Address("192.168.77.1"), IPv4Address("10.244.1.2")
+    taken = pytest.raises(PortTaken, match=r"node port 8080/tcp is taken on this node")
+    with serve_tcp(node, "0.0.0.0", 8080), taken:  # something on the node listens on 8080
+        publish_ports(pod, node_ip, pod_ip, [PortMapping(8080, 80)], host_netns=node)
+    script = (
+        "from pyroute2.nftables.main import NFTables\n"
+        "print([t.get('NFTA_TABLE_NAME') for t in NFTables(nfgen_family=2).get_tables()])\n"
+    )
+    tables = subprocess.run(
+        in_netns(node, sys.executable, "-c", script), capture_output=True, text=True, check=True
+    )
+    assert tables.stdout.strip() == "[]"

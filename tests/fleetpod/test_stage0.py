@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import pytest
 
+from fleetd.core.container import PortMapping
 from fleetpod import stage0, stage1
 from fleetpod.config import Insecure, PodSettings
 from fleetpod.errors import PodError, StoreError
@@ -61,11 +62,15 @@ class FakeHost(stage0.Host):
         self.command_status = command_status
         self.network: tuple[IPv4Interface, Path] | None = None  # what connect_network gives
         self.connected: list[str] = []
+        self.published: tuple[PortMapping, ...] = ()
         self.calls: list[tuple[Any, ...]] = []
         self.journal: list[bytes] = []
 
-    def connect_network(self, uuid: str, data_dir: Path) -> tuple[IPv4Interface, Path] | None:
+    def connect_network(
+        self, uuid: str, data_dir: Path, ports: Sequence[PortMapping] = ()
+    ) -> tuple[IPv4Interface, Path] | None:
         self.connected.append(uuid)
+        self.published = tuple(ports)
         return self.network
 
     def enter_private_mount_namespace(self) -> bool:
@@ -526,6 +531,15 @@ def test_on_the_cluster_network_nspawn_enters_the_pods_namespace(
     assert "--network-namespace-path=/run/netns/fleet-x" in executed.argv
     assert "--private-network" not in executed.argv
     assert pod.address == "10.244.3.2/24"
+    assert host.published == ()
+
+
+def test_published_ports_reach_the_network_set_up(
+    settings: PodSettings, host: FakeHost, image_file: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    run_until_exec(settings, image_file, run_options(ports=["8080:80/tcp", "53:53/udp"]), host)
+    assert host.published == (PortMapping(8080, 80, "tcp"), PortMapping(53, 53, "udp"))
 
 
 def test_net_none_and_host_are_never_connected(

@@ -6,7 +6,8 @@ The image is a static busybox (node1's) with `httpd` and `wget`, signed with a k
 test and trusted on every node, as in `test_containers.py`. Also checked: every machine leases a
 different subnet of the network (`fleetctl list-subnets`), a pod's address lies in its node's
 subnet, a second pod on a node gets another address of that subnet, subnets and pod addresses
-survive `systemctl restart fleet` with the pods still reachable, a pod reaches etcd's
+survive `systemctl restart fleet` with the pods still reachable, a published port (`Port=`)
+reaches a pod from another machine through its node's address, a pod reaches etcd's
 container (outside the cluster network, so only through the node's masquerade rule), and a
 killed node's subnet lease ends within the agent TTL and the other nodes drop their route to it.
 """
@@ -183,6 +184,30 @@ def test_a_pod_on_node2_fetches_from_a_pod_on_node1_by_address(
     addresses = wait_pods(cluster, "node1", 2)
     assert len(set(addresses)) == 2
     assert all(address in leases[node1] for address in addresses)
+
+
+def test_a_published_port_reaches_the_pod_from_another_machine(
+    network_cluster: Cluster, web_image: str
+) -> None:
+    cluster = network_cluster
+    node1 = cluster.machines["node1"]
+    unit = container_unit(web_image, node1, "/bin/httpd -f -p 8080 -h /www")
+    cluster.write_unit(
+        "published.service", unit.replace("[X-Fleet]", "Port=9090:8080\n\n[X-Fleet]")
+    )
+    cluster.fleetctl("start", "published.service")
+    node1_ip = run_in(cluster.nodes["node1"], ["hostname", "-i"])[1].split()[0]
+    script = (
+        "import sys, urllib.request as r\n"
+        "print(r.urlopen(sys.argv[1], timeout=5).read().decode())\n"
+    )
+
+    def reached() -> tuple[bool, str]:
+        command = ["python3", "-c", script, f"http://{node1_ip}:9090/"]
+        code, output = run_in(cluster.nodes["node2"], command)  # node2 itself, not a pod
+        return code == 0 and GREETING in output, output[-300:]
+
+    cluster.wait(reached, "node1's published port 9090 from node2", within=60)
 
 
 def test_subnets_and_addresses_survive_a_fleet_restart(
