@@ -15,7 +15,7 @@ from pyroute2 import netns
 from fleetpod import pods as pods_module
 from fleetpod import stage0
 from fleetpod.errors import PodError, PodStateError
-from fleetpod.ipam import AddressBook, NodeNetwork
+from fleetpod.ipam import AddressBook, NodeNetwork, PortBook
 from fleetpod.pods import (
     DIR_OF,
     STATE_DIRS,
@@ -619,3 +619,19 @@ def test_sweep_removes_the_pods_network_namespace_and_frees_its_address(
     finally:
         if name in netns.listnetns():
             netns.remove(name)
+
+
+def test_sweep_frees_a_pods_published_ports_and_deletes_their_rules(
+    store: PodStore, pods_to_release: list[Pod], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetpod.network
+
+    uuid = make(store, pods_to_release, S.GARBAGE)
+    ports = PortBook(store.pods_dir.parent)
+    ports.claim(uuid, "tcp", 8080)
+    unpublished: list[str] = []
+    monkeypatch.setattr(fleetpod.network, "unpublish_ports", unpublished.append)
+    report = store.apply([task(A.SWEEP, uuid, S.GARBAGE)], now=NOW, unmount=no_unmount)
+    assert report.skipped == ()
+    assert unpublished == [uuid]
+    ports.claim("another-pod", "tcp", 8080)  # free again
