@@ -154,3 +154,27 @@ async def test_a_full_network_is_a_clear_error(
 
 async def _async(value: T) -> T:
     return value
+
+
+async def test_a_subnet_key_deleted_under_the_machine_is_leased_again(
+    etcd: EtcdClient, keys: Keys, tmp_path: Path
+) -> None:
+    await configure(etcd, keys, {"Network": "10.244.0.0/16"})
+    node = Node(etcd, keys, tmp_path, 1)
+    async with running(node):
+        await wait_until(lambda: _async(node.subnet()), "a subnet")
+        subnet = node.subnet()
+        assert subnet is not None
+        key = keys.subnet(f"{subnet.network_address}-{subnet.prefixlen}")
+        await etcd.delete(key)
+
+        async def back() -> bool:
+            kv = await etcd.get(key)
+            return (
+                kv is not None
+                and node.heart.lease is not None
+                and (kv.lease == node.heart.lease.id)
+            )
+
+        await wait_until(back, "the subnet key written again on the machine's lease")
+        assert node.subnet() == subnet  # remembered: the same subnet
