@@ -1,6 +1,6 @@
 """The agent: runs on this machine, through systemd, what the engine scheduled here.
 
-`Agent.run()` runs five parts in one task group:
+`Agent.run()` runs five (six) parts in one task group:
 
 * the heart (`agent.heart`): `machines/<id>` on a kept-alive lease, re-attached after a restart;
 * the schedule watch: `schedule/<own id>/` and nothing else (a `PrefixWatcher`, which resumes
@@ -9,7 +9,9 @@
   on a slow safety tick: snapshot (`local_units`), pure plan (`plan_agent`), execute
   (`apply_agent_tasks`);
 * a follower of the `UnitManager`'s change feed that triggers the loop;
-* the state publisher (`agent.publisher`).
+* the state publisher (`agent.publisher`);
+* the container network (`agent.network.agent`), given a kernel: this machine's subnet lease
+  and its routes to the other machines, once `network/config` is set.
 
 Invariants:
 * The agent acts only on a schedule it has read. Before the first read nothing is planned; when
@@ -45,6 +47,9 @@ import structlog
 from agent.executor import STOP_TIMEOUT, apply_agent_tasks, local_units
 from agent.heart import Heart
 from agent.intents import INTENTS_FILE, LaunchIntents
+from agent.network.agent import NetworkAgent
+from agent.network.executor import NetworkKernel
+from agent.network.netlink import NetlinkKernel
 from agent.plan import LocalUnit, ReloadSystemd, UnloadUnit, plan_agent
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
@@ -66,6 +71,7 @@ log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
 FETCH_CONCURRENCY = 64  # unit records read from etcd at once (a burst needs hundreds)
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CATCH_UP = 3
 """How many times a pass takes the newer schedule that arrived while it read unit files."""
 
@@ -90,6 +96,8 @@ class Agent:
         version: str = __version__,
         intents: LaunchIntents | None = None,
         metrics: Metrics | None = None,
+        network_kernel: NetworkKernel | None = None,
+        forwarding_file: Path | None = None,
     ) -> None:
         self._client = client
         self.metrics = metrics if metrics is not None else unserved()
@@ -99,6 +107,13 @@ class Agent:
         self._stop_timeout = stop_timeout
         self.heart = Heart(client, keys, machine, ttl=ttl, version=version)
         self.publisher = StatePublisher(client, keys, machine.id, manager, self.heart)
+        self.network = (
+            NetworkAgent(
+                client, keys, machine, self.heart, network_kernel, forwarding_file=forwarding_file
+            )
+            if network_kernel is not None
+            else None
+        )
         self.intents = (
             intents
             if intents is not None
@@ -131,6 +146,8 @@ class Agent:
                 group.create_task(self._watch_schedule(), name="agent:schedule")
                 group.create_task(self._follow(feed), name="agent:systemd-changes")
                 group.create_task(self.loop.run(), name="agent:reconcile")
+                if self.network is not None:
+                    group.create_task(self.network.run(), name="agent:network")
 
     # ---- inputs
 
@@ -319,5 +336,14 @@ async def run_agent_on_systemd(
     async with asyncio.TaskGroup() as group:
         group.create_task(manager.run(), name="agent:dbus")
         await manager.wait_connected()
-        agent = Agent(client, keys, manager, machine, ttl=ttl, metrics=metrics)
+        agent = Agent(
+            client,
+            keys,
+            manager,
+            machine,
+            ttl=ttl,
+            metrics=metrics,
+            network_kernel=NetlinkKernel(),
+            forwarding_file=IP_FORWARD,
+        )
         group.create_task(agent.run(), name="agent:main")

@@ -119,6 +119,10 @@ MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory limit, e
 CpuOpt = Annotated[str | None, typer.Option("--cpu", help="CPU limit, e.g. 500m or 2.")]
 TasksOpt = Annotated[int | None, typer.Option("--tasks-max", help="Most tasks (TasksMax=).")]
 NetOpt = Annotated[str | None, typer.Option("--net", help=f"{spoken_choices(tuple(NetMode))}.")]
+PortOpt = Annotated[
+    list[str] | None,
+    typer.Option("--port", help="NODE-PORT:POD-PORT[/tcp|udp] on the node's address, repeatable."),
+]
 Stage1Opt = Annotated[str, typer.Option("--stage1", help=f"{spoken_choices(STAGE1S)}.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="The app's name.")]
 SignatureOpt = Annotated[Path | None, typer.Option("--signature", help="Signature file.")]
@@ -138,6 +142,7 @@ def _options(**flags: Any) -> RunOptions:
         net=flags["net"],
         stage1=flags["stage1"],
         name=flags["name"],
+        ports=flags["port"] or (),
     )
 
 
@@ -155,6 +160,7 @@ def run_command(
     cpu: CpuOpt = None,
     tasks_max: TasksOpt = None,
     net: NetOpt = None,
+    port: PortOpt = None,
     stage1: Stage1Opt = "nspawn",
     name: NameOpt = None,
     signature: SignatureOpt = None,
@@ -179,6 +185,7 @@ def prepare_command(
     cpu: CpuOpt = None,
     tasks_max: TasksOpt = None,
     net: NetOpt = None,
+    port: PortOpt = None,
     stage1: Stage1Opt = "nspawn",
     name: NameOpt = None,
     signature: SignatureOpt = None,
@@ -211,6 +218,11 @@ def format_age(moment: datetime | None, now: datetime) -> str:
     return f"{seconds} second{'s' if seconds != 1 else ''} ago"
 
 
+def network_column(pod: PodInfo) -> str:
+    """rkt's NETWORKS cell: `default:ip4=10.244.3.2`, or `-` off the cluster network."""
+    return f"default:ip4={pod.address.split('/')[0]}" if pod.address else "-"
+
+
 def list_rows(pods: list[PodInfo], *, full: bool, now: datetime) -> list[tuple[str, ...]]:
     """The `list` table (without its header)."""
     when = format_time if full else (lambda moment: format_age(moment, now))
@@ -223,6 +235,7 @@ def list_rows(pods: list[PodInfo], *, full: bool, now: datetime) -> list[tuple[s
             pod.state.value,
             when(pod.created),
             when(pod.started) or "-",
+            network_column(pod),
         )
         for pod in pods
     ]
@@ -236,7 +249,7 @@ def list_command(
 ) -> None:
     """List pods."""
     rows = list_rows(_pods(ctx).list(), full=full, now=datetime.now(UTC))
-    header = ("UUID", "APP", "IMAGE NAME", "IMAGE ID", "STATE", "CREATED", "STARTED")
+    header = ("UUID", "APP", "IMAGE NAME", "IMAGE ID", "STATE", "CREATED", "STARTED", "NETWORKS")
     table = rows if no_legend else [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))] if table else []
     for row in table:
@@ -267,6 +280,8 @@ def status_lines(pod: PodInfo) -> list[str]:
         lines.append(f"app-{pod.app_name}={pod.exit_status}")
     if pod.unit:
         lines.append(f"unit={pod.unit}")
+    if pod.address:
+        lines.append(f"networks={network_column(pod)}")
     return lines
 
 
@@ -284,6 +299,7 @@ def status_json(pod: PodInfo) -> dict[str, Any]:
         "image_id": pod.image_id,
         "unit": pod.unit,
         "stage1": pod.stage1,
+        "address": pod.address.split("/")[0] if pod.address else None,
     }
 
 

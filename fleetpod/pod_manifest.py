@@ -22,7 +22,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fleetd.core.container import MIN_MEMORY, NetMode, Stage1, spoken_choices
+from fleetd.core.container import (
+    MIN_MEMORY,
+    ContainerError,
+    NetMode,
+    PortMapping,
+    Stage1,
+    parse_ports,
+    spoken_choices,
+)
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import AC_NAME, App, parse_cpu, parse_memory
 
@@ -33,6 +41,7 @@ POD_AC_KIND = "PodManifest"
 POD_AC_VERSION = "0.8.11"
 STAGE1_ANNOTATION = "pyfleet.io/stage1"
 NET_ANNOTATION = "pyfleet.io/net"
+PORTS_ANNOTATION = "pyfleet.io/ports"  # published ports, `8080:80/tcp,...`
 TASKS_MAX_ANNOTATION = "pyfleet.io/tasks-max"
 UUID_ANNOTATION = "pyfleet.io/uuid"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -94,6 +103,7 @@ class RunOptions:
     net: NetMode = NetMode.DEFAULT
     stage1: Stage1 = Stage1.NSPAWN
     name: str | None = None
+    ports: tuple[PortMapping, ...] = ()
 
 
 # --- flag parsers ---------------------------------------------------------------------------
@@ -259,6 +269,7 @@ def run_options(
     net: str | None = None,
     stage1: str = "nspawn",
     name: str | None = None,
+    ports: Sequence[str] = (),
 ) -> RunOptions:
     """All run flags at once, as the CLI receives them. fly shares the host network."""
     kind = parse_stage1(stage1)
@@ -269,6 +280,12 @@ def run_options(
         raise _flag_error("--tasks-max", str(tasks_max), "must be more than 0")
     if exec_path is not None and not exec_path:
         raise _flag_error("--exec", exec_path, "must not be empty")
+    try:
+        mappings = parse_ports(list(ports), "invalid --port")
+    except ContainerError as exc:
+        raise PodError(str(exc)) from None
+    if mappings and net_mode not in (None, NetMode.DEFAULT):
+        raise _flag_error("--port", ports[0], "needs --net default (the pod's own address)")
     return RunOptions(
         exec_path=exec_path,
         args=tuple(args),
@@ -281,6 +298,7 @@ def run_options(
         net=net_mode or (NetMode.HOST if kind is Stage1.FLY else NetMode.DEFAULT),
         stage1=kind,
         name=None if name is None else parse_app_name(name),
+        ports=mappings,
     )
 
 
@@ -367,6 +385,9 @@ def build_pod_manifest(image: ImageRecord, options: RunOptions, uuid: str) -> di
     ]
     if options.tasks_max is not None:
         annotations.append({"name": TASKS_MAX_ANNOTATION, "value": str(options.tasks_max)})
+    if options.ports:
+        value = ",".join(port.spec for port in options.ports)
+        annotations.append({"name": PORTS_ANNOTATION, "value": value})
     environment = _merge_environment(app.environment if app else (), options.environment)
     app_json = {
         "exec": list(argv),

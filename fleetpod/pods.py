@@ -34,6 +34,7 @@ from typing import Any
 
 from fleetd.runtime.files import write_atomically
 from fleetpod.errors import PodError, PodStateError
+from fleetpod.ipam import AddressBook, PortBook
 from fleetpod.render import force_rmtree
 
 
@@ -122,6 +123,7 @@ class PodInfo:
     stage1: str | None
     path: Path
     marked: datetime | None = None
+    address: str | None = None  # on the cluster network (`fleetpod.network`), with its length
 
 
 @dataclass
@@ -409,6 +411,7 @@ class PodStore:
             stage1=_read(path / "stage1"),
             path=path,
             marked=_time(_read(path / "marked")),
+            address=(_read(path / "net-address") or "").strip() or None,
         )
 
     def list(self) -> list[PodInfo]:
@@ -499,7 +502,10 @@ class PodStore:
                 if fd is None:
                     return "busy (locked by another process)"
                 if task.action is GcAction.SWEEP:
-                    return self._sweep(path, unmount)
+                    why = self._sweep(path, unmount)
+                    if why is None:
+                        self._release_network(task.uuid)
+                    return why
                 source, target = _GC_MOVES[task.action]
                 if source is S.EXITED and self._alive(path):
                     return "its process is still alive"
@@ -518,8 +524,26 @@ class PodStore:
                 unmount(rootfs)
             if os.path.ismount(rootfs):
                 return f"{rootfs} is still mounted"
+        netns = (_read(path / "netns") or "").strip()
+        if netns and os.path.ismount(netns):  # the pod's network namespace (fleetpod.network)
+            with contextlib.suppress(OSError):
+                unmount(Path(netns))
+            if os.path.ismount(netns):
+                return f"{netns} is still mounted"
+        with contextlib.suppress(FileNotFoundError):
+            if netns:
+                os.unlink(netns)
         try:
             force_rmtree(path)
         except OSError as error:
             return f"cannot delete: {error}"
         return None
+
+    def _release_network(self, uuid: str) -> None:
+        """Free a swept pod's address (its namespace went with `_sweep`; the kernel deletes
+        its veth pair with the namespace)."""
+        AddressBook(self.pods_dir.parent).release(uuid)
+        if PortBook(self.pods_dir.parent).release(uuid):  # it published ports: their rules
+            from fleetpod.network import unpublish_ports  # noqa: PLC0415 (pyroute2 is slow)
+
+            unpublish_ports(uuid)

@@ -34,11 +34,12 @@ import sys
 import uuid as uuidlib
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import NoReturn
 
-from fleetd.core.container import MIN_MEMORY, Stage1
-from fleetpod import stage1
+from fleetd.core.container import MIN_MEMORY, NetMode, PortMapping, Stage1
+from fleetpod import ipam, stage1
 from fleetpod.config import PodSettings
 from fleetpod.errors import PodError, StoreError
 from fleetpod.fetch import fetch
@@ -122,6 +123,40 @@ class Host:
         self, source: str | None, target: str, fstype: str | None, flags: int, data: str | None
     ) -> None:
         libc_mount(source, target, fstype, flags, data)
+
+    def connect_network(
+        self, uuid: str, data_dir: Path, ports: Sequence[PortMapping] = ()
+    ) -> tuple[IPv4Interface, Path] | None:
+        """Put pod `uuid` on the node's cluster network (an address from `fleetpod.ipam`, the
+        links of `fleetpod.network`) and publish its `ports` on the node's address; None when
+        the node has no network. Nothing is left held or made when it fails."""
+        node = ipam.read_node_network()
+        if node is None:
+            if ports:
+                raise PodError("--port needs the cluster network, and this node has none")
+            return None
+        if ports and node.public_ip is None:
+            raise PodError("--port: the node's subnet file names no FLEET_PUBLIC_IP")
+        from fleetpod import network  # noqa: PLC0415 (pyroute2 takes ~150 ms to import)
+
+        book, port_book = ipam.AddressBook(data_dir), ipam.PortBook(data_dir)
+        address = book.allocate(node, uuid)
+        connected = False
+        try:
+            for port in ports:
+                port_book.claim(uuid, port.protocol, port.host)
+            path = network.connect_pod(node, uuid, address)
+            connected = True
+            if ports:
+                assert node.public_ip is not None
+                network.publish_ports(uuid, node.public_ip, address.ip, ports)
+            return address, path
+        except BaseException:
+            if connected:
+                network.disconnect_pod(uuid)
+            port_book.release(uuid)
+            book.release(uuid)
+            raise
 
     def read_cgroup(self) -> str:
         return (self.proc / "self" / "cgroup").read_text()
@@ -439,6 +474,14 @@ def _launch(
     with contextlib.suppress(StoreError):
         images.touch(spec.image_id)
     prepare_volumes(pod.path, spec)
+    network_namespace = None
+    if spec.net is NetMode.DEFAULT and not fly:  # before the private mount namespace: the
+        # namespace's bind mount under /run/netns must be the host's, for gc to remove it
+        connected = host.connect_network(pod.uuid, settings.paths.data_dir, spec.ports)
+        if connected is not None:
+            address, network_namespace = connected
+            pod.write("net-address", str(address))
+            pod.write("netns", str(network_namespace))
     namespaced = host.enter_private_mount_namespace()
     if fly and not namespaced:
         raise PodError("the fly stage1 needs a private mount namespace (run as root)")
@@ -462,7 +505,13 @@ def _launch(
         (rootfs / "usr").mkdir()  # nspawn refuses a directory without /usr unless it boots
     console = None if host.stdout_is_tty() else "pipe"
     argv = stage1.nspawn_command(
-        pod.path, manifest, uuid=pod.uuid, keep_unit=unit is not None, app=spec, console=console
+        pod.path,
+        manifest,
+        uuid=pod.uuid,
+        keep_unit=unit is not None,
+        app=spec,
+        console=console,
+        network_namespace=network_namespace,
     )
     if unit and not service:
         argv = stage1.scope_command(unit, properties, argv)

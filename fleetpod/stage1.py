@@ -11,8 +11,10 @@ Invariants:
   systemd's limits and stop semantics apply to the whole container.
 * The container's identity derives from the pod UUID: `--uuid=<32 hex>`, machine and hostname
   `fleet-<first 8 hex>`.
-* `--net host` is the only mode that shares the host's network; `none` and `default` both give
-  a private network with loopback only (a veth/IPAM `default` network is future work).
+* `--net host` is the only mode that shares the host's network; `none` gives a private network
+  with loopback only; `default` runs in the pod's own namespace on the cluster network
+  (`--network-namespace-path=`, made by `fleetpod.network`) when the node has one, else it is
+  loopback only like `none`.
 * The fly plan mounts only under the pod's rootfs and only in the private mount namespace
   stage0 entered before running it; it drops privileges (groups, gid, uid) before the exec.
 """
@@ -26,11 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from fleetd.core.container import NetMode, Stage1
+from fleetd.core.container import NetMode, PortMapping, Stage1, parse_port
 from fleetd.core.quantity import cpu_quota
 from fleetpod.errors import PodError
 from fleetpod.image_manifest import parse_cpu, parse_memory
-from fleetpod.pod_manifest import NET_ANNOTATION, STAGE1_ANNOTATION, TASKS_MAX_ANNOTATION, Volume
+from fleetpod.pod_manifest import (
+    NET_ANNOTATION,
+    PORTS_ANNOTATION,
+    STAGE1_ANNOTATION,
+    TASKS_MAX_ANNOTATION,
+    Volume,
+)
 
 NSPAWN = "systemd-nspawn"
 NSPAWN_ENV = {
@@ -93,6 +101,7 @@ class PodSpec:
     cpu: int | None = None
     tasks_max: int | None = None
     volumes: tuple[Volume, ...] = ()
+    ports: tuple[PortMapping, ...] = ()
 
 
 def _volume_from_json(item: Mapping[str, Any]) -> Volume:
@@ -158,6 +167,11 @@ def pod_spec(manifest: Mapping[str, Any]) -> PodSpec:
             cpu=parse_cpu(limits["resource/cpu"]) if "resource/cpu" in limits else None,
             tasks_max=int(tasks_max) if tasks_max is not None else None,
             volumes=tuple(volumes.values()),
+            ports=tuple(
+                parse_port(item)
+                for item in (annotation(manifest, PORTS_ANNOTATION) or "").split(",")
+                if item
+            ),
         )
     except (KeyError, TypeError, ValueError) as error:
         raise PodError(f"pod manifest is not one fleet-pod can run: {error!r}") from None
@@ -203,6 +217,7 @@ def nspawn_command(
     app: PodSpec | None = None,
     net: str | None = None,
     console: str | None = None,
+    network_namespace: Path | None = None,
 ) -> list[str]:
     """The systemd-nspawn argv that runs the pod's app as PID 2 in `<pod>/rootfs`.
 
@@ -221,7 +236,9 @@ def nspawn_command(
         f"--hostname={machine_name(uuid)}",
         f"--directory={pod_dir / 'rootfs'}",
     ]
-    if mode is not NetMode.HOST:
+    if mode is NetMode.DEFAULT and network_namespace is not None:
+        argv.append(f"--network-namespace-path={network_namespace}")
+    elif mode is not NetMode.HOST:
         argv.append("--private-network")
     if console is not None:
         argv.append(f"--console={console}")

@@ -18,6 +18,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -38,6 +39,7 @@ class VxlanDevice:
     local: IPv4Address  # this machine's public IP, the tunnel's source
     address: IPv4Interface  # the subnet's network address, /32
     mtu: int
+    mac: str | None = None  # the VTEP's MAC, as this machine's lease announces it
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +167,7 @@ def desired_network(
         own.public_ip,
         IPv4Interface((own.subnet.network_address, 32)),
         backend.mtu(link_mtu),
+        own.vtep_mac,
     )
     routes_v, neighbours, fdb = set(), set(), set()
     for lease in others:
@@ -200,3 +203,11 @@ def plan_changes(observed: Observed, desired: Desired) -> list[Task]:
     tasks += [AddNeighbour(n) for n in sorted(desired.neighbours - observed.neighbours, key=repr)]
     tasks += [AddRoute(r) for r in sorted(desired.routes - observed.routes, key=repr)]
     return tasks
+
+
+def vtep_mac(machine_id: str) -> str:
+    """The VXLAN device's MAC for `machine_id`: stable across restarts (so a lease taken back
+    after a restart still names the right VTEP), unicast and locally administered."""
+    digest = hashlib.sha256(f"vtep:{machine_id}".encode()).digest()
+    octets = [(digest[0] & 0xFC) | 0x02, *digest[1:6]]
+    return ":".join(f"{o:02x}" for o in octets)

@@ -69,8 +69,15 @@ def read_subnet_file(path: Path) -> IPv4Network | None:
     return None
 
 
-def write_subnet_file(path: Path, config: NetworkConfig, subnet: IPv4Network, mtu: int) -> None:
-    """Write flannel's subnet.env for `subnet` atomically (a temporary file, then a rename)."""
+def write_subnet_file(
+    path: Path,
+    config: NetworkConfig,
+    subnet: IPv4Network,
+    mtu: int,
+    public_ip: IPv4Address | None = None,
+) -> None:
+    """Write flannel's subnet.env for `subnet` atomically (a temporary file, then a rename);
+    pyfleet adds `FLEET_PUBLIC_IP`, the node address pods' ports are published on."""
     gateway = IPv4Interface((subnet.network_address + 1, subnet.prefixlen))
     text = (
         f"FLANNEL_NETWORK={config.network}\n"
@@ -78,6 +85,8 @@ def write_subnet_file(path: Path, config: NetworkConfig, subnet: IPv4Network, mt
         f"FLANNEL_MTU={mtu}\n"
         "FLANNEL_IPMASQ=true\n"
     )
+    if public_ip is not None:
+        text += f"FLEET_PUBLIC_IP={public_ip}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(f".{path.name}.tmp")
     scratch.write_text(text)
@@ -122,9 +131,11 @@ class SubnetKeeper:
             return SubnetLease(subnet, self._public_ip, "vxlan", backend.vni, self._vtep_mac)
         return SubnetLease(subnet, self._public_ip, backend.type)
 
-    async def acquire(self, lease_id: int) -> Acquired:
-        """Lease a subnet on etcd lease `lease_id`; NetworkFull when none is free."""
-        config = await self.read_config()
+    async def acquire(self, lease_id: int, config: NetworkConfig | None = None) -> Acquired:
+        """Lease a subnet on etcd lease `lease_id` under `config` (by default the stored one);
+        NetworkFull when none is free."""
+        if config is None:
+            config = await self.read_config()
         remembered = read_subnet_file(self._subnet_file)
         for _ in range(MAX_ATTEMPTS):
             kvs, _ = await self._client.get_prefix(self._keys.subnets)
@@ -158,7 +169,7 @@ class SubnetKeeper:
 
     def _done(self, config: NetworkConfig, record: SubnetLease, *, reclaimed: bool) -> Acquired:
         mtu = config.backend.mtu(self._link_mtu)
-        write_subnet_file(self._subnet_file, config, record.subnet, mtu)
+        write_subnet_file(self._subnet_file, config, record.subnet, mtu, self._public_ip)
         log.info(
             "subnet leased",
             subnet=str(record.subnet),

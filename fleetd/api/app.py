@@ -50,6 +50,7 @@ from fleetd.api.errors import (
 )
 from fleetd.api.machines import machines_router
 from fleetd.api.metrics import RequestMetrics, metrics_router
+from fleetd.api.network import network_router
 from fleetd.api.routing import COMPONENTS, json_response
 from fleetd.api.service import ApiService
 from fleetd.api.state import state_router
@@ -109,6 +110,7 @@ def create_app(
         not_allowed.update({prefix + path: answer for path, answer in NOT_ALLOWED.items()})
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
+    app.include_router(network_router(service))
     if metrics is not None:
         app.include_router(metrics_router(metrics))
     for router in routers:

@@ -27,6 +27,8 @@ Keys (each may appear once unless said otherwise):
   in the pod. They bound stage0 too, which is Python: below 64 MB fleet-pod itself would be
   killed while it fetches and prepares, so a smaller `Memory=` is refused.
 * `Net=` (`default`, `host`, `none`) and `Stage1=` (`nspawn`, `fly`): fleet-pod's flags.
+* `Port=` (repeatable): `NODE-PORT:POD-PORT[/tcp|udp]`, a pod port published on the node's
+  address (fleet-pod's `--port`); needs `Net=default`.
 
 Values are unit-file values: systemd's specifiers (`%i`, `%H`, `%n`, ...) expand as in any other
 line of the unit (`Image=/srv/images/%i.aci` in a template, `Environment=NODE=%H`); write `%%`
@@ -49,13 +51,16 @@ from fleetd.core.quantity import QuantityError, cpu_quota, parse_cpu, parse_memo
 from fleetd.core.unitfile import UnitFile
 
 SECTION = "X-Container"
-KEYS = frozenset({"Image", "Exec", "Environment", "Volume", "Memory", "CPU", "Net", "Stage1"})
-REPEATABLE = frozenset({"Environment", "Volume"})
+KEYS = frozenset(
+    {"Image", "Exec", "Environment", "Volume", "Memory", "CPU", "Net", "Stage1", "Port"}
+)
+REPEATABLE = frozenset({"Environment", "Volume", "Port"})
+PROTOCOLS = ("tcp", "udp")
 
 
 class NetMode(StrEnum):
-    """A pod's network (`Net=`, fleet-pod's `--net`): the host's, or a private one with loopback
-    only (`none`, and `default` for now)."""
+    """A pod's network (`Net=`, fleet-pod's `--net`): the host's, loopback only (`none`), or
+    the cluster network (`default`: loopback only on a node without a subnet)."""
 
     HOST = "host"
     NONE = "none"
@@ -117,6 +122,51 @@ class ContainerSpec:
     cpu: str | None = None
     net: str | None = None
     stage1: str | None = None
+    ports: tuple[PortMapping, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PortMapping:
+    """A pod port published on the node's address: `8080:80/tcp` (node port, pod port)."""
+
+    host: int
+    pod: int
+    protocol: str = "tcp"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.host}:{self.pod}/{self.protocol}"
+
+
+def parse_port(text: str) -> PortMapping:
+    """`HOST:POD[/tcp|udp]`; ValueError saying what is wrong."""
+    ports, _, protocol = text.strip().partition("/")
+    protocol = protocol or "tcp"
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"{text!r}: protocol {protocol!r} is not tcp or udp")
+    host, sep, pod = ports.partition(":")
+    if not sep:
+        raise ValueError(f"{text!r}: expected NODE-PORT:POD-PORT[/tcp|udp], e.g. 8080:80/tcp")
+    numbers = []
+    for which, value in (("node", host), ("pod", pod)):
+        if not value.isdigit() or not 1 <= int(value) <= 65535:
+            raise ValueError(f"{text!r}: {which} port {value!r} is not a port (1 to 65535)")
+        numbers.append(int(value))
+    return PortMapping(numbers[0], numbers[1], protocol)
+
+
+def parse_ports(values: list[str], what: str) -> tuple[PortMapping, ...]:
+    """Several mappings; a node port published twice is refused (`what` names the source)."""
+    mappings = []
+    for value in values:
+        try:
+            mappings.append(parse_port(value))
+        except ValueError as exc:
+            raise ContainerError(f"{what} {exc}") from None
+    seen = [(m.host, m.protocol) for m in mappings]
+    if len(set(seen)) != len(seen):
+        raise ContainerError(f"{what}: a node port is published twice")
+    return tuple(mappings)
 
 
 def _split(key: str, value: str) -> list[str]:
@@ -231,6 +281,12 @@ def parse_container(unit: UnitFile) -> ContainerSpec | None:
     names = [volume.name for volume in volumes]
     if len(set(names)) != len(names):
         raise ContainerError("[X-Container] Volume: a volume name is used twice")
+    net = _choice(_single(unit, "Net"), "Net", NETS)
+    ports = parse_ports([v.strip() for v in unit.values(SECTION, "Port")], "[X-Container] Port=")
+    if ports and net not in (None, "default"):
+        raise ContainerError(
+            f"[X-Container] Port= needs Net=default (the pod's own address), not Net={net}"
+        )
     return ContainerSpec(
         image=image,
         exec=exec_,
@@ -238,8 +294,9 @@ def parse_container(unit: UnitFile) -> ContainerSpec | None:
         volumes=volumes,
         memory=memory,
         cpu=cpu,
-        net=_choice(_single(unit, "Net"), "Net", NETS),
+        net=net,
         stage1=_choice(_single(unit, "Stage1"), "Stage1", STAGE1S),
+        ports=ports,
     )
 
 
@@ -270,6 +327,8 @@ def fleet_pod_argv(spec: ContainerSpec, program: str) -> list[str]:
             argv += [flag, value]
     for name, value in spec.environment:
         argv += ["--set-env", f"{name}={value}"]
+    for port in spec.ports:
+        argv += ["--port", port.spec]
     for volume in spec.volumes:
         argv += ["--volume", volume.spec]
         if volume.target is not None:

@@ -341,6 +341,8 @@ async def test_the_openapi_document(api: httpx.AsyncClient) -> None:
     assert sorted(document["paths"]) == [
         "/fleet/v1/discovery",
         "/fleet/v1/machines",
+        "/fleet/v1/network/config",
+        "/fleet/v1/network/subnets",
         "/fleet/v1/state",
         "/fleet/v1/state/{name}",
         "/fleet/v1/units",

@@ -11,6 +11,7 @@ from fleetd.core.container import (
     ContainerError,
     ContainerSpec,
     ContainerVolume,
+    PortMapping,
     container_dropin,
     fleet_pod_argv,
     parse_container,
@@ -87,6 +88,12 @@ def test_every_key() -> None:
         ("Image=x\nCPU=fast\n", r"CPU=fast: not a CPU amount"),
         ("Image=x\nNet=bridge\n", r"Net=bridge: must be one of default, host, none"),
         ("Image=x\nStage1=kvm\n", r"Stage1=kvm: must be one of nspawn, fly"),
+        ("Image=x\nPort=8080\n", r"Port= '8080': expected NODE-PORT:POD-PORT"),
+        ("Image=x\nPort=8080:80/sctp\n", r"protocol 'sctp' is not tcp or udp"),
+        ("Image=x\nPort=0:80\n", r"node port '0' is not a port"),
+        ("Image=x\nPort=8080:99999\n", r"pod port '99999' is not a port"),
+        ("Image=x\nPort=8080:80\nPort=8080:81/tcp\n", r"a node port is published twice"),
+        ("Image=x\nNet=host\nPort=8080:80\n", r"Port= needs Net=default"),
     ],
 )
 def test_refusals_name_the_key(lines: str, message: str) -> None:
@@ -145,3 +152,16 @@ def test_choices_are_spoken_as_a_message_says_them() -> None:
     assert spoken_choices(STAGE1S) == "nspawn or fly"
     assert spoken_choices(("a", "b", "c")) == "a, b or c"
     assert spoken_choices(("a",)) == "a"
+
+
+def test_ports_become_fleet_pod_flags() -> None:
+    spec = section("Image=x\nPort=8080:80\nPort=5353:53/udp\nPort=8080:80/udp\n")
+    assert spec is not None
+    assert spec.ports == (
+        PortMapping(8080, 80, "tcp"),
+        PortMapping(5353, 53, "udp"),
+        PortMapping(8080, 80, "udp"),
+    )
+    argv = fleet_pod_argv(spec, PROGRAM)
+    assert argv[argv.index("--port") : argv.index("--port") + 2] == ["--port", "8080:80/tcp"]
+    assert "5353:53/udp" in argv

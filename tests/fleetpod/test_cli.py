@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def test_prepare_list_status_cat_manifest(cli: Cli, image_file: Path) -> None:
         "STATE",
         "CREATED",
         "STARTED",
+        "NETWORKS",
     ]
+    assert row.split()[-1] == "-"  # a prepared pod has no address yet
     assert row.split()[:5] == [
         uuid[:8],
         "web",
@@ -362,11 +365,14 @@ def test_list_rows_short_and_full() -> None:
             "running",
             "5 minutes ago",
             "4 minutes ago",
+            "-",
         )
     ]
     (row,) = list_rows([running_pod()], full=True, now=NOW)
     assert row[0] == running_pod().uuid
-    assert row[5:] == ("2024-06-01 11:55:00.000", "2024-06-01 11:56:00.000")
+    assert row[5:] == ("2024-06-01 11:55:00.000", "2024-06-01 11:56:00.000", "-")
+    (row,) = list_rows([replace(running_pod(), address="10.244.3.2/24")], full=False, now=NOW)
+    assert row[-1] == "default:ip4=10.244.3.2"
 
 
 def test_gc_removes_leftovers_of_killed_imports_after_the_grace_period(cli: Cli) -> None:

@@ -6,12 +6,16 @@ import fcntl
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from ipaddress import IPv4Interface, IPv4Network
 from pathlib import Path
 
 import pytest
+from pyroute2 import netns
 
 from fleetpod import pods as pods_module
+from fleetpod import stage0
 from fleetpod.errors import PodError, PodStateError
+from fleetpod.ipam import AddressBook, NodeNetwork, PortBook
 from fleetpod.pods import (
     DIR_OF,
     STATE_DIRS,
@@ -591,3 +595,43 @@ def test_rm_reports_a_pod_it_could_not_delete(
     held(store.get(uuid).path)
     with pytest.raises(PodStateError, match="not removed: busy"):
         store.remove(uuid, now=NOW, unmount=no_unmount)
+
+
+def test_sweep_removes_the_pods_network_namespace_and_frees_its_address(
+    store: PodStore, pods_to_release: list[Pod]
+) -> None:
+    uuid = make(store, pods_to_release, S.GARBAGE)
+    other = make(store, pods_to_release, S.RUNNING)
+    node = NodeNetwork(IPv4Network("10.244.0.0/16"), IPv4Interface("10.244.1.1/24"), 1450)
+    book = AddressBook(store.pods_dir.parent)
+    address = book.allocate(node, uuid)
+    book.allocate(node, other)
+    name = f"pyf-sweep-{uuid[:8]}"
+    netns.create(name)
+    try:
+        store.get(uuid).path.joinpath("netns").write_text(f"/run/netns/{name}\n")
+        report = store.apply([task(A.SWEEP, uuid, S.GARBAGE)], now=NOW, unmount=stage0.lazy_unmount)
+        assert report.skipped == ()
+        assert name not in netns.listnetns()
+        assert book.address_of(uuid) is None
+        assert book.address_of(other) is not None
+        assert book.allocate(node, "next") == address
+    finally:
+        if name in netns.listnetns():
+            netns.remove(name)
+
+
+def test_sweep_frees_a_pods_published_ports_and_deletes_their_rules(
+    store: PodStore, pods_to_release: list[Pod], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fleetpod.network
+
+    uuid = make(store, pods_to_release, S.GARBAGE)
+    ports = PortBook(store.pods_dir.parent)
+    ports.claim(uuid, "tcp", 8080)
+    unpublished: list[str] = []
+    monkeypatch.setattr(fleetpod.network, "unpublish_ports", unpublished.append)
+    report = store.apply([task(A.SWEEP, uuid, S.GARBAGE)], now=NOW, unmount=no_unmount)
+    assert report.skipped == ()
+    assert unpublished == [uuid]
+    ports.claim("another-pod", "tcp", 8080)  # free again

@@ -8,11 +8,13 @@ import stat
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 
+from fleetd.core.container import PortMapping
 from fleetpod import stage0, stage1
 from fleetpod.config import Insecure, PodSettings
 from fleetpod.errors import PodError, StoreError
@@ -58,8 +60,18 @@ class FakeHost(stage0.Host):
         self.overlay = overlay
         self.cgroup = cgroup
         self.command_status = command_status
+        self.network: tuple[IPv4Interface, Path] | None = None  # what connect_network gives
+        self.connected: list[str] = []
+        self.published: tuple[PortMapping, ...] = ()
         self.calls: list[tuple[Any, ...]] = []
         self.journal: list[bytes] = []
+
+    def connect_network(
+        self, uuid: str, data_dir: Path, ports: Sequence[PortMapping] = ()
+    ) -> tuple[IPv4Interface, Path] | None:
+        self.connected.append(uuid)
+        self.published = tuple(ports)
+        return self.network
 
     def enter_private_mount_namespace(self) -> bool:
         self.calls.append(("unshare",))
@@ -507,3 +519,34 @@ def test_on_a_terminal_nspawn_keeps_its_interactive_console(
     host = FakeHost(tmp_path, settings.paths.pods_dir, tty=True)
     executed = run_until_exec(settings, image_file, RunOptions(), host)
     assert not [arg for arg in executed.argv if arg.startswith("--console")]
+
+
+def test_on_the_cluster_network_nspawn_enters_the_pods_namespace(
+    settings: PodSettings, host: FakeHost, image_file: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    executed = run_until_exec(settings, image_file, run_options(), host)
+    pod = only_pod(settings)
+    assert host.connected == [pod.uuid]
+    assert "--network-namespace-path=/run/netns/fleet-x" in executed.argv
+    assert "--private-network" not in executed.argv
+    assert pod.address == "10.244.3.2/24"
+    assert host.published == ()
+
+
+def test_published_ports_reach_the_network_set_up(
+    settings: PodSettings, host: FakeHost, image_file: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    run_until_exec(settings, image_file, run_options(ports=["8080:80/tcp", "53:53/udp"]), host)
+    assert host.published == (PortMapping(8080, 80, "tcp"), PortMapping(53, 53, "udp"))
+
+
+def test_net_none_and_host_are_never_connected(
+    settings: PodSettings, host: FakeHost, image_file: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    executed = run_until_exec(settings, image_file, run_options(net="none"), host)
+    assert host.connected == []
+    assert "--private-network" in executed.argv
+    assert only_pod(settings).address is None

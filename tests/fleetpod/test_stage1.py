@@ -302,3 +302,15 @@ def test_the_scope_and_set_property_commands() -> None:
 )
 def test_own_service_unit_from_cgroup_v1_and_v2(cgroup: str, unit: str | None) -> None:
     assert own_service_unit(cgroup) == unit
+
+
+def test_the_default_network_enters_the_pods_namespace() -> None:
+    manifest = manifest_for(options=flags(net="default"))
+    namespace = Path("/run/netns/fleet-0123")
+    argv = nspawn_command(POD, manifest, uuid=UUID, keep_unit=True, network_namespace=namespace)
+    assert "--network-namespace-path=/run/netns/fleet-0123" in argv
+    assert "--private-network" not in argv
+    none = manifest_for(options=flags(net="none"))
+    argv = nspawn_command(POD, none, uuid=UUID, keep_unit=True, network_namespace=namespace)
+    assert "--private-network" in argv
+    assert not any(a.startswith("--network-namespace-path") for a in argv)

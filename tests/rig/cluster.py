@@ -317,6 +317,22 @@ class Cluster:
             return None
         return json.loads(base64.b64decode(kvs[0]["value"])), int(kvs[0].get("lease", 0))
 
+    def etcd_put(self, key: str, value: str) -> None:
+        """Store `value` at `key` (through etcd's JSON gateway inside the etcd container)."""
+        request = json.dumps(
+            {
+                "key": base64.b64encode(key.encode()).decode(),
+                "value": base64.b64encode(value.encode()).decode(),
+            }
+        )
+        script = (
+            "import sys, urllib.request as r\n"
+            "q = r.Request('http://127.0.0.1:2379/v3/kv/put', data=sys.argv[1].encode())\n"
+            "print(r.urlopen(q, timeout=5).read().decode())\n"
+        )
+        code, output = run_in(self.etcd, ["python3", "-c", script, request])
+        assert code == 0, output
+
     def leader(self) -> str | None:
         """The machine id of the engine leader."""
         found = self.etcd_get(f"{PREFIX}engine/leader")
@@ -349,11 +365,17 @@ def service(description: str, *, exec_start: str = "/bin/sleep infinity", **flee
 
 
 @contextlib.contextmanager
-def start_cluster(image: str, environment: Mapping[str, str] | None = None) -> Iterator[Cluster]:
+def start_cluster(
+    image: str,
+    environment: Mapping[str, str] | None = None,
+    *,
+    network_config: str | None = None,
+) -> Iterator[Cluster]:
     """An etcd and three registered nodes, node1 leading; all removed when the block ends.
 
     `environment` adds FLEET_* options for every node's fleetd (`FLEET_AGENT_TTL` is
-    `AGENT_TTL` unless given)."""
+    `AGENT_TTL` unless given); `network_config` (flannel's JSON) is in etcd before any node
+    boots, so the nodes come up on the container network, as `scripts/rig-up`'s do."""
     services = compose_services()
     machines = {name: services[name]["environment"]["container_uuid"] for name in NODE_NAMES}
     options = {"FLEET_AGENT_TTL": f"{AGENT_TTL}s", **(environment or {})}
@@ -381,6 +403,8 @@ def start_cluster(image: str, environment: Mapping[str, str] | None = None) -> I
             return node.start()
 
         cluster = Cluster(etcd, {}, machines, api_dir / "fleet.sock", unit_dir)
+        if network_config is not None:
+            cluster.etcd_put(f"{PREFIX}network/config", network_config)
         cluster.nodes["node1"] = boot("node1")
 
         def node1_leads() -> tuple[bool, str]:
