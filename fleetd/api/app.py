@@ -47,6 +47,8 @@ from fleetd.api.errors import (
     install_error_handlers,
     response_for,
 )
+from fleetd.api.event_hub import EventHub
+from fleetd.api.events import events_router
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
 from fleetd.core.requirements import unrecognized_keys
@@ -237,9 +239,14 @@ def _v1_router(service: ApiService, prefix: str) -> APIRouter:
 
 
 def create_app(
-    service: ApiService, *, token: str | None = None, max_body_bytes: int = MAX_BODY_BYTES
+    service: ApiService,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+    events: EventHub | None = None,
 ) -> FastAPI:
-    """The v1 API over `service`; with `token`, every request but /healthz must carry it."""
+    """The v1 API over `service`; with `token`, every request but /healthz must carry it.
+    With `events`, the event stream and snapshot extensions (`fleetd.api.events`) too."""
     app = FastAPI(
         title="fleet API",
         version=__version__,
@@ -253,6 +260,8 @@ def create_app(
         app.include_router(_v1_router(service, prefix))
         not_allowed.update({prefix + path: answer for path, answer in NOT_ALLOWED.items()})
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
+    if events is not None:
+        app.include_router(events_router(service, events))
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
     install_error_handlers(app, not_allowed)
 

@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
+from fleetd.api.event_hub import EventHub
 from fleetd.api.service import ApiService
 from fleetd.api.view import ApiView
 from fleetd.config import Config
@@ -278,8 +279,9 @@ async def serve_api(
         request_timeout=config.etcd_request_timeout,
         token_limit=config.token_limit,
     )
-    local_app = create_app(service)
-    remote_app = create_app(service, token=token) if token is not None else local_app
+    hub = EventHub(client, keys)
+    local_app = create_app(service, events=hub)
+    remote_app = create_app(service, token=token, events=hub) if token is not None else local_app
     open_files = open_files_limit()
     limit = limits.max_connections or connections_per_listener(open_files, len(config.listen))
     log.info(
@@ -293,6 +295,7 @@ async def serve_api(
     with open_listeners(config.listen) as listeners:
         async with asyncio.TaskGroup() as group:
             group.create_task(view.run(), name="api-view")
+            group.create_task(hub.run(), name="api-events")
             for listener in listeners:
                 app = local_app if listener.is_unix else remote_app
                 gate = ListenerGate(listener.address, listener.sock, limit, limits)
