@@ -27,6 +27,7 @@ from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT
 from fleetctl.commands import (
     cat,
     destroy,
+    events,
     list_machines,
     list_unit_files,
     list_units,
@@ -146,6 +147,7 @@ def help_command(
 for _name, _function in (
     ("cat", cat.cat),
     ("destroy", destroy.destroy),
+    ("events", events.events),
     ("help", help_command),
     ("list-machines", list_machines.list_machines),
     ("list-unit-files", list_unit_files.list_unit_files),

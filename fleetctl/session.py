@@ -88,6 +88,12 @@ class Session:
             return machine_id_legend(machine_id, full)
         return machine_legend(machine, full)
 
+    def close(self) -> None:
+        """Close the API client, if one was made (`run` does it for the commands it runs)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def run(self, body: Callable[[], int]) -> NoReturn:
         """Run a command body and exit with its code, printing errors it did not handle."""
         try:
