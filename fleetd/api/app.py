@@ -10,7 +10,8 @@ Around the routes, four ASGI middlewares, outermost first:
 * `Server: fleetd/<version>` on every response but a 503 (as fleet);
 * the last resort: an exception nothing else handled is logged and answered with a 500 in
   fleet's envelope (never Starlette's plain-text page), unless the response had already begun;
-* the bearer token, when one is configured: every request but `GET /healthz` needs
+* the bearer token, when one is configured: every request but `GET /healthz` and the
+  dashboard's files (`/ui`, `fleetd.api.ui`: they hold no data) needs
   `Authorization: Bearer <token>`, else 401 (the OpenAPI document is not exempt);
 * the body limit: a declared `Content-Length` over the limit is refused before the app runs, and
   a streamed body is counted as it is read; either way a 413.
@@ -51,6 +52,9 @@ from fleetd.api.event_hub import EventHub
 from fleetd.api.events import events_router
 from fleetd.api.pagination import Page, PageToken, parse_page_token
 from fleetd.api.service import ApiService, SetOutcome
+from fleetd.api.ui import PATHS as UI_PATHS
+from fleetd.api.ui import PREFIX as UI_PREFIX
+from fleetd.api.ui import ui_router
 from fleetd.core.requirements import unrecognized_keys
 from fleetd.core.unitfile import UnitFile
 
@@ -58,7 +62,8 @@ PREFIXES: Final = ("/fleet/v1", "/v1-alpha")
 IGNORED_KEYS_HEADER: Final = "X-Pyfleet-Ignored-Keys"
 MAX_BODY_BYTES: Final = 1 << 20
 SERVER_HEADER: Final = f"fleetd/{__version__}"
-OPEN_PATHS: Final = frozenset({"/healthz"})
+OPEN_PATHS: Final = frozenset({"/healthz", *UI_PATHS})
+OPEN_PREFIXES: Final = (UI_PREFIX,)  # the dashboard's files: no data (fleetd.api.ui)
 
 # What methods other than a resource's own get, by path under a prefix (fleet's messages).
 NOT_ALLOWED: Final = {
@@ -262,6 +267,7 @@ def create_app(
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
     if events is not None:
         app.include_router(events_router(service, events))
+    app.include_router(ui_router())
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
     install_error_handlers(app, not_allowed)
 
@@ -372,7 +378,12 @@ class BearerToken:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = scope["type"] == "http" and scope["path"] not in OPEN_PATHS
+        path = scope.get("path", "")
+        guarded = (
+            scope["type"] == "http"
+            and path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIXES)
+        )
         if guarded and not self._accepts(scope["headers"]):
             response = response_for(Unauthorized("missing or wrong bearer token"))
             await response(scope, receive, send)

@@ -1,0 +1,106 @@
+"""The dashboard in a real browser (Debian's chromium, driven by Playwright) against the real API,
+engine and agents: it shows the cluster, follows a unit started with fleetctl without a reload,
+acts only with the token, and leaves a screenshot in `test-artifacts/`."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.integration.cluster import TOKEN, Cluster
+from tests.integration.scenario import HELLO
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); no browser download
+WAIT_MS = 15_000
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def open_dashboard(browser: Browser, cluster: Cluster, token: str | None) -> Page:
+    page = await browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    fragment = f"#token={token}" if token else ""
+    await page.goto(f"{cluster.tcp_endpoint}/ui{fragment}")
+    page.set_default_timeout(WAIT_MS)
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def row(name: str) -> str:
+    return f'.unit-row[data-unit="{name}"]'
+
+
+async def test_a_unit_started_with_fleetctl_appears_and_goes_green_without_a_reload(
+    fleet_cluster: Cluster, browser: Browser, tmp_path: Path
+) -> None:
+    page = await open_dashboard(browser, fleet_cluster, TOKEN)
+    await page.wait_for_selector("body[data-ready=true]")
+    await page.wait_for_function("document.querySelectorAll('.machine').length === 3")
+    assert "token=" not in page.url  # taken out of the address bar
+    await page.evaluate("window.sameDocument = true")
+
+    fleet_cluster.write_unit("hello.service", HELLO)
+    started = await fleet_cluster.fleetctl("start", "hello.service")
+    assert started.code == 0, started.err
+
+    await page.wait_for_selector(f'{row("hello.service")}[data-health="running"]')
+    assert await page.evaluate("window.sameDocument") is True  # no reload happened
+    current = await page.text_content(f"{row('hello.service')} [data-current]")
+    assert current == "launched"
+    await page.wait_for_selector(".events .kind.unit-state")
+    await page.wait_for_selector(".conn[data-state=live]")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = tmp_path / "dashboard.png"
+    await page.screenshot(path=str(shot), full_page=True)
+    shutil.copy(shot, ARTIFACTS / "dashboard.png")
+
+    # the actions work with the token: stop it from the page
+    await page.click(f'{row("hello.service")} button[data-action="stop"]')
+    await page.wait_for_selector(f'{row("hello.service")}[data-health="stopped"]')
+
+    # the unit's page: its file, and the journal's place (a 404 is said plainly)
+    await page.click(f"{row('hello.service')} .name")
+    await page.wait_for_selector("#unit-page:not([hidden])")
+    await page.wait_for_function(
+        "document.getElementById('unit-file').textContent.includes('[Service]')"
+    )
+    await page.wait_for_function(
+        "!document.getElementById('unit-journal').textContent.startsWith('loading')"
+    )
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-unit.png"), full_page=True)
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_without_the_token_the_page_asks_for_it_and_shows_no_data(
+    fleet_cluster: Cluster, browser: Browser
+) -> None:
+    page = await open_dashboard(browser, fleet_cluster, None)
+    await page.wait_for_selector("#login:not([hidden])")
+    assert await page.is_hidden("#overview")
+    assert await page.query_selector_all("button[data-action]") == []
+    await page.fill("#login-token", "wrong")
+    await page.click("#login-form button")
+    await page.wait_for_function(
+        "document.getElementById('login-error').textContent.includes('refused')"
+    )
+    await page.fill("#login-token", TOKEN)
+    await page.click("#login-form button")
+    await page.wait_for_selector("body[data-ready=true]")
+    await page.wait_for_function("document.querySelectorAll('.machine').length === 3")
