@@ -20,6 +20,7 @@ listener's limit.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, Final
 
 from fastapi import APIRouter, Query, Request, Response
@@ -132,6 +133,13 @@ def events_router(
     return router
 
 
+def _encode(document: dict[str, Any]) -> bytes:
+    """Compact JSON, ASCII only and HTML-safe as Go writes it; faster than `schemas.go_json` on
+    megabytes (no per-character translation): the snapshot of 10,000 units is about 4 MB."""
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=True).encode()
+    return text.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+
+
 def cluster_snapshot(service: ApiService) -> dict[str, Any]:
     """Machines, units, placements, states and reasons, and the revision events resume from."""
     if not service.ready:
@@ -159,7 +167,7 @@ def cluster_snapshot(service: ApiService) -> dict[str, Any]:
             unit["reasons"] = list(reasons)
         units.append(unit)
     placements = [
-        {"unit": u, "machineID": m, "desiredState": str(p.desired), "hash": p.hash}
+        {"unit": u, "machineID": m, "desiredState": str(p.desired)}
         for u, on in view.placements.items()
         for m, p in on.items()
     ]
@@ -170,7 +178,6 @@ def cluster_snapshot(service: ApiService) -> dict[str, Any]:
             "loadState": s.load_state,
             "activeState": s.active_state,
             "subState": s.sub_state,
-            "hash": s.hash,
             "since": s.since,
         }
         for u, m in view.state_keys()
