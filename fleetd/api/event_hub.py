@@ -18,6 +18,8 @@ Invariants:
 * Memory is bounded: the history holds at most `history` events, each subscriber's queue at
   most `queue_limit`; a subscriber whose queue is full is dropped (its queue freed, its stream
   ends with a `dropped` event) rather than allowed to grow. Frames are built once and shared.
+* When the hub stops (fleetd shuts down), every subscriber is dropped, so streams end at once
+  instead of holding up the server's graceful shutdown.
 * Events reach each subscriber in revision order, each once. Publishing never awaits: the
   history, the hub's revision and every queue change together, so a subscriber registered
   between two batches sees the first from history and the second from its queue.
@@ -191,6 +193,8 @@ class EventHub:
                     case Changes(revision, events):
                         self._publish(describe(self._keys, events), revision)
         finally:
+            for subscriber in list(self._subscribers):  # their streams end now, not at a timeout
+                subscriber.drop("fleetd is stopping; reconnect")
             for task in self._catch_ups:
                 task.cancel()
             await asyncio.gather(*self._catch_ups, return_exceptions=True)

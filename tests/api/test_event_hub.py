@@ -184,3 +184,13 @@ async def test_filters_apply_to_live_and_replayed_events(etcd: EtcdClient, key_p
         await submit(etcd, keys, "db3.service")
         await only_web.count(2)
         assert only_web.ids() == [str(web), str(web2)]
+
+
+async def test_stopping_the_hub_ends_every_stream(etcd: EtcdClient, key_prefix: str) -> None:
+    keys = Keys(key_prefix)
+    async with running(EventHub(etcd, keys)) as hub:
+        reader = Reader(await hub.subscribe(EventFilter(), None))
+    assert reader.subscription.dropped
+    await reader.count(1)
+    assert reader.events[0][1] == "dropped"
+    assert "stopping" in reader.events[0][2]["reason"]
