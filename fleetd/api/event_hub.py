@@ -76,6 +76,7 @@ class Subscription:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self.catch_up_task: asyncio.Task[None] | None = None
+        self.gone = asyncio.Event()  # set when dropped
 
     def close(self) -> None:
         """The client is gone: stop everything done for it."""
@@ -104,6 +105,7 @@ class Subscription:
 
     def drop(self, reason: str) -> None:
         self.dropped = True
+        self.gone.set()
         self._queue.clear()
         self._catch_up.clear()
         self._queue.append(frame(None, DROPPED, {"reason": reason}))

@@ -86,15 +86,19 @@ class EventStream(Response):
 
         writer = asyncio.create_task(write(), name="events-write")
         listener = asyncio.create_task(until_gone(), name="events-listen")
+        dropped = asyncio.create_task(subscription.gone.wait(), name="events-dropped")
         try:
-            await asyncio.wait({writer, listener}, return_when=asyncio.FIRST_COMPLETED)
-            if not writer.done() and subscription.dropped:
-                await asyncio.wait({writer}, timeout=DROP_GRACE)
+            await asyncio.wait({writer, listener, dropped}, return_when=asyncio.FIRST_COMPLETED)
+            if not writer.done() and not listener.done() and subscription.dropped:
+                # the writer sends the `dropped` event and ends, unless the client reads nothing
+                await asyncio.wait(
+                    {writer, listener}, timeout=DROP_GRACE, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             subscription.close()
-            for task in (writer, listener):
+            for task in (writer, listener, dropped):
                 task.cancel()
-            await asyncio.gather(writer, listener, return_exceptions=True)
+            await asyncio.gather(writer, listener, dropped, return_exceptions=True)
         error = writer.exception() if writer.done() and not writer.cancelled() else None
         if error is not None and not isinstance(error, OSError):
             raise error

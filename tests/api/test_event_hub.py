@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
+from fleetd.api import events
 from fleetd.api.event_hub import EventHub, Subscription
 from fleetd.api.event_model import EventFilter, Position
 from fleetd.core.states import JobState
@@ -194,3 +197,37 @@ async def test_stopping_the_hub_ends_every_stream(etcd: EtcdClient, key_prefix: 
     await reader.count(1)
     assert reader.events[0][1] == "dropped"
     assert "stopping" in reader.events[0][2]["reason"]
+
+
+async def test_a_stream_whose_client_stopped_reading_is_cut_once_dropped(
+    etcd: EtcdClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer is stuck in `send` (the client reads nothing): once the client is dropped, the
+    response gives up after DROP_GRACE instead of holding the connection and its queue."""
+    monkeypatch.setattr(events, "DROP_GRACE", 0.1)
+    keys = Keys(key_prefix)
+    async with running(EventHub(etcd, keys, queue_limit=3)) as hub:
+        subscription = await hub.subscribe(EventFilter(), None)
+        stream = events.EventStream(subscription, heartbeat=60)
+        sent: list[dict[str, Any]] = []
+        stuck = asyncio.Event()
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+            if len(sent) >= 3:  # the first event is out; then the socket is full for good
+                stuck.set()
+                await asyncio.Event().wait()
+
+        async def receive() -> Any:
+            await asyncio.Event().wait()  # the client never hangs up
+
+        responding = asyncio.create_task(stream({"type": "http"}, receive, send))
+        for i in range(6):
+            await submit(etcd, keys, f"u{i}.service")
+            if i == 0:
+                await asyncio.wait_for(stuck.wait(), WAIT)
+        async with asyncio.timeout(WAIT):
+            await subscription.gone.wait()
+            await responding
+        assert hub.subscribers == 0
+        assert sent[0]["status"] == 200
