@@ -6,7 +6,8 @@ history number them identically.
 
 Kinds (`data` is JSON, camelCase as fleet's API), and the keys they come from:
 
-* `unit` (`units/<unit>`): action submitted, replaced or destroyed; desiredState, hash.
+* `unit` (`units/<unit>`): action submitted, replaced or destroyed; desiredState, hash, and
+  `global: true` for a global unit.
 * `desired-state` (`units/<unit>`, only the target state changed): desiredState, previous.
 * `placement` (`schedule/<m>/<unit>`): action scheduled, changed or unscheduled; desiredState.
 * `unplaceable` (`unplaceable/<unit>`): reasons (an empty list: placeable again).
@@ -29,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from fleetd.core.requirements import X_FLEET, parse_requirements
 from fleetd.registry.client import Event, KeyValue
 from fleetd.registry.codec import (
     CodecError,
@@ -227,8 +229,13 @@ def _unit(name: str, kv: KeyValue, prev: KeyValue | None, deleted: bool) -> _Des
     if before is not None and before.hash == record.hash:
         if before.desired == record.desired:
             return None
-        data = {"unit": name, "desiredState": str(record.desired), "previous": str(before.desired)}
-        return "desired-state", name, None, data
+        change = {"desiredState": str(record.desired), "previous": str(before.desired)}
+        return "desired-state", name, None, {"unit": name, **change}
     action = "submitted" if before is None else "replaced"
-    data = {"unit": name, "action": action, "desiredState": str(record.desired)}
-    return "unit", name, None, {**data, "hash": record.hash}
+    data: dict[str, Any] = {"unit": name, "action": action, "desiredState": str(record.desired)}
+    data["hash"] = record.hash
+    if any(o.section == X_FLEET for o in record.options) and (
+        parse_requirements(name, record.unit_file).is_global
+    ):
+        data["global"] = True
+    return "unit", name, None, data

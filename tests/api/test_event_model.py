@@ -9,7 +9,7 @@ import pytest
 from fleetd.api.event_model import BadPosition, EventFilter, Position, describe
 from fleetd.core.model import Machine, Placement
 from fleetd.core.states import JobState
-from fleetd.core.unitfile import UnitFile
+from fleetd.core.unitfile import UnitFile, UnitOption
 from fleetd.registry.client import Event, KeyValue
 from fleetd.registry.codec import (
     UnitRecord,
@@ -175,3 +175,14 @@ def test_filters() -> None:
         EventFilter.build([], [], ["units"])
     with pytest.raises(ValueError, match="empty"):
         EventFilter.build([""], [], [])
+
+
+def test_a_global_unit_says_so() -> None:
+    opts = (*simple_options("g"), UnitOption("X-Fleet", "Global", "true"))
+    record = encode_unit(UnitRecord("g.service", opts, UnitFile(opts).hash, JobState.LAUNCHED))
+    plain = unit("p.service")
+    got = payloads(
+        [put(KEYS.unit("g.service"), record, 50), put(KEYS.unit("p.service"), plain, 51)]
+    )
+    assert got[0][2]["global"] is True
+    assert "global" not in got[1][2]

@@ -12,7 +12,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
 from tests.integration.cluster import TOKEN, Cluster
-from tests.integration.scenario import HELLO
+from tests.integration.scenario import GLOBAL, HELLO, NOSUCH
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); no browser download
 WAIT_MS = 15_000
@@ -65,6 +65,18 @@ async def test_a_unit_started_with_fleetctl_appears_and_goes_green_without_a_rel
     assert current == "launched"
     await page.wait_for_selector(".events .kind.unit-state")
     await page.wait_for_selector(".conn[data-state=live]")
+
+    # a unit no machine can take shows with the engine's reason; a global one on every machine
+    fleet_cluster.write_unit("nosuch.service", NOSUCH)
+    fleet_cluster.write_unit("global.service", GLOBAL)
+    others = await fleet_cluster.fleetctl("start", "--no-block", "nosuch.service", "global.service")
+    assert others.code == 0, others.err
+    await page.wait_for_selector(f'{row("nosuch.service")}[data-health="unplaceable"]')
+    await page.wait_for_function(
+        "document.getElementById('unplaceable').textContent.includes('role=nosuch')"
+    )
+    await page.wait_for_selector(f'{row("global.service")}[data-health="running"]')
+    assert await page.text_content(f"{row('global.service')} [data-current]") == "global"
 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = tmp_path / "dashboard.png"

@@ -63,12 +63,11 @@ export class Store {
           this._sorted = null;
         } else {
           if (!this.units.has(unit)) this._sorted = null;
-          const known = this.units.get(unit);
           this.units.set(unit, {
             name: unit,
             desiredState: data.desiredState,
             hash: data.hash,
-            global: known?.global ?? false,
+            global: Boolean(data.global),
           });
         }
         break;
