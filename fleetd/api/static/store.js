@@ -119,7 +119,7 @@ export class Store {
       currentState: current,
       machine,
       machines: placed ? placed.size : 0,
-      state: state || (unit?.global && states ? summary(states) : undefined),
+      state: unit?.global && states ? summary(states) : state,
       reasons,
       health: health(unit, current, state, reasons),
     };
@@ -158,7 +158,7 @@ function health(unit, current, state, reasons) {
 function summary(states) {
   const active = [...states.values()].filter((s) => s.activeState === "active").length;
   const first = states.values().next().value;
-  return { ...first, subState: `${active}/${states.size} active` };
+  return { ...first, activeState: active ? "active" : first.activeState, subState: `${active} of ${states.size} running` };
 }
 
 function inner(map, key) {
