@@ -38,6 +38,7 @@ export class Store {
     for (const p of snapshot.placements) inner(this.placements, p.unit).set(p.machineID, p);
     for (const s of snapshot.states) inner(this.states, s.unit).set(s.machineID, s);
     this.setMachines(snapshot.machines);
+    this._sorted = snapshot.units.map((unit) => unit.name); // the API lists them sorted
     this.revision = snapshot.revision;
     this.version++;
   }
