@@ -55,6 +55,52 @@ _STREAM_DOC: dict[int | str, dict[str, Any]] = {
 }
 
 
+_STRINGS: Final = {"type": "object", "additionalProperties": {"type": "string"}}
+_SNAPSHOT_SCHEMA: Final = {
+    "type": "object",
+    "required": ["revision", "machines", "units", "placements", "states"],
+    "properties": {
+        "revision": {"type": "integer", "description": "read /events after this id"},
+        "machines": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "primaryIP": {"type": "string"},
+                    "metadata": _STRINGS,
+                },
+            },
+        },
+        "units": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "name": {"type": "string"},
+                    "desiredState": {"type": "string"},
+                    "currentState": {"type": "string"},
+                    "machineID": {"type": "string"},
+                    "hash": {"type": "string"},
+                    "global": {"type": "boolean"},
+                    "reasons": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "placements": {"type": "array", "items": _STRINGS},
+        "states": {"type": "array", "items": {"type": "object"}},
+    },
+}
+_SNAPSHOT_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the cluster at one revision (see docs/api.md)",
+        "content": {"application/json": {"schema": _SNAPSHOT_SCHEMA}},
+    },
+    401: {"model": schemas.Error},
+    503: {"model": schemas.Error},
+}
+
+
 class EventStream(Response):
     """The SSE response of one subscription; it ends when the client leaves or is dropped."""
 
@@ -130,7 +176,7 @@ def events_router(
             raise BadRequest(str(exc)) from None
         return EventStream(await hub.subscribe(wanted, after), heartbeat)
 
-    @router.get("/snapshot", responses={200: {"description": "the cluster at one revision"}})
+    @router.get("/snapshot", responses=_SNAPSHOT_DOC, response_class=Response)
     async def snapshot() -> Response:
         return Response(schemas.go_json(cluster_snapshot(service)), media_type="application/json")
 

@@ -207,4 +207,5 @@ async def test_the_routes_are_in_the_openapi_document(
         stream_doc = paths["/fleet/v1/events"]["get"]
         assert "text/event-stream" in stream_doc["responses"]["200"]["content"]
         assert {p["name"] for p in stream_doc["parameters"]} >= {"unit", "machineID", "kind"}
-        assert "/fleet/v1/snapshot" in paths
+        snapshot_doc = paths["/fleet/v1/snapshot"]["get"]["responses"]["200"]["content"]
+        assert "revision" in snapshot_doc["application/json"]["schema"]["properties"]
