@@ -11,6 +11,10 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
+from fleetd.core.states import JobState
+from fleetd.core.unitfile import parse_unit
+from fleetd.registry.client import Put
+from fleetd.registry.codec import UnitRecord, encode_unit
 from tests.integration.cluster import TOKEN, Cluster
 from tests.integration.scenario import GLOBAL, HELLO, NOSUCH
 
@@ -116,3 +120,28 @@ async def test_without_the_token_the_page_asks_for_it_and_shows_no_data(
     await page.click("#login-form button")
     await page.wait_for_selector("body[data-ready=true]")
     await page.wait_for_function("document.querySelectorAll('.machine').length === 3")
+
+
+async def test_thousands_of_units_render_as_a_virtual_list(
+    fleet_cluster: Cluster, browser: Browser
+) -> None:
+    keys, etcd = fleet_cluster.keys, fleet_cluster.client
+    for first in range(0, 2000, 100):
+        writes = []
+        for n in range(first, first + 100):
+            name = f"many{n:04d}.service"
+            unit = parse_unit(f"[Unit]\nDescription={name}\n[Service]\nExecStart=/bin/true\n")
+            record = UnitRecord(name, unit.options, unit.hash, JobState.INACTIVE)
+            writes.append(Put(keys.unit(name), encode_unit(record)))
+        await etcd.txn([], writes)
+    page = await open_dashboard(browser, fleet_cluster, TOKEN)
+    await page.wait_for_function("document.getElementById('unit-count').textContent === '2000'")
+    rows = await page.eval_on_selector_all(".unit-row", "rows => rows.length")
+    assert 0 < rows < 100  # only what is in view (and a margin) is in the page
+    await page.eval_on_selector("#scroller", "s => { s.scrollTop = s.scrollHeight; }")
+    await page.wait_for_selector(row("many1999.service"))
+    await page.fill("#filter", "many19*")
+    await page.wait_for_function(
+        "document.getElementById('unit-count').textContent === '100 of 2000'"
+    )
+    assert page.errors == []  # type: ignore[attr-defined]
