@@ -142,12 +142,17 @@ async def test_bad_requests_get_a_400_naming_the_problem(
 async def test_a_stream_outlives_the_request_deadlines_and_keeps_alive(
     tmp_path: Path, etcd: EtcdClient, key_prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(events, "HEARTBEAT", 0.3)
-    limits = ConnectionLimits(header_timeout=0.1, body_timeout=0.1, keep_alive_timeout=1)
-    async with api(tmp_path, etcd, key_prefix, limits) as client, stream(client) as live:
+    monkeypatch.setattr(events, "HEARTBEAT", 0.8)
+    limits = ConnectionLimits(header_timeout=0.25, body_timeout=0.25, keep_alive_timeout=1)
+    socket_path = tmp_path / "fleet.sock"
+    async with (
+        api(tmp_path, etcd, key_prefix, limits),
+        unix_client(socket_path) as fresh,  # no pooled connection the deadlines may have closed
+        stream(fresh) as live,
+    ):
         # three keep-alives: the stream has lived through many header deadlines
         await live.read_until(lambda: live.comments.count("keep-alive") >= 3)
-        async with unix_client(tmp_path / "fleet.sock") as other:
+        async with unix_client(socket_path) as other:
             await put_unit(other, "late.service")
         await live.read_until(lambda: len(live.events) == 1)
 
