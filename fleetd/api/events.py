@@ -14,7 +14,9 @@ the snapshot already reflects changes nothing when applied again).
 
 The stream is not held to the request deadlines of `fleetd.api.connections`: those cover a
 request until it is in, and a GET is in at once. Each stream holds one connection of its
-listener's limit.
+listener's limit. A dropped client that still reads gets its `dropped` event and a proper end;
+one that reads nothing at all (its socket full) is cut after `DROP_GRACE` seconds, by returning
+with the response unfinished: uvicorn then closes the connection (and logs one line saying so).
 """
 
 from __future__ import annotations
