@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from fleetd.core.states import JobState
 from fleetd.core.unitfile import parse_unit
@@ -21,6 +21,9 @@ from tests.integration.scenario import GLOBAL, HELLO, NOSUCH
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); no browser download
 WAIT_MS = 15_000
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+expect.set_options(timeout=WAIT_MS)
+# Waits use selectors and `expect`, never `wait_for_function` with a string: the page's
+# Content-Security-Policy (no 'unsafe-eval') refuses the eval that polling such a string needs.
 
 
 @pytest.fixture
@@ -55,7 +58,7 @@ async def test_a_unit_started_with_fleetctl_appears_and_goes_green_without_a_rel
 ) -> None:
     page = await open_dashboard(browser, fleet_cluster, TOKEN)
     await page.wait_for_selector("body[data-ready=true]")
-    await page.wait_for_function("document.querySelectorAll('.machine').length === 3")
+    await expect(page.locator(".machine")).to_have_count(3)
     assert "token=" not in page.url  # taken out of the address bar
     await page.evaluate("window.sameDocument = true")
 
@@ -76,9 +79,7 @@ async def test_a_unit_started_with_fleetctl_appears_and_goes_green_without_a_rel
     others = await fleet_cluster.fleetctl("start", "--no-block", "nosuch.service", "global.service")
     assert others.code == 0, others.err
     await page.wait_for_selector(f'{row("nosuch.service")}[data-health="unplaceable"]')
-    await page.wait_for_function(
-        "document.getElementById('unplaceable').textContent.includes('role=nosuch')"
-    )
+    await expect(page.locator("#unplaceable")).to_contain_text("role=nosuch")
     await page.wait_for_selector(f'{row("global.service")}[data-health="running"]')
     assert await page.text_content(f"{row('global.service')} [data-current]") == "global"
 
@@ -94,12 +95,8 @@ async def test_a_unit_started_with_fleetctl_appears_and_goes_green_without_a_rel
     # the unit's page: its file, and the journal's place (a 404 is said plainly)
     await page.click(f"{row('hello.service')} .name")
     await page.wait_for_selector("#unit-page:not([hidden])")
-    await page.wait_for_function(
-        "document.getElementById('unit-file').textContent.includes('[Service]')"
-    )
-    await page.wait_for_function(
-        "!document.getElementById('unit-journal').textContent.startsWith('loading')"
-    )
+    await expect(page.locator("#unit-file")).to_contain_text("[Service]")
+    await expect(page.locator("#unit-journal")).not_to_have_text("loading…")
     await page.screenshot(path=str(ARTIFACTS / "dashboard-unit.png"), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -113,13 +110,11 @@ async def test_without_the_token_the_page_asks_for_it_and_shows_no_data(
     assert await page.query_selector_all("button[data-action]") == []
     await page.fill("#login-token", "wrong")
     await page.click("#login-form button")
-    await page.wait_for_function(
-        "document.getElementById('login-error').textContent.includes('refused')"
-    )
+    await expect(page.locator("#login-error")).to_contain_text("refused")
     await page.fill("#login-token", TOKEN)
     await page.click("#login-form button")
     await page.wait_for_selector("body[data-ready=true]")
-    await page.wait_for_function("document.querySelectorAll('.machine').length === 3")
+    await expect(page.locator(".machine")).to_have_count(3)
 
 
 async def test_thousands_of_units_render_as_a_virtual_list(
@@ -135,13 +130,11 @@ async def test_thousands_of_units_render_as_a_virtual_list(
             writes.append(Put(keys.unit(name), encode_unit(record)))
         await etcd.txn([], writes)
     page = await open_dashboard(browser, fleet_cluster, TOKEN)
-    await page.wait_for_function("document.getElementById('unit-count').textContent === '2000'")
+    await expect(page.locator("#unit-count")).to_have_text("2000")
     rows = await page.eval_on_selector_all(".unit-row", "rows => rows.length")
     assert 0 < rows < 100  # only what is in view (and a margin) is in the page
     await page.eval_on_selector("#scroller", "s => { s.scrollTop = s.scrollHeight; }")
     await page.wait_for_selector(row("many1999.service"))
     await page.fill("#filter", "many19*")
-    await page.wait_for_function(
-        "document.getElementById('unit-count').textContent === '100 of 2000'"
-    )
+    await expect(page.locator("#unit-count")).to_have_text("100 of 2000")
     assert page.errors == []  # type: ignore[attr-defined]
