@@ -178,9 +178,17 @@ def events_router(
             raise BadRequest(str(exc)) from None
         return EventStream(await hub.subscribe(wanted, after), heartbeat)
 
+    cache: dict[int, bytes] = {}  # the view's generation -> its snapshot, encoded
+
     @router.get("/snapshot", responses=_SNAPSHOT_DOC, response_class=Response)
     async def snapshot() -> Response:
-        return Response(schemas.go_json(cluster_snapshot(service)), media_type="application/json")
+        generation = service.view.generation
+        body = cache.get(generation)
+        if body is None:
+            body = _encode(cluster_snapshot(service))
+            cache.clear()
+            cache[generation] = body  # built without an await: the view did not change meanwhile
+        return Response(body, media_type="application/json")
 
     return router
 

@@ -202,6 +202,9 @@ async def test_the_snapshot_holds_everything_with_a_revision_to_resume_from(
             await after.read_until(lambda: any(d["unit"] == "b.service" for *_, d in after.events))
             # events the snapshot may already show can come again (they carry whole values)
             assert all(d["revision"] > body["revision"] for *_, d in after.events)
+        again = (await client.get("/fleet/v1/snapshot")).json()  # not the one kept before
+        assert [u["name"] for u in again["units"]] == ["a.service", "b.service"]
+        assert again == (await client.get("/fleet/v1/snapshot")).json()
 
 
 async def test_the_routes_are_in_the_openapi_document(
