@@ -4,6 +4,7 @@ acts only with the token, and leaves a screenshot in `test-artifacts/`."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -96,7 +97,7 @@ async def test_a_unit_started_with_fleetctl_appears_and_goes_green_without_a_rel
     await page.click(f"{row('hello.service')} .name")
     await page.wait_for_selector("#unit-page:not([hidden])")
     await expect(page.locator("#unit-file")).to_contain_text("[Service]")
-    await expect(page.locator("#unit-journal")).not_to_have_text("loading…")
+    await expect(page.locator("#unit-journal")).to_contain_text("No journal from this fleetd")
     await page.screenshot(path=str(ARTIFACTS / "dashboard-unit.png"), full_page=True)
     assert page.errors == []  # type: ignore[attr-defined]
 
@@ -138,3 +139,29 @@ async def test_thousands_of_units_render_as_a_virtual_list(
     await page.fill("#filter", "many19*")
     await expect(page.locator("#unit-count")).to_have_text("100 of 2000")
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_a_units_page_shows_the_journal_routes_entries(
+    fleet_cluster: Cluster, browser: Browser
+) -> None:
+    """The journal route (`GET /fleet/v1/units/<name>/journal`, NDJSON of `journalctl -o json`
+    entries) is another part of the API; here the browser answers it, to check how the page
+    shows its entries."""
+    fleet_cluster.write_unit("hello.service", HELLO)
+    assert (await fleet_cluster.fleetctl("start", "hello.service")).code == 0
+    page = await open_dashboard(browser, fleet_cluster, TOKEN)
+    entries = [
+        {"__REALTIME_TIMESTAMP": "1764763200000000", "MESSAGE": "hello from the journal"},
+        {"__REALTIME_TIMESTAMP": "1764763201000000", "MESSAGE": [98, 121, 116, 101, 115]},
+        {"end": "the unit moved"},
+    ]
+    body = "".join(json.dumps(entry) + "\n" for entry in entries)
+    await page.route(
+        "**/fleet/v1/units/hello.service/journal*",
+        lambda route: route.fulfill(status=200, content_type="application/x-ndjson", body=body),
+    )
+    await page.goto(f"{fleet_cluster.tcp_endpoint}/ui#/unit/hello.service")
+    journal = page.locator("#unit-journal")
+    await expect(journal).to_contain_text("hello from the journal")
+    await expect(journal).to_contain_text("bytes")
+    await expect(journal).to_contain_text("-- the unit moved --")

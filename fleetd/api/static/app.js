@@ -337,7 +337,7 @@ async function loadUnitPage(name) {
     $("unit-journal").textContent = journalText(type, text) || "(no journal lines)";
   } catch (error) {
     $("unit-journal").textContent = error.status === 404
-      ? "No journal from this fleetd: it serves no journal route, or the unit is not running."
+      ? "No journal from this fleetd (it serves no journal route), or the unit is gone."
       : `Could not read the journal: ${error.message}`;
   }
 }
@@ -357,12 +357,23 @@ function unitFile(options) {
 }
 
 function journalText(type, text) {
+  // fleetd's journal route answers NDJSON, one `journalctl -o json` entry a line; anything else
+  // is shown as it came.
   if (!type.includes("json")) return text;
-  let data;
-  try { data = JSON.parse(text); } catch { return text; }
-  const entries = Array.isArray(data) ? data : data.lines || data.entries || data.journal || [];
-  if (!Array.isArray(entries)) return JSON.stringify(data, null, 2);
-  return entries.map((e) => (typeof e === "string" ? e : e.MESSAGE ?? e.message ?? e.text ?? JSON.stringify(e))).join("\n");
+  const lines = [];
+  for (const line of text.split("\n")) {
+    if (!line.trim()) continue;
+    let entry;
+    try { entry = JSON.parse(line); } catch { lines.push(line); continue; }
+    if (typeof entry !== "object" || entry === null) { lines.push(String(entry)); continue; }
+    if (entry.end !== undefined && entry.__CURSOR === undefined) { lines.push(`-- ${entry.end} --`); continue; }
+    let message = entry.MESSAGE ?? entry.message ?? "";
+    if (Array.isArray(message)) message = new TextDecoder().decode(new Uint8Array(message));
+    const micros = Number(entry.__REALTIME_TIMESTAMP);
+    const when = micros ? new Date(micros / 1000).toLocaleTimeString([], { hour12: false }) + " " : "";
+    lines.push(when + message);
+  }
+  return lines.join("\n");
 }
 
 function renderUnitPage() {
