@@ -27,6 +27,7 @@ from fleetctl.client import DEFAULT_ENDPOINT, DEFAULT_REQUEST_TIMEOUT, TlsFiles
 from fleetctl.commands import (
     cat,
     destroy,
+    events,
     fd_forward,
     journal,
     list_machines,
@@ -251,6 +252,7 @@ def help_command(
 for _name, _function in (
     ("cat", cat.cat),
     ("destroy", destroy.destroy),
+    ("events", events.events),
     ("fd-forward", fd_forward.fd_forward),
     ("help", help_command),
     ("journal", journal.journal),

@@ -29,6 +29,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from fleetctl.models import Machine, Unit, UnitState, options_to_json
+from fleetctl.sse import ServerEvent, SSEParser
 from fleetd import __version__
 from fleetd.core.unitfile import UnitOption
 
@@ -368,6 +369,35 @@ class FleetClient:
             ) from None
         except httpx.TransportError as exc:
             raise FleetConnectionError(f"lost {self.endpoint.url}: {exc}") from None
+
+    def events(
+        self, params: dict[str, list[str]], last_event_id: str | None, *, idle_timeout: float
+    ) -> Iterator[ServerEvent]:
+        """The events of one `GET /events` stream, until it ends; FleetConnectionError if it
+        cannot be opened, breaks, or sends nothing (not even a keep-alive) for `idle_timeout`."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        timeout = httpx.Timeout(self.timeout, read=idle_timeout)
+        target = f"GET {self._http.base_url.join('events')}"
+        self._log(f"{target} {params or ''} after {last_event_id or 'now'}")
+        parser = SSEParser()
+        try:
+            with self._http.stream(
+                "GET", "/events", params=params, headers=headers, timeout=timeout
+            ) as response:
+                self._log(f"{target} -> {response.status_code}")
+                if response.status_code >= 400:
+                    response.read()
+                    raise FleetAPIError(response.status_code, _error_message(response))
+                for line in response.iter_lines():
+                    event = parser.feed(line)
+                    if event is not None:
+                        yield event
+        except httpx.TimeoutException:
+            raise FleetConnectionError(
+                f"no event or keep-alive from {self.endpoint.url} within {idle_timeout:g}s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise FleetConnectionError(f"event stream from {self.endpoint.url}: {exc}") from None
 
     def machines(self) -> list[Machine]:
         """Every live machine, sorted by id."""

@@ -115,11 +115,14 @@ class Session:
         return machine_legend(machine, full)
 
     def close(self) -> None:
-        """Close the client and the tunnel's relay, if they were made."""
+        """Close the API client and the tunnel's relay, if they were made (`run` does it for the
+        commands it runs)."""
         if self._client is not None:
             self._client.close()
+            self._client = None
         if self._relay is not None:
             self._relay.close()
+            self._relay = None
 
     def run(self, body: Callable[[], int]) -> NoReturn:
         """Run a command body and exit with its code, printing errors it did not handle."""

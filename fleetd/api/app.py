@@ -16,7 +16,8 @@ outermost first:
 * `Server: fleetd/<version>` on every response but a 503 (as fleet);
 * the last resort: an exception nothing else handled is logged and answered with a 500 in
   fleet's envelope (never Starlette's plain-text page), unless the response had already begun;
-* the bearer token, when one is configured: every request but `GET /healthz` needs
+* the bearer token, when one is configured: every request but `GET /healthz` and the
+  dashboard's files (`/ui`, `fleetd.api.ui`: they hold no data) needs
   `Authorization: Bearer <token>`, else 401 (the OpenAPI document is not exempt);
 * the body limit: a declared `Content-Length` over the limit is refused before the app runs, and
   a streamed body is counted as it is read; either way a 413.
@@ -48,6 +49,8 @@ from fleetd.api.errors import (
     install_error_handlers,
     response_for,
 )
+from fleetd.api.event_hub import EventHub
+from fleetd.api.events import events_router
 from fleetd.api.machines import machines_router
 from fleetd.api.metrics import RequestMetrics, metrics_router
 from fleetd.api.network import network_router
@@ -55,13 +58,17 @@ from fleetd.api.routing import COMPONENTS, json_response
 from fleetd.api.service import ApiService
 from fleetd.api.state import state_router
 from fleetd.api.tls import client_certificate_name
+from fleetd.api.ui import PATHS as UI_PATHS
+from fleetd.api.ui import PREFIX as UI_PREFIX
+from fleetd.api.ui import ui_router
 from fleetd.api.units import units_router
 from fleetd.runtime.metrics import Metrics
 
 PREFIXES: Final = ("/fleet/v1", "/v1-alpha")
 MAX_BODY_BYTES: Final = 1 << 20
 SERVER_HEADER: Final = f"fleetd/{__version__}"
-OPEN_PATHS: Final = frozenset({"/healthz"})
+OPEN_PATHS: Final = frozenset({"/healthz", *UI_PATHS})
+OPEN_PREFIXES: Final = (UI_PREFIX,)  # the dashboard's files: no data (fleetd.api.ui)
 
 # What methods other than a resource's own get, by path under a prefix (fleet's messages).
 NOT_ALLOWED: Final = {
@@ -89,10 +96,12 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     metrics: Metrics | None = None,
     routers: Sequence[APIRouter] = (),
+    events: EventHub | None = None,
 ) -> FastAPI:
     """The v1 API over `service`; with `token`, every request but /healthz must carry it. With
     `metrics`, `GET /metrics` serves them and every request is counted in them. `routers` are
-    pyfleet's extensions (each in a module of its own), included as they are."""
+    pyfleet's extensions (each in a module of its own), included as they are. With `events`,
+    the event stream and snapshot extensions (`fleetd.api.events`) too."""
     app = FastAPI(
         title="fleet API",
         version=__version__,
@@ -109,6 +118,9 @@ def create_app(
             app.include_router(router, prefix=prefix, include_in_schema=prefix == PREFIXES[0])
         not_allowed.update({prefix + path: answer for path, answer in NOT_ALLOWED.items()})
         app.add_api_route(prefix, _not_allowed, methods=["GET"], include_in_schema=False)
+    if events is not None:
+        app.include_router(events_router(service, events))
+    app.include_router(ui_router())
     app.add_api_route("/", _not_allowed, methods=["GET"], include_in_schema=False)
     app.include_router(network_router(service))
     if metrics is not None:
@@ -228,7 +240,12 @@ class BearerToken:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        guarded = scope["type"] == "http" and scope["path"] not in OPEN_PATHS
+        path = scope.get("path", "")
+        guarded = (
+            scope["type"] == "http"
+            and path not in OPEN_PATHS
+            and not path.startswith(OPEN_PREFIXES)
+        )
         if guarded and not client_certificate_name(scope) and not self._accepts(scope["headers"]):
             response = response_for(Unauthorized("missing or wrong bearer token"))
             await response(scope, receive, send)

@@ -46,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from fleetd.api.activation import ViewActivation
 from fleetd.api.app import create_app
 from fleetd.api.connections import ConnectionLimits, GuardedH11Protocol, ListenerGate
+from fleetd.api.event_hub import EventHub
 from fleetd.api.journal import JournalForwarder, journal_router
 from fleetd.api.metrics import ClusterCollector
 from fleetd.api.service import ApiService
@@ -317,10 +318,13 @@ async def serve_api(
     )
     forwarder = JournalForwarder(view, secret)
     routers = [journal_router(forwarder)]
+    hub = EventHub(client, keys)
     activation = ViewActivation(view, first_wait=config.etcd_request_timeout)
-    local_app = activation.wrap(create_app(service, metrics=metrics, routers=routers))
+    local_app = activation.wrap(create_app(service, metrics=metrics, routers=routers, events=hub))
     remote_app = (
-        activation.wrap(create_app(service, token=token, metrics=metrics, routers=routers))
+        activation.wrap(
+            create_app(service, token=token, metrics=metrics, routers=routers, events=hub)
+        )
         if token is not None
         else local_app
     )
@@ -339,6 +343,7 @@ async def serve_api(
     with open_listeners(config.listen) as listeners:
         async with asyncio.TaskGroup() as group:
             group.create_task(activation.run(), name="api-view")
+            group.create_task(hub.run(), name="api-events")
             for listener in listeners:
                 app = local_app if listener.is_unix else remote_app
                 gate = ListenerGate(

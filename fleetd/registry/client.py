@@ -99,6 +99,8 @@ class Event:
 
     kind: Literal["put", "delete"]
     kv: KeyValue
+    prev: KeyValue | None = None
+    """The key's value before this change, if the watch asked for it (`prev_kv`) and it had one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +230,8 @@ def _kv(msg: pb.KeyValue) -> KeyValue:
 
 
 def _event(msg: pb.Event) -> Event:
-    return Event("delete" if msg.type == pb.Event.DELETE else "put", _kv(msg.kv))
+    prev = _kv(msg.prev_kv) if msg.HasField("prev_kv") else None
+    return Event("delete" if msg.type == pb.Event.DELETE else "put", _kv(msg.kv), prev)
 
 
 def _compare_pb(compare: Compare) -> pb.Compare:
@@ -527,7 +530,12 @@ class EtcdClient:
     # ---- watch
 
     async def watch(
-        self, prefix: str, *, start_revision: int, progress_notify: bool = True
+        self,
+        prefix: str,
+        *,
+        start_revision: int,
+        progress_notify: bool = True,
+        prev_kv: bool = False,
     ) -> AsyncGenerator[Changes, None]:
         """One raw Watch stream on `prefix` from `start_revision`; it does not resume.
 
@@ -538,6 +546,7 @@ class EtcdClient:
         caught-up watcher). An event reply's header revision is not used: while
         catching up, etcd stamps it with the current revision before all
         events are out. A batch that etcd sends in fragments comes out whole.
+        With `prev_kv`, each event carries the key's previous value (`Event.prev`).
         Raises EtcdCompacted or EtcdUnavailable; never ends by itself; close it
         with `contextlib.aclosing`. PrefixWatcher resumes.
         """
@@ -547,6 +556,7 @@ class EtcdClient:
             range_end=end,
             start_revision=start_revision,
             progress_notify=progress_notify,
+            prev_kv=prev_kv,
             fragment=True,  # a catch-up batch can hold far more than the receive limit
         )
         stream = _Stream(self, "Watch")

@@ -44,6 +44,7 @@ class PrefixWatcher:
     start_revision 0: begin with a Snapshot, then watch from after it.
     start_revision > 0: deliver events from start_revision on, with no Snapshot
     unless that revision has been compacted.
+    prev_kv: each event carries the key's previous value (`Event.prev`).
     """
 
     def __init__(
@@ -53,10 +54,12 @@ class PrefixWatcher:
         *,
         start_revision: int = 0,
         backoff_max: float = 2.0,
+        prev_kv: bool = False,
     ) -> None:
         self.prefix = prefix
         self.revision = max(start_revision - 1, 0)
         self._client = client
+        self._prev_kv = prev_kv
         self._snapshot_first = start_revision <= 0
         self._backoff_max = max(backoff_max, BACKOFF_MIN)
         self._backoff = BACKOFF_MIN
@@ -73,7 +76,10 @@ class PrefixWatcher:
                     self.revision = revision
                     yield Snapshot(revision=revision, kvs=kvs)
                 stream = self._client.watch(
-                    self.prefix, start_revision=self.revision + 1, progress_notify=True
+                    self.prefix,
+                    start_revision=self.revision + 1,
+                    progress_notify=True,
+                    prev_kv=self._prev_kv,
                 )
                 async with aclosing(stream):
                     async for changes in stream:

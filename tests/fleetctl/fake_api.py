@@ -10,6 +10,10 @@ semantics so fleetctl's command tests run without etcd or systemd:
 * pyfleet's extension field `unplaceableReasons` on a Unit while the "engine" cannot place it;
 * an optional bearer token (401 without it);
 * pyfleet's `GET /units/{name}/journal` for units given entries in `journals`.
+* pyfleet's event stream, `GET /events`: the events in `events` after `Last-Event-ID`, filtered
+  by `unit` globs and `kind`, as one SSE body that then ends (a real stream goes on; fleetctl
+  reconnects either way). `stream_limit` caps the events per response, so tests see reconnects;
+  `drop_after` ends a response with a `dropped` event after that many.
 
 A toy engine stands in for scheduling and agents: after a desired-state change it sets the
 current state, the target machine (the first machine, by id) and the systemd states, `lag`
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import fnmatch
 import json
 import struct
 import threading
@@ -110,6 +115,9 @@ class FakeFleet:
         self.lag = 0
         self.requests: list[httpx.Request] = []
         self._pending: list[tuple[int, Callable[[], None]]] = []
+        self.events: list[tuple[str, str, dict[str, Any]]] = []  # (id, kind, data)
+        self.stream_limit = 0
+        self.drop_after = 0
         self._lock = threading.Lock()
 
     # -- seeding ---------------------------------------------------------------------------
@@ -246,6 +254,8 @@ class FakeFleet:
             if not found:
                 raise ApiError(404, "unit state does not exist")
             return httpx.Response(200, json=found[0])
+        if path == "/events":
+            return self._events(request)
         if path == "/machines":
             if method != "GET":
                 raise ApiError(405, "only GET and PATCH supported against this resource")
@@ -270,6 +280,30 @@ class FakeFleet:
         if request.url.params.get("follow") == "true" and name in self.journal_end:
             body += json.dumps({"end": self.journal_end[name]}) + "\n"
         return httpx.Response(200, content=body.encode(), headers={"content-type": "x/nd"})
+
+    def _events(self, request: httpx.Request) -> httpx.Response:
+        after = request.headers.get("last-event-id")
+        ids = [event_id for event_id, _, _ in self.events]
+        if after is not None and after not in ids and after != "0":
+            raise ApiError(400, f"bad event id {after!r}")
+        start = ids.index(after) + 1 if after in ids else 0
+        units = request.url.params.get_list("unit")
+        kinds = {k for v in request.url.params.get_list("kind") for k in v.split(",")}
+        chosen = [
+            (i, k, d)
+            for i, k, d in self.events[start:]
+            if (not units or any(fnmatch.fnmatchcase(d.get("unit") or "", u) for u in units))
+            and (not kinds or k in kinds)
+        ]
+        if self.stream_limit:
+            chosen = chosen[: self.stream_limit]
+        body = "retry: 2000\n: live\n\n"
+        for index, (event_id, kind, data) in enumerate(chosen):
+            if self.drop_after and index == self.drop_after:
+                body += 'event: dropped\ndata: {"reason": "too slow"}\n\n'
+                break
+            body += f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(data)}\n\n"
+        return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
 
     def _states(self, request: httpx.Request) -> httpx.Response:
         if request.method != "GET":

@@ -200,3 +200,21 @@ async def test_progress_notifications_advance_an_idle_watch(
         assert progress
         assert all(b.events == [] for b in progress)
         assert progress[-1].revision == seen.watcher.revision >= elsewhere
+
+
+async def test_prev_kv_gives_each_event_the_value_it_replaced(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    r1 = await etcd.put(key_prefix + "x", b"1")
+    r2 = await etcd.put(key_prefix + "x", b"2")
+    r3 = (await etcd.txn([], [Delete(key_prefix + "x")])).revision
+    watcher = PrefixWatcher(etcd, key_prefix, start_revision=r1, prev_kv=True)
+    async with Collector(watcher) as seen:
+        await seen.wait_for_revision(r3)
+        events = [e for b in seen.batches if isinstance(b, Changes) for e in b.events]
+        previous = [None if e.prev is None else (e.prev.value, e.prev.mod_revision) for e in events]
+        assert previous == [None, (b"1", r1), (b"2", r2)]
+    async with Collector(PrefixWatcher(etcd, key_prefix, start_revision=r1)) as plain:
+        await plain.wait_for_revision(r3)
+        changes = [b for b in plain.batches if isinstance(b, Changes)]
+        assert all(e.prev is None for b in changes for e in b.events)
