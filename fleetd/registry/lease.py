@@ -35,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import structlog
 
@@ -52,6 +52,10 @@ PING_STEP = 0.05
 PING_LIMIT = 24 * 3600.0
 """The deadline handed to the ping itself: never the one that decides (see `_ping`)."""
 LATE_REPORT_INTERVAL = 60.0
+CANCEL_GRACE = 1.0
+"""Seconds a cancelled ping or keep-alive task gets to end. A gRPC stream write can outlive its
+cancellation; waiting for it without a bound would hang whoever stops the lease (an agent being
+stopped, fleetd shutting down), so it is left to end on its own."""
 
 
 class Lease:
@@ -115,7 +119,7 @@ class Lease:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            await asyncio.wait([task])
+            await _ended(task, "lease keep-alive", self.id)
 
     async def revoke(self) -> None:
         """Stop the keep-alive, mark the lease lost and revoke it in etcd (best effort)."""
@@ -217,5 +221,15 @@ class Lease:
         finally:
             if not pinging.done():
                 pinging.cancel()
-                await asyncio.gather(pinging, return_exceptions=True)
+                await _ended(pinging, "lease keep-alive ping", self.id)
         raise EtcdUnavailable(f"LeaseKeepAlive: no reply within {self._client.timeout}s")
+
+
+async def _ended(task: asyncio.Task[Any], what: str, lease: int) -> None:
+    """Wait up to `CANCEL_GRACE` for a cancelled `task` to end; log it if it does not."""
+    await asyncio.wait([task], timeout=CANCEL_GRACE)
+    if task.done():
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it again
+    else:
+        log.warning(f"{what} did not end when cancelled; leaving it", lease=lease)

@@ -180,3 +180,59 @@ async def test_the_lease_holds_while_cpu_work_starves_the_event_loop(
     finally:
         await starved.close()
     assert not [e for e in logs if e["event"] == "lease lost"]
+
+
+class StubbornStream:
+    """A keep-alive stream whose ping outlives its cancellation, as a gRPC write can, until
+    `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.pinging = asyncio.Event()
+
+    async def ping(self, lease_id: int, *, timeout: float | None = None) -> int:  # noqa: ASYNC109 - the real signature
+        self.pinging.set()
+        while not self.release.is_set():
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                continue  # ignores the cancellation
+        return 30
+
+    def close(self) -> None:
+        pass
+
+
+class StubbornClient:
+    timeout = 5.0
+
+    def __init__(self) -> None:
+        self.stream = StubbornStream()
+
+    def lease_keepalive(self) -> StubbornStream:
+        return self.stream
+
+
+async def test_stopping_a_lease_whose_ping_ignores_cancellation_does_not_hang() -> None:
+    """A gRPC stream call can outlive its cancellation; stopping the lease then waited forever
+    (a stopped agent hung in CI). It now gives the ping `CANCEL_GRACE` and leaves it."""
+    client = StubbornClient()
+    lease = Lease(client, 1, 30, time.monotonic() + 30)  # type: ignore[arg-type]
+    lease.start()
+    try:
+        await asyncio.wait_for(client.stream.pinging.wait(), 5)
+        with capture_logs() as logs:
+            detaching = asyncio.create_task(lease.detach())
+            done, _ = await asyncio.wait([detaching], timeout=10)  # a deadline: it used to hang
+            assert done == {detaching}
+        events = {e["event"] for e in logs}
+        assert "lease keep-alive ping did not end when cancelled; leaving it" in events
+        # the keep-alive task waits out the ping's grace while detach waits for it: either may
+        # end first, so detach may say it left the task too
+        assert events <= {
+            "lease keep-alive ping did not end when cancelled; leaving it",
+            "lease keep-alive did not end when cancelled; leaving it",
+        }
+    finally:
+        client.stream.release.set()  # let the stubborn ping end: nothing is left running
+        await asyncio.sleep(0.1)
