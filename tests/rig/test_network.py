@@ -225,7 +225,16 @@ def test_subnets_and_addresses_survive_a_fleet_restart(
         "the same subnets after the restarts",
         within=60,
     )
-    assert pod_addresses(cluster, "node1") == servers
+    # the same pods, at the same addresses (waited for: `fleet-pod list` may catch a pod in
+    # another state for a moment while the restarted fleetd looks at its units)
+    cluster.wait(
+        lambda: (
+            sorted(pod_addresses(cluster, "node1")) == sorted(servers),
+            f"{pod_addresses(cluster, 'node1')} (before: {servers})",
+        ),
+        "node1's pods at their addresses after the restarts",
+        within=30,
+    )
     server = servers[0]
     cursor = cluster.journal_cursor("node2")
     node2 = cluster.machines["node2"]
