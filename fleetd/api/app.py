@@ -31,7 +31,6 @@ same handlers.
 from __future__ import annotations
 
 import functools
-import hmac
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -54,7 +53,7 @@ from fleetd.api.events import events_router
 from fleetd.api.machines import machines_router
 from fleetd.api.metrics import RequestMetrics, metrics_router
 from fleetd.api.network import network_router
-from fleetd.api.routing import COMPONENTS, json_response
+from fleetd.api.routing import COMPONENTS, bearer_matches, json_response
 from fleetd.api.service import ApiService
 from fleetd.api.state import state_router
 from fleetd.api.tls import client_certificate_name
@@ -230,14 +229,7 @@ class BearerToken:
         self._expected = token.encode()
 
     def _accepts(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """One Authorization header, scheme `Bearer` in any case (RFC 9110), then the token."""
-        given = [v for k, v in headers if k == b"authorization"]
-        if len(given) != 1:
-            return False
-        scheme, _, credentials = given[0].strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(
-            credentials.strip(b" "), self._expected
-        )
+        return bearer_matches(headers, self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")

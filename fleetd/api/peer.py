@@ -18,7 +18,6 @@ not open it, and the cluster credential does not open the v1 API.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator, Callable
 
 import structlog
@@ -30,6 +29,7 @@ from fleetd import __version__
 from fleetd.api.errors import Unauthorized, Unavailable, install_error_handlers, response_for
 from fleetd.api.journal import NDJSON, PEER_PREFIX
 from fleetd.api.listeners import bind_tcp, serve_on
+from fleetd.api.routing import bearer_matches
 from fleetd.core.names import validate_unit_name
 from fleetd.runtime.journal import MAX_LINES, JournalError, JournalQuery, read_journal
 
@@ -48,13 +48,7 @@ class ClusterCredential:
         self._expected = secret.encode()
 
     def _accepts(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        given = [v for k, v in headers if k == b"authorization"]
-        if len(given) != 1:
-            return False
-        scheme, _, credentials = given[0].strip().partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(
-            credentials.strip(b" "), self._expected
-        )
+        return bearer_matches(headers, self._expected)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._accepts(scope["headers"]):

@@ -8,6 +8,7 @@ thin routes: check what HTTP owns, call one `ApiService` method, render with `fl
 
 from __future__ import annotations
 
+import hmac
 from typing import Any, Final
 
 from fastapi import Path, Query, Request, Response
@@ -38,3 +39,13 @@ def next_token(page: Page[Any]) -> str:
 def page_token(service: ApiService, request: Request) -> PageToken:
     """The request's `nextPageToken` (fleet refuses it repeated), for the service's limit."""
     return parse_page_token(request.query_params.getlist("nextPageToken"), service.token_limit)
+
+
+def bearer_matches(headers: list[tuple[bytes, bytes]], expected: bytes) -> bool:
+    """One Authorization header, scheme `Bearer` in any case (RFC 9110), then `expected`,
+    compared in constant time: the API token's check and the cluster credential's."""
+    given = [v for k, v in headers if k == b"authorization"]
+    if len(given) != 1:
+        return False
+    scheme, _, credentials = given[0].strip().partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(b" "), expected)
