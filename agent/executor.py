@@ -27,9 +27,11 @@ What each task does:
   is not retried until the unit's file or desired state changes, and it does not block the
   starts after it. The published state shows what systemd made of the unit;
 * stop: `StopUnit`, then the intent "not launched";
-* unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running; only then
-  unlink it, reset its failed state (when it is failed) and remove its file (fleet#1216: never
-  remove the file of a unit that may still run); the intent is forgotten.
+* unload: stop, and wait (up to `stop_timeout`) until the unit is no longer running (a stop job
+  `done`; after any other result, systemd's state says); only then reset its failed state,
+  unlink it and remove its file (fleet#1216: never remove the file of a unit that may still
+  run); the intent is forgotten. The stop is marked `unloading`, so nothing asks systemd about
+  the unit once it stopped: asking would load it again (see `agent.systemd.port`).
 
 Launch intents are saved in batches within a stage (`LaunchIntents.batched`) and at its end.
 Each stage ends with one log line: its name, its number of tasks and its seconds (where a slow
@@ -57,7 +59,7 @@ from agent.plan import (
     WriteUnit,
     task_name,
 )
-from agent.systemd.port import SystemdError, UnitManager, UnitRefused, UnitStatus
+from agent.systemd.port import JOB_DONE, SystemdError, UnitManager, UnitRefused, UnitStatus
 from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
@@ -239,19 +241,21 @@ async def _apply(
 async def _unload(
     manager: UnitManager, unit: str, intents: LaunchIntents, stop_timeout: float
 ) -> None:
-    job = await manager.stop_unit(unit)
+    job = await manager.stop_unit(unit, unloading=True)
     try:
         async with asyncio.timeout(stop_timeout):
             result = await job.result()
     except TimeoutError:
         raise UnitDidNotStop(f"{unit} is still stopping after {stop_timeout}s") from None
-    status = (await manager.unit_states([unit]))[unit]
-    if status.active_state not in STOPPED_STATES:
-        raise UnitDidNotStop(
-            f"{unit} is {status.active_state} after its stop job ({result}): keeping its file"
-        )
+    if result != JOB_DONE:  # `done` is a stopped unit; anything else: ask what became of it
+        status = (await manager.unit_states([unit]))[unit]
+        if status.active_state not in STOPPED_STATES:
+            raise UnitDidNotStop(
+                f"{unit} is {status.active_state} after its stop job ({result}): keeping its file"
+            )
     intents.forget(unit)
+    # A failed unit keeps its state until reset; any other is already collected (no error).
+    # Resetting costs systemd nothing, asking whether the unit failed would load it again.
+    await manager.reset_failed(unit)
     await manager.unlink_unit(unit)
-    if status.active_state == "failed":  # only a failed unit has a failed state to reset
-        await manager.reset_failed(unit)
     await manager.remove_unit_file(unit)

@@ -26,7 +26,7 @@ Rules (fleet's agent reconciler, with `steps_towards` for the state moves):
   - systemd (since v246) loads a unit it does not hold from its linked file when a job asks
     for it, re-reading the unit directories when their timestamps changed, so a start after
     the link finds a new file;
-  - an unloaded unit is stopped, unlinked, reset and its file removed: systemd drops it from
+  - an unloaded unit is stopped, reset, unlinked and its file removed: systemd drops it from
     memory on its own (garbage collection of an inactive unit nothing refers to). One that
     another unit still refers to stays in memory with its old definition, which is why a
     unit unloaded since the last reload counts as known when it is installed again.
@@ -137,7 +137,7 @@ class StartUnit:
 
 @dataclass(frozen=True, slots=True)
 class UnloadUnit:
-    """Stop the unit, unlink it, reset its failed state and remove its file."""
+    """Stop the unit, reset its failed state, unlink it and remove its file."""
 
     unit: str
     reason: str

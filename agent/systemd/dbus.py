@@ -73,6 +73,7 @@ from agent.systemd.port import (
     JOB_DONE,
     ChangeFeed,
     ChangeHub,
+    Departures,
     Job,
     SystemdUnavailable,
     UnitRefused,
@@ -343,6 +344,7 @@ class DbusUnitManager:
         self._links = Coalescer(self._link_files)
         self._unlinks = Coalescer(self._disable_files)
         self._symlinks: dict[str, tuple[str, str]] = {}  # unit -> (symlink, its target) made
+        self._departures = Departures()
         self.connections = 0  # successful connections so far
 
     @property
@@ -495,15 +497,18 @@ class DbusUnitManager:
 
     async def write_unit_file(self, name: str, text: str) -> None:
         self._files.write(name, text)
+        self._departures.forget(name)
         self._hub.notify(name)
 
     async def remove_unit_file(self, name: str) -> None:
         self._files.remove(name)
+        self._departures.forget(name)
         for path in [p for p, n in self._paths.items() if n == name]:
             del self._paths[path]
         self._hub.notify(name)
 
     async def link_unit(self, name: str) -> None:
+        self._departures.forget(name)
         await self._links.submit(self._files.path_for(name))
 
     async def unlink_unit(self, name: str) -> None:
@@ -542,16 +547,20 @@ class DbusUnitManager:
 
     async def start_unit(self, name: str) -> Job:
         self._files.path_for(name)
+        self._departures.forget(name)
         return await self._job_call(start_message(name), name)
 
-    async def stop_unit(self, name: str) -> Job:
+    async def stop_unit(self, name: str, *, unloading: bool = False) -> Job:
         self._files.path_for(name)
         try:
-            return await self._job_call(stop_message(name), name)
+            job = await self._job_call(stop_message(name), name)
         except UnitRefused as exc:
-            if exc.error_name == NO_SUCH_UNIT:  # not loaded: nothing to stop
-                return Job.finished(name, JOB_DONE)
-            raise
+            if exc.error_name != NO_SUCH_UNIT:
+                raise
+            job = Job.finished(name, JOB_DONE)  # not loaded: nothing to stop
+        if unloading:
+            self._departures.watch(job)
+        return job
 
     async def reset_failed(self, name: str) -> None:
         self._files.path_for(name)
@@ -562,7 +571,9 @@ class DbusUnitManager:
                 raise
 
     async def unit_states(self, names: Collection[str]) -> dict[str, UnitStatus]:
-        wanted = list(dict.fromkeys(names))
+        wanted, departed = self._departures.answer(list(dict.fromkeys(names)))
+        if not wanted:
+            return departed
         chunks = [wanted[i : i + LIST_CHUNK] for i in range(0, len(wanted), LIST_CHUNK)]
         replies = await asyncio.gather(*(self._call(list_units_message(c)) for c in chunks))
         states: dict[str, UnitStatus] = {}
@@ -578,7 +589,7 @@ class DbusUnitManager:
         errors = await asyncio.gather(*map(self._load_error, refused, refused.values()))
         for name, error in zip(refused, errors, strict=True):
             states[name] = replace(states[name], load_error=error)
-        return {name: states.get(name, UnitStatus(name)) for name in wanted}
+        return {name: states.get(name, UnitStatus(name)) for name in wanted} | departed
 
     async def _load_error(self, name: str, path: str) -> str:
         """systemd's reason for refusing to load `name` (rare: only asked for refused units)."""

@@ -32,6 +32,7 @@ from agent.systemd.port import (
     JOB_DONE,
     ChangeFeed,
     ChangeHub,
+    Departures,
     Job,
     SystemdUnavailable,
     UnitRefused,
@@ -247,6 +248,7 @@ class FakeUnitManager:
         self.refuse: dict[tuple[str, str], UnitRefused] = {}  # (method, unit) -> error to raise
         self.unit_state_calls: list[frozenset[str]] = []
         self._hub = ChangeHub()
+        self._departures = Departures()
         self.systemd.add_listener(self._on_change)
 
     def close(self) -> None:
@@ -278,16 +280,19 @@ class FakeUnitManager:
         self._files.path_for(name)  # refuse a bad name before anything else
         await self._enter("write", name)
         self._files.write(name, text)
+        self._departures.forget(name)
         self._hub.notify(name)
 
     async def remove_unit_file(self, name: str) -> None:
         self._files.path_for(name)
         await self._enter("remove", name)
         self._files.remove(name)
+        self._departures.forget(name)
         self._hub.notify(name)
 
     async def link_unit(self, name: str) -> None:
         path = self._files.path_for(name)
+        self._departures.forget(name)
         await self._enter("link", name)
         self.systemd.link(path)
 
@@ -302,18 +307,22 @@ class FakeUnitManager:
 
     async def start_unit(self, name: str) -> Job:
         self._files.path_for(name)
+        self._departures.forget(name)
         await self._enter("start", name)
         return Job.finished(name, self.systemd.start(name))
 
-    async def stop_unit(self, name: str) -> Job:
+    async def stop_unit(self, name: str, *, unloading: bool = False) -> Job:
         self._files.path_for(name)
         await self._enter("stop", name)
         try:
-            return Job.finished(name, self.systemd.stop(name))
+            job = Job.finished(name, self.systemd.stop(name))
         except UnitRefused as exc:
-            if exc.error_name == NO_SUCH_UNIT:
-                return Job.finished(name, JOB_DONE)
-            raise
+            if exc.error_name != NO_SUCH_UNIT:
+                raise
+            job = Job.finished(name, JOB_DONE)
+        if unloading:
+            self._departures.watch(job)
+        return job
 
     async def reset_failed(self, name: str) -> None:
         self._files.path_for(name)
@@ -326,8 +335,10 @@ class FakeUnitManager:
 
     async def unit_states(self, names: Collection[str]) -> dict[str, UnitStatus]:
         await self._enter("unit_states")
-        self.unit_state_calls.append(frozenset(names))
-        return {name: self.systemd.status(name) for name in names}
+        asked, departed = self._departures.answer(list(names))
+        if asked:
+            self.unit_state_calls.append(frozenset(asked))
+        return {name: self.systemd.status(name) for name in asked} | departed
 
     def subscribe(self) -> ChangeFeed:
         return self._hub.subscribe()

@@ -151,7 +151,7 @@ async def test_stop_keeps_the_unit_loaded(manager: FakeUnitManager, systemd: Fak
     assert intents.launched("a.service", sha(RUNS)) is False
 
 
-async def test_unload_stops_then_unlinks_resets_a_failed_unit_and_removes(
+async def test_unload_stops_resets_unlinks_and_removes_without_asking_systemd(
     manager: FakeUnitManager, systemd: FakeSystemd, units_dir: Path
 ) -> None:
     intents = LaunchIntents(None)
@@ -163,12 +163,12 @@ async def test_unload_stops_then_unlinks_resets_a_failed_unit_and_removes(
         ReloadSystemd("x"),
     ]
     await apply_agent_tasks(manager, tasks, intents)
-    # the two unloads overlap; each keeps its order; only the failed unit is reset
-    for unit, calls in (
-        ("a.service", ["stop", "unlink", "reset-failed"]),
-        ("b.service", ["stop", "unlink"]),
-    ):
-        assert [call for call, name in systemd.calls if name == unit] == calls
+    # the two unloads overlap; each keeps its order
+    for unit in ("a.service", "b.service"):
+        calls = [call for call, name in systemd.calls if name == unit]
+        assert calls == ["stop", "reset-failed", "unlink"]
+    # once stopped, nothing asked systemd about them (that would load them again)
+    assert manager.unit_state_calls == []
     assert systemd.calls[-1] == ("reload", "")
     assert await manager.list_unit_files() == {}
     assert systemd.units == {}
@@ -181,7 +181,7 @@ class StubbornManager(FakeUnitManager):
         super().__init__(units_dir)
         self.never = never
 
-    async def stop_unit(self, name: str) -> Job:
+    async def stop_unit(self, name: str, *, unloading: bool = False) -> Job:
         if self.never:
             return Job(name, "/job/1", asyncio.get_running_loop().create_future())
         return Job.finished(name, "canceled")
@@ -210,8 +210,8 @@ class SlowStops(FakeUnitManager):
         self.slow = slow
         self.jobs: dict[str, asyncio.Future[str]] = {}
 
-    async def stop_unit(self, name: str) -> Job:
-        job = await super().stop_unit(name)
+    async def stop_unit(self, name: str, *, unloading: bool = False) -> Job:
+        job = await super().stop_unit(name, unloading=unloading)
         if name not in self.slow:
             return job
         self.jobs[name] = asyncio.get_running_loop().create_future()

@@ -454,6 +454,32 @@ async def test_a_symlink_the_adapter_made_is_removed_without_asking_systemd(
         assert (runtime / "b.service").is_symlink()  # the mock reports, it does not remove
 
 
+def listed(mock: MockManager) -> list[str]:
+    return [name for call, args in mock.calls if call == "ListUnitsByNames" for name in args]
+
+
+async def test_a_unit_stopped_for_an_unload_is_not_asked_about_again(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        await write_and_link(adapter, ["a.service", "b.service"])
+        for name in ("a.service", "b.service"):
+            async with asyncio.timeout(5):
+                assert await (await adapter.start_unit(name)).result() == "done"
+        going = await adapter.stop_unit("a.service", unloading=True)
+        stopped = await adapter.stop_unit("b.service")
+        async with asyncio.timeout(5):
+            assert await going.result() == await stopped.result() == "done"
+        mock_systemd.calls.clear()
+        states = await adapter.unit_states(["a.service", "b.service"])
+        assert states["a.service"] == UnitStatus("a.service", "loaded", "inactive", "dead")
+        assert states["b.service"] == UnitStatus("b.service", "loaded", "inactive", "dead")
+        assert listed(mock_systemd) == ["b.service"]  # only the unit not on its way out
+        await adapter.link_unit("a.service")  # installed again: systemd is asked again
+        await adapter.unit_states(["a.service"])
+        assert listed(mock_systemd) == ["b.service", "a.service"]
+
+
 async def write_and_link(adapter: DbusUnitManager, names: list[str]) -> None:
     for name in names:
         await adapter.write_unit_file(name, RUNS)
