@@ -73,8 +73,8 @@ from agent.systemd.port import (
     JOB_DONE,
     ChangeFeed,
     ChangeHub,
-    Departures,
     Job,
+    KnownStates,
     SystemdUnavailable,
     UnitRefused,
     UnitStatus,
@@ -344,7 +344,7 @@ class DbusUnitManager:
         self._links = Coalescer(self._link_files)
         self._unlinks = Coalescer(self._disable_files)
         self._symlinks: dict[str, tuple[str, str]] = {}  # unit -> (symlink, its target) made
-        self._departures = Departures()
+        self._known = KnownStates()
         self.connections = 0  # successful connections so far
 
     @property
@@ -496,19 +496,20 @@ class DbusUnitManager:
         return self._files.list()
 
     async def write_unit_file(self, name: str, text: str) -> None:
+        new = not self._files.path_for(name).exists()
         self._files.write(name, text)
-        self._departures.forget(name)
+        self._known.written(name, new=new)
         self._hub.notify(name)
 
     async def remove_unit_file(self, name: str) -> None:
         self._files.remove(name)
-        self._departures.forget(name)
+        self._known.forget(name)
         for path in [p for p, n in self._paths.items() if n == name]:
             del self._paths[path]
         self._hub.notify(name)
 
     async def link_unit(self, name: str) -> None:
-        self._departures.forget(name)
+        self._known.forget(name)
         await self._links.submit(self._files.path_for(name))
 
     async def unlink_unit(self, name: str) -> None:
@@ -547,7 +548,7 @@ class DbusUnitManager:
 
     async def start_unit(self, name: str) -> Job:
         self._files.path_for(name)
-        self._departures.forget(name)
+        self._known.forget(name)
         return await self._job_call(start_message(name), name)
 
     async def stop_unit(self, name: str, *, unloading: bool = False) -> Job:
@@ -559,7 +560,7 @@ class DbusUnitManager:
                 raise
             job = Job.finished(name, JOB_DONE)  # not loaded: nothing to stop
         if unloading:
-            self._departures.watch(job)
+            self._known.departing(job)
         return job
 
     async def reset_failed(self, name: str) -> None:
@@ -571,9 +572,9 @@ class DbusUnitManager:
                 raise
 
     async def unit_states(self, names: Collection[str]) -> dict[str, UnitStatus]:
-        wanted, departed = self._departures.answer(list(dict.fromkeys(names)))
+        wanted, known = self._known.answer(list(dict.fromkeys(names)))
         if not wanted:
-            return departed
+            return known
         chunks = [wanted[i : i + LIST_CHUNK] for i in range(0, len(wanted), LIST_CHUNK)]
         replies = await asyncio.gather(*(self._call(list_units_message(c)) for c in chunks))
         states: dict[str, UnitStatus] = {}
@@ -589,7 +590,7 @@ class DbusUnitManager:
         errors = await asyncio.gather(*map(self._load_error, refused, refused.values()))
         for name, error in zip(refused, errors, strict=True):
             states[name] = replace(states[name], load_error=error)
-        return {name: states.get(name, UnitStatus(name)) for name in wanted} | departed
+        return {name: states.get(name, UnitStatus(name)) for name in wanted} | known
 
     async def _load_error(self, name: str, path: str) -> str:
         """systemd's reason for refusing to load `name` (rare: only asked for refused units)."""

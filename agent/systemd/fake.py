@@ -32,8 +32,8 @@ from agent.systemd.port import (
     JOB_DONE,
     ChangeFeed,
     ChangeHub,
-    Departures,
     Job,
+    KnownStates,
     SystemdUnavailable,
     UnitRefused,
     UnitStatus,
@@ -248,7 +248,7 @@ class FakeUnitManager:
         self.refuse: dict[tuple[str, str], UnitRefused] = {}  # (method, unit) -> error to raise
         self.unit_state_calls: list[frozenset[str]] = []
         self._hub = ChangeHub()
-        self._departures = Departures()
+        self._known = KnownStates()
         self.systemd.add_listener(self._on_change)
 
     def close(self) -> None:
@@ -279,20 +279,21 @@ class FakeUnitManager:
     async def write_unit_file(self, name: str, text: str) -> None:
         self._files.path_for(name)  # refuse a bad name before anything else
         await self._enter("write", name)
+        new = not self._files.path_for(name).exists()
         self._files.write(name, text)
-        self._departures.forget(name)
+        self._known.written(name, new=new)
         self._hub.notify(name)
 
     async def remove_unit_file(self, name: str) -> None:
         self._files.path_for(name)
         await self._enter("remove", name)
         self._files.remove(name)
-        self._departures.forget(name)
+        self._known.forget(name)
         self._hub.notify(name)
 
     async def link_unit(self, name: str) -> None:
         path = self._files.path_for(name)
-        self._departures.forget(name)
+        self._known.forget(name)
         await self._enter("link", name)
         self.systemd.link(path)
 
@@ -307,7 +308,7 @@ class FakeUnitManager:
 
     async def start_unit(self, name: str) -> Job:
         self._files.path_for(name)
-        self._departures.forget(name)
+        self._known.forget(name)
         await self._enter("start", name)
         return Job.finished(name, self.systemd.start(name))
 
@@ -321,7 +322,7 @@ class FakeUnitManager:
                 raise
             job = Job.finished(name, JOB_DONE)
         if unloading:
-            self._departures.watch(job)
+            self._known.departing(job)
         return job
 
     async def reset_failed(self, name: str) -> None:
@@ -335,10 +336,10 @@ class FakeUnitManager:
 
     async def unit_states(self, names: Collection[str]) -> dict[str, UnitStatus]:
         await self._enter("unit_states")
-        asked, departed = self._departures.answer(list(names))
+        asked, known = self._known.answer(list(names))
         if asked:
             self.unit_state_calls.append(frozenset(asked))
-        return {name: self.systemd.status(name) for name in asked} | departed
+        return {name: self.systemd.status(name) for name in asked} | known
 
     def subscribe(self) -> ChangeFeed:
         return self._hub.subscribe()

@@ -13,11 +13,12 @@ What every implementation guarantees:
   not units and are not listed.
 * `start_unit`/`stop_unit` return once systemd has queued the job; `Job.result()` waits for it to
   finish. Stopping a unit systemd does not have loaded is not an error: its job is already done.
-* A unit stopped with `unloading=True` is on its way out: once its stop job is `done`,
-  `unit_states` reports it `loaded`/`inactive`/`dead` without asking systemd, until its file is
-  removed or it is written, linked or started again. Asking would make systemd load the collected
-  unit again and, after any link changed, rebuild its map of every unit file first (about 1,800
-  file system calls with 300 units linked), once per unit of a mass unload.
+* `unit_states` does not ask systemd about a unit it would have to load to answer, when the
+  answer is known: a new unit file not linked yet is `not-found`/`inactive`/`dead`; a unit stopped
+  with `unloading=True` (on its way out) is `loaded`/`inactive`/`dead` once its stop job is
+  `done`, until its file is removed or it is written, linked or started again. Asking would make
+  systemd load the unit and, after any link changed, first rebuild its map of every unit file
+  (about 1,800 file system calls with 300 units linked): once per unit in a mass start or unload.
 * Errors: `SystemdUnavailable` when systemd cannot be reached (transient: retry later);
   `UnitRefused` when systemd answered with an error (its D-Bus error name and message).
 * Change notifications: every subscriber's `ChangeFeed` hears the name of each unit whose state
@@ -190,19 +191,28 @@ class ChangeHub:
             feed._add(None)
 
 
-class Departures:
-    """The units an adapter stopped with `unloading=True` whose stop is done: `unit_states`
-    answers for them without asking systemd (see the module docstring)."""
+class KnownStates:
+    """The units whose states an adapter tells without asking systemd, since asking would make
+    systemd load them (see the module docstring): a new unit file not linked yet, and a unit
+    stopped with `unloading=True` whose stop is done."""
 
     def __init__(self) -> None:
-        self._names: set[str] = set()
+        self._known: dict[str, UnitStatus] = {}
 
-    def watch(self, job: Job) -> None:
-        """Count `job`'s unit as departed once the job is done with `done`."""
+    def written(self, name: str, *, new: bool) -> None:
+        """The unit's file was written; `new`: there was none before."""
+        if new:
+            self._known[name] = UnitStatus(name)
+        else:
+            self._known.pop(name, None)
+
+    def departing(self, job: Job) -> None:
+        """`job` stops its unit for an unload: once it is done with `done`, the unit is
+        `loaded`/`inactive`/`dead` until it is forgotten."""
 
         def settled() -> None:
             if job.succeeded:
-                self._names.add(job.unit)
+                self._known[job.unit] = UnitStatus(job.unit, "loaded", "inactive", "dead")
 
         if job.done:
             settled()
@@ -210,17 +220,13 @@ class Departures:
             job.when_done(settled)
 
     def forget(self, name: str) -> None:
-        """`name` was written, linked, started or removed: ask systemd about it again."""
-        self._names.discard(name)
+        """`name` was linked, started or removed: ask systemd about it again."""
+        self._known.pop(name, None)
 
     def answer(self, names: Collection[str]) -> tuple[list[str], dict[str, UnitStatus]]:
-        """`names` split into those to ask systemd about and the departed ones' states."""
-        departed = {
-            name: UnitStatus(name, "loaded", "inactive", "dead")
-            for name in names
-            if name in self._names
-        }
-        return [name for name in names if name not in departed], departed
+        """`names` split into those to ask systemd about and the states of the known ones."""
+        known = {name: self._known[name] for name in names if name in self._known}
+        return [name for name in names if name not in known], known
 
 
 class UnitManager(Protocol):

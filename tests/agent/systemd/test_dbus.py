@@ -458,6 +458,20 @@ def listed(mock: MockManager) -> list[str]:
     return [name for call, args in mock.calls if call == "ListUnitsByNames" for name in args]
 
 
+async def test_a_new_unit_file_is_not_asked_about_until_it_is_linked(
+    units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
+) -> None:
+    async with connected(units_dir, bus_daemon.address) as adapter:
+        await adapter.write_unit_file("a.service", RUNS)
+        assert await adapter.unit_states(["a.service"]) == {"a.service": UnitStatus("a.service")}
+        assert listed(mock_systemd) == []  # systemd would have had to load it to say not-found
+        await adapter.link_unit("a.service")
+        await adapter.unit_states(["a.service"])
+        await adapter.write_unit_file("a.service", RUNS + "# changed\n")  # not new: asked
+        await adapter.unit_states(["a.service"])
+        assert listed(mock_systemd) == ["a.service", "a.service"]
+
+
 async def test_a_unit_stopped_for_an_unload_is_not_asked_about_again(
     units_dir: Path, bus_daemon: BusDaemon, mock_systemd: MockManager
 ) -> None:
