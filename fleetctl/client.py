@@ -306,11 +306,14 @@ class FleetClient:
             raise
         return _parse(Unit.from_json, self._json(response))
 
-    def create_unit(self, name: str, options: tuple[UnitOption, ...]) -> None:
-        """Create or replace a unit (no desired state: the API makes it `inactive`)."""
-        self._request(
-            "PUT", self._unit_path(name), body={"name": name, "options": options_to_json(options)}
-        )
+    def create_unit(
+        self, name: str, options: tuple[UnitOption, ...], desired_state: str = ""
+    ) -> None:
+        """Create or replace a unit; without `desired_state` the API makes it `inactive`."""
+        body: dict[str, object] = {"name": name, "options": options_to_json(options)}
+        if desired_state:
+            body["desiredState"] = desired_state
+        self._request("PUT", self._unit_path(name), body=body)
 
     def set_unit_target_state(self, name: str, state: str) -> None:
         self._request("PUT", self._unit_path(name), body={"desiredState": state, "name": name})

@@ -107,20 +107,34 @@ def report_reached(session: Session, unit: Unit) -> None:
 
 
 def create_units(
-    session: Session, args: list[str], command: Command, replace: bool, attempts: int
+    session: Session,
+    args: list[str],
+    command: Command,
+    replace: bool,
+    attempts: int,
+    *,
+    target: JobState | None = None,
+    at_target: set[str] | None = None,
 ) -> list[Unit]:
-    """fleet's `lazyCreateUnits`; the units of `args` as they now are, in argument order."""
+    """fleet's `lazyCreateUnits`; the units of `args` as they now are, in argument order.
+
+    With `target` (the state `start`/`load` sets next), a new unit is created at that desired
+    state in one request instead of two, when no unit of `args` competes for a machine (their
+    order then matters: `set_target_states` sets it); those units' names go in `at_target`. The
+    output is fleet's either way: `Unit X inactive` once the unit is in the registry."""
     out = session.out
     client = session.client
     names = unit_names(args)
     registry = UnitCache(client, names + templates_of(names))
     resolutions = resolve_units(registry, args, command, replace)
     writes = [resolution for resolution in resolutions if resolution.unit_file is not None]
+    direct = _create_at_target(registry, resolutions, target)
 
     def write(resolution: Resolution) -> None:
         assert resolution.unit_file is not None
+        desired = str(target) if target is not None and resolution.name in direct else ""
         try:
-            client.create_unit(resolution.name, resolution.unit_file.options)
+            client.create_unit(resolution.name, resolution.unit_file.options, desired)
         except FleetAPIError as exc:  # fleet's words for a unit the API refused
             raise FleetctlError(f"failed creating unit {resolution.name}: {exc}") from None
 
@@ -144,7 +158,15 @@ def create_units(
         reached[unit.name] = unit
         report_reached(session, unit)
 
-    failures = wait_for_unit_states(client, created, JobState.INACTIVE, attempts, inactive)
+    files = {r.name: r.unit_file for r in resolutions if r.unit_file is not None}
+    for name in created:
+        if name in direct:  # the answer to its PUT said it is in the registry: fleet's line
+            state = str(JobState.INACTIVE)
+            inactive(Unit(name, files[name].options, state, state))
+    if at_target is not None:
+        at_target.update(direct.intersection(created))
+    waiting = [name for name in created if name not in direct]
+    failures = wait_for_unit_states(client, waiting, JobState.INACTIVE, attempts, inactive)
     for name, message in failures.items():
         out.error(f"Error waiting on unit creation: {message}")
         out.unit(name, error=message)
@@ -156,6 +178,25 @@ def create_units(
         assert unit is not None, "a resolved unit was in the registry or has been created"
         units.append(unit)
     return units
+
+
+def _create_at_target(
+    registry: UnitCache, resolutions: list[Resolution], target: JobState | None
+) -> set[str]:
+    """The new units `create_units` may create at `target` directly (see there)."""
+    if target is None or target == JobState.INACTIVE:
+        return set()
+    units: list[Unit] = []
+    for resolution in resolutions:
+        if resolution.unit_file is not None:
+            units.append(Unit(resolution.name, resolution.unit_file.options))
+        else:
+            known = registry.unit(resolution.name)
+            if known is not None:
+                units.append(known)
+    if any(unit.competes for unit in units):
+        return set()
+    return {r.name for r in resolutions if r.unit_file is not None and not r.replacing}
 
 
 def set_target_states(
@@ -290,18 +331,25 @@ def create_and_retarget(
     """`load`/`start`'s first half: create missing units, then set `state` on them.
 
     Returns the units whose desired state was set, or None after printing fleet's error."""
+    at_target: set[str] = set()
     try:
-        created = create_units(session, units, command, replace, attempts)
+        created = create_units(
+            session, units, command, replace, attempts, target=state, at_target=at_target
+        )
     except FleetctlError as exc:
         session.out.error(f"Error creating units: {exc}")
         return None
     known = {unit.name: unit for unit in created}
     try:
-        return set_target_states(session, list(known), state, known)
+        changed = set_target_states(
+            session, [name for name in known if name not in at_target], state, known
+        )
     except FleetctlError as exc:
         doing = {Command.LOAD: "loading", Command.START: "starting"}.get(command, str(command))
         session.out.error(f"Error {doing} units: {exc}")
         return None
+    retargeted = {unit.name for unit in changed}
+    return [unit for unit in created if unit.name in at_target or unit.name in retargeted]
 
 
 def registry_units(session: Session, args: list[str]) -> list[Unit]:

@@ -13,13 +13,13 @@ def desired_puts(fleet: FakeFleet) -> list[object]:
     return [json.loads(r.content).get("desiredState") for r in fleet.writes()]
 
 
-def test_load_creates_then_waits_for_loaded(run: Run, fleet: FakeFleet, unit_files: Path) -> None:
+def test_load_creates_loaded_then_waits(run: Run, fleet: FakeFleet, unit_files: Path) -> None:
     fleet.lag = 3
     result = run("load", "hello")
     assert result == Result(
         0, f"Unit hello.service inactive\nUnit hello.service loaded on {ON_A}\n", ""
     )
-    assert desired_puts(fleet) == [None, "loaded"]
+    assert desired_puts(fleet) == ["loaded"]  # a new unit is created loaded: one request
 
 
 def test_no_block_triggers(run: Run, fleet: FakeFleet, unit_files: Path) -> None:

@@ -25,7 +25,8 @@ def test_start_creates_launches_and_checks_systemd(
 ) -> None:
     fleet.lag = 4
     assert run("start", "hello") == Result(0, STARTED, "")
-    assert [json.loads(r.content).get("desiredState") for r in fleet.writes()] == [None, "launched"]
+    # a new unit is created launched, in one request (fleet's fleetctl sent two)
+    assert [json.loads(r.content).get("desiredState") for r in fleet.writes()] == ["launched"]
     last = fleet.requests[-1]
     assert last.url.path == "/fleet/v1/state"
     assert dict(last.url.params) == {"unitName": "hello.service", "machineID": MACHINE_A}
@@ -219,8 +220,9 @@ def test_no_block_of_many_units_writes_concurrently_and_prints_in_argument_order
         lines("Unit {} inactive", names) + lines("Triggered unit {} start", names),
         "",
     )
-    assert (gate.refusals, gate.batches, gate.widest) == ([], 4, MAX_IN_FLIGHT)  # create, start
-    assert gets(fleet) == ["/fleet/v1/units"] * 2  # the registry, then the wait for inactive
+    # each new unit is created launched: one write each, 16 at a time
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 2, MAX_IN_FLIGHT)
+    assert gets(fleet) == ["/fleet/v1/units"]  # the registry; no wait for inactive
     assert {unit.desired for unit in fleet.units.values()} == {"launched"}
 
 
@@ -236,9 +238,8 @@ def test_many_units_are_waited_for_with_one_list_per_poll(
         "",
     )
     assert gate.refusals == []
-    # the registry, the wait for inactive, the wait for launched (and the machines for the
-    # legend), systemd's states
-    assert gets(fleet) == [*["/fleet/v1/units"] * 3, "/fleet/v1/machines", "/fleet/v1/state"]
+    # the registry, the wait for launched (and the machines for the legend), systemd's states
+    assert gets(fleet) == [*["/fleet/v1/units"] * 2, "/fleet/v1/machines", "/fleet/v1/state"]
 
 
 def test_a_few_units_are_read_and_written_concurrently(
@@ -256,8 +257,8 @@ def test_a_few_units_are_read_and_written_concurrently(
         lines("Unit {} inactive", names) + lines(f"Unit {{}} launched on {ON_A}", names),
         "",
     )
-    # reads of the registry, creates, the inactive poll, the starts, the launched poll
-    assert (gate.refusals, gate.batches, gate.widest) == ([], 5, len(names))
+    # reads of the registry, the creates (launched at once), the launched poll
+    assert (gate.refusals, gate.batches, gate.widest) == ([], 3, len(names))
 
 
 COMPETING = HELLO + "\n[X-Fleet]\nConflicts=w@*.service\n"
