@@ -17,6 +17,10 @@ def main() -> int:
         from fleetctl.relay import forward  # noqa: PLC0415 - the point: nothing else loads
 
         return forward(args[1])
+    # httpx imports its own command line tool (click, rich, pygments) whenever they are
+    # installed, as they are here for typer: about 60 ms of every fleetctl start. A None entry
+    # in sys.modules makes that import fail, and httpx then goes without its tool.
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from fleetctl.app import main as cli  # noqa: PLC0415 - loaded only when needed
 
     return cli()

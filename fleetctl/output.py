@@ -29,9 +29,6 @@ from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.progress import Progress
-
 from fleetctl.models import Machine
 from fleetctl.tabwriter import render
 
@@ -179,6 +176,10 @@ class Output:
         if not wanted:
             yield lambda: None
             return
+        # rich costs a command about 60 ms to import: only a command that draws a bar pays it
+        from rich.console import Console  # noqa: PLC0415
+        from rich.progress import Progress  # noqa: PLC0415
+
         console = Console(file=sys.stderr, force_terminal=True)
         with Progress(console=console, transient=True) as bar:
             task = bar.add_task(description, total=total)
