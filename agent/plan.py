@@ -104,10 +104,12 @@ class WriteUnit:
 
 @dataclass(frozen=True, slots=True)
 class LinkUnit:
-    """Link the unit file into systemd as a runtime unit (`LinkUnitFiles`, runtime, force)."""
+    """Link the unit file into systemd as a runtime unit (`LinkUnitFiles`, runtime, force);
+    `starts`: a `StartUnit` of the unit follows in the same plan."""
 
     unit: str
     reason: str
+    starts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +207,9 @@ def _install(plan: _Plan, placement: Placement, text: str, reason: str) -> None:
     """Tasks that write, load and (if launched) start a unit that is absent or was unloaded."""
     name = placement.unit
     plan.loads.append(WriteUnit(name, placement.hash, text, reason))
-    plan.loads.append(LinkUnit(name, reason))
-    if placement.desired is JobState.LAUNCHED:
+    launched = placement.desired is JobState.LAUNCHED
+    plan.loads.append(LinkUnit(name, reason, starts=launched))
+    if launched:
         plan.starts.append(StartUnit(name, placement.hash, f"{reason}; desired launched"))
 
 
