@@ -213,8 +213,8 @@ async def _apply(
         case WriteUnit(unit, hash_, text, _):
             await manager.write_unit_file(unit, text)
             intents.record(unit, hash_, launched=False)
-        case LinkUnit(unit, _, starts):
-            await manager.link_unit(unit, starting=starts)
+        case LinkUnit(unit, _):
+            await manager.link_unit(unit)
         case ReloadSystemd():
             await manager.reload()
         case StopUnit(unit, hash_, _):

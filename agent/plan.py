@@ -104,12 +104,10 @@ class WriteUnit:
 
 @dataclass(frozen=True, slots=True)
 class LinkUnit:
-    """Link the unit file into systemd as a runtime unit (`LinkUnitFiles`, runtime, force);
-    `starts`: a `StartUnit` of the unit follows in the same plan."""
+    """Link the unit file into systemd as a runtime unit (`LinkUnitFiles`, runtime, force)."""
 
     unit: str
     reason: str
-    starts: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,9 +205,8 @@ def _install(plan: _Plan, placement: Placement, text: str, reason: str) -> None:
     """Tasks that write, load and (if launched) start a unit that is absent or was unloaded."""
     name = placement.unit
     plan.loads.append(WriteUnit(name, placement.hash, text, reason))
-    launched = placement.desired is JobState.LAUNCHED
-    plan.loads.append(LinkUnit(name, reason, starts=launched))
-    if launched:
+    plan.loads.append(LinkUnit(name, reason))
+    if placement.desired is JobState.LAUNCHED:
         plan.starts.append(StartUnit(name, placement.hash, f"{reason}; desired launched"))
 
 

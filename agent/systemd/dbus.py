@@ -508,8 +508,8 @@ class DbusUnitManager:
             del self._paths[path]
         self._hub.notify(name)
 
-    async def link_unit(self, name: str, *, starting: bool = False) -> None:
-        self._known.linked(name, starting=starting)
+    async def link_unit(self, name: str) -> None:
+        self._known.forget(name)
         await self._links.submit(self._files.path_for(name))
 
     async def unlink_unit(self, name: str) -> None:

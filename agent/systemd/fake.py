@@ -291,9 +291,9 @@ class FakeUnitManager:
         self._known.forget(name)
         self._hub.notify(name)
 
-    async def link_unit(self, name: str, *, starting: bool = False) -> None:
+    async def link_unit(self, name: str) -> None:
         path = self._files.path_for(name)
-        self._known.linked(name, starting=starting)
+        self._known.forget(name)
         await self._enter("link", name)
         self.systemd.link(path)
 

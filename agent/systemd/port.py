@@ -14,8 +14,7 @@ What every implementation guarantees:
 * `start_unit`/`stop_unit` return once systemd has queued the job; `Job.result()` waits for it to
   finish. Stopping a unit systemd does not have loaded is not an error: its job is already done.
 * `unit_states` does not ask systemd about a unit it would have to load to answer, when the
-  answer is known: a new unit file not linked yet (or linked with `starting=True` and not started
-  yet) is `not-found`/`inactive`/`dead`; a unit stopped
+  answer is known: a new unit file not linked yet is `not-found`/`inactive`/`dead`; a unit stopped
   with `unloading=True` (on its way out) is `loaded`/`inactive`/`dead` once its stop job is
   `done`, until its file is removed or it is written, linked or started again. Asking would make
   systemd load the unit and, after any link changed, first rebuild its map of every unit file
@@ -220,14 +219,8 @@ class KnownStates:
         else:
             job.when_done(settled)
 
-    def linked(self, name: str, *, starting: bool) -> None:
-        """`name` was linked; `starting`: its start comes next, and until then it keeps the
-        state of a new file (loading it now would only make systemd load it twice)."""
-        if not (starting and self._known.get(name) == UnitStatus(name)):
-            self._known.pop(name, None)
-
     def forget(self, name: str) -> None:
-        """`name` was started or removed: ask systemd about it again."""
+        """`name` was linked, started or removed: ask systemd about it again."""
         self._known.pop(name, None)
 
     def answer(self, names: Collection[str]) -> tuple[list[str], dict[str, UnitStatus]]:
@@ -254,9 +247,8 @@ class UnitManager(Protocol):
         """Remove the unit file; no error when it is already gone."""
         ...
 
-    async def link_unit(self, name: str, *, starting: bool = False) -> None:
-        """`LinkUnitFiles([path], runtime=true, force=true)` for the unit's file; `starting`:
-        the caller starts the unit next (see the module docstring)."""
+    async def link_unit(self, name: str) -> None:
+        """`LinkUnitFiles([path], runtime=true, force=true)` for the unit's file."""
         ...
 
     async def unlink_unit(self, name: str) -> None:

@@ -328,12 +328,12 @@ class GatedLinks(FakeUnitManager):
         self.linking = 0
         self.most = 0
 
-    async def link_unit(self, name: str, *, starting: bool = False) -> None:
+    async def link_unit(self, name: str) -> None:
         self.linking += 1
         self.most = max(self.most, self.linking)
         try:
             await self.gate.wait()
-            await super().link_unit(name, starting=starting)
+            await super().link_unit(name)
         finally:
             self.linking -= 1
 
