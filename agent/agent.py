@@ -99,7 +99,7 @@ class Agent:
         metrics: Metrics | None = None,
         network_kernel: NetworkKernel | None = None,
         forwarding_file: Path | None = None,
-        pod_addresses: Path | None = POD_ADDRESS_DIR,
+        pod_addresses: Path | None = None,
     ) -> None:
         self._client = client
         self.metrics = metrics if metrics is not None else unserved()
@@ -349,5 +349,6 @@ async def run_agent_on_systemd(
             metrics=metrics,
             network_kernel=NetlinkKernel(),
             forwarding_file=IP_FORWARD,
+            pod_addresses=POD_ADDRESS_DIR,
         )
         group.create_task(agent.run(), name="agent:main")

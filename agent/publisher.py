@@ -37,7 +37,6 @@ from agent.heart import Heart
 from agent.pod_addresses import PodAddresses
 from agent.systemd.port import ChangeFeed, UnitManager
 from fleetd.core.names import unit_file_name_problem
-from fleetd.core.pod_address import POD_ADDRESS_DIR
 from fleetd.registry.client import Delete, EtcdClient, Put
 from fleetd.registry.codec import CodecError, UnitStateRecord, decode_state, encode_state
 from fleetd.registry.keys import Keys
@@ -75,9 +74,10 @@ class StatePublisher:
         *,
         interval: float = SAFETY_INTERVAL,
         clock: Callable[[], float] = time.time,
-        pod_addresses: Path | None = POD_ADDRESS_DIR,
+        pod_addresses: Path | None = None,
     ) -> None:
-        """`pod_addresses`: fleet-pod's handoff directory (None: publish no pod addresses)."""
+        """`pod_addresses`: fleet-pod's handoff directory (`POD_ADDRESS_DIR` of
+        `fleetd.core.pod_address` on a host, given by `run_agent_on_systemd`); None: none."""
         self._client = client
         self._keys = keys
         self._machine_id = machine_id
