@@ -58,6 +58,7 @@ from agent.systemd.port import ChangeFeed, UnitManager, UnitStatus
 from fleetd import __version__
 from fleetd.core.model import AGENT_LEASE_TTL, Machine, Placement
 from fleetd.core.names import unit_file_name_problem
+from fleetd.core.pod_address import POD_ADDRESS_DIR
 from fleetd.core.states import JobState
 from fleetd.registry.client import EtcdClient, KeyValue
 from fleetd.registry.codec import CodecError, decode_placement, decode_unit
@@ -98,6 +99,7 @@ class Agent:
         metrics: Metrics | None = None,
         network_kernel: NetworkKernel | None = None,
         forwarding_file: Path | None = None,
+        pod_addresses: Path | None = None,
     ) -> None:
         self._client = client
         self.metrics = metrics if metrics is not None else unserved()
@@ -106,7 +108,9 @@ class Agent:
         self.machine = machine
         self._stop_timeout = stop_timeout
         self.heart = Heart(client, keys, machine, ttl=ttl, version=version)
-        self.publisher = StatePublisher(client, keys, machine.id, manager, self.heart)
+        self.publisher = StatePublisher(
+            client, keys, machine.id, manager, self.heart, pod_addresses=pod_addresses
+        )
         self.network = (
             NetworkAgent(
                 client, keys, machine, self.heart, network_kernel, forwarding_file=forwarding_file
@@ -345,5 +349,6 @@ async def run_agent_on_systemd(
             metrics=metrics,
             network_kernel=NetlinkKernel(),
             forwarding_file=IP_FORWARD,
+            pod_addresses=POD_ADDRESS_DIR,
         )
         group.create_task(agent.run(), name="agent:main")

@@ -10,10 +10,15 @@ every unit.
 
 What is published, for each unit file in the units directory: `UnitStateRecord(loadState,
 activeState, subState, hash, since)`, where `hash` is the file's hash and `since` the time the
-publisher saw the unit enter this state. A unit whose file is gone (unloaded) has its state
-deleted. Everything is written on the heart's current lease: when the lease changes (lost, then
-granted again), the publisher reads what is stored, and writes again whatever is not on the new
-lease; after a re-attach it finds its states on the same lease and writes nothing.
+publisher saw the unit enter this state, plus, while the unit is `active`, its pod's address
+(`podAddress`) when fleet-pod handed one over (`agent.pod_addresses`, a dict lookup per unit):
+fleet-pod writes it after systemd reports the unit active, so a change to the pod-address
+directory marks its unit dirty and triggers a pass, as a change feed notification does.
+
+A unit whose file is gone (unloaded) has its state deleted. Everything is written on the heart's
+current lease: when the lease changes (lost, then granted again), the publisher reads what is
+stored, and writes again whatever is not on the new lease; after a re-attach it finds its states
+on the same lease and writes nothing.
 
 Failures (etcd away, systemd away) fail the pass: the dirty units stay dirty and the loop retries
 with backoff; a unit that keeps running keeps its last published state meanwhile.
@@ -24,10 +29,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import structlog
 
 from agent.heart import Heart
+from agent.pod_addresses import PodAddresses
 from agent.systemd.port import ChangeFeed, UnitManager
 from fleetd.core.names import unit_file_name_problem
 from fleetd.registry.client import Delete, EtcdClient, Put
@@ -44,12 +51,13 @@ SAFETY_INTERVAL = 60.0
 
 def _same(a: UnitStateRecord, b: UnitStateRecord) -> bool:
     """Equal apart from `since`."""
-    return (a.load_state, a.active_state, a.sub_state, a.hash, a.load_error) == (
+    return (a.load_state, a.active_state, a.sub_state, a.hash, a.load_error, a.pod_address) == (
         b.load_state,
         b.active_state,
         b.sub_state,
         b.hash,
         b.load_error,
+        b.pod_address,
     )
 
 
@@ -66,7 +74,10 @@ class StatePublisher:
         *,
         interval: float = SAFETY_INTERVAL,
         clock: Callable[[], float] = time.time,
+        pod_addresses: Path | None = None,
     ) -> None:
+        """`pod_addresses`: fleet-pod's handoff directory (`POD_ADDRESS_DIR` of
+        `fleetd.core.pod_address` on a host, given by `run_agent_on_systemd`); None: none."""
         self._client = client
         self._keys = keys
         self._machine_id = machine_id
@@ -80,6 +91,7 @@ class StatePublisher:
         self._dirty: set[str] = set()
         self._everything = True
         self._local: set[str] = set()  # unit files seen by the last pass
+        self.pod_addresses = PodAddresses(pod_addresses) if pod_addresses is not None else None
         self.loop = ReconcileLoop("publisher", self._pass, interval=interval)
         self.writes = 0  # states put or deleted so far
 
@@ -89,11 +101,18 @@ class StatePublisher:
 
     async def run(self) -> None:
         """Follow the change feed and publish until cancelled."""
+        if self.pod_addresses is not None:
+            self.pod_addresses.scan()  # known before the first pass: no state without them
         with self._manager.subscribe() as feed:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.loop.run(), name="publisher:loop")
                 group.create_task(self._follow(feed), name="publisher:feed")
                 group.create_task(self._follow_lease(), name="publisher:lease")
+                if self.pod_addresses is not None:
+                    group.create_task(
+                        self.pod_addresses.run(self._addresses_changed),
+                        name="publisher:pod-addresses",
+                    )
 
     async def _follow_lease(self) -> None:
         """A pass for every new lease: the states on the old one went with it."""
@@ -112,6 +131,12 @@ class StatePublisher:
                 self._everything = True
             if changed.everything or ours:
                 self.loop.trigger()
+
+    def _addresses_changed(self, names: set[str]) -> None:
+        ours = {name for name in names if self._is_ours(name)}
+        if ours:
+            self._dirty |= ours
+            self.loop.trigger()
 
     def _is_ours(self, name: str) -> bool:
         """Whether `name` is a unit of ours (systemd also signals about its own units)."""
@@ -172,6 +197,7 @@ class StatePublisher:
                     writes.append((name, Delete(key), None))
                 continue
             status = states[name]
+            addresses = self.pod_addresses if status.active_state == "active" else None
             record = UnitStateRecord(
                 status.load_state,
                 status.active_state,
@@ -179,6 +205,7 @@ class StatePublisher:
                 files[name],
                 now,
                 status.load_error,
+                addresses.get(name) if addresses is not None else "",
             )
             old = self._published.get(name)
             if old is not None and _same(old, record):

@@ -47,7 +47,9 @@ class FakeHost:
         reconcile_interval: float = RECONCILE_INTERVAL,
         metrics: Metrics | None = None,
         peer_address: str = "",
+        pod_addresses: Path | None = None,
     ) -> None:
+        """`pod_addresses`: the directory its agent reads pod addresses from (None: no pods)."""
         self.manager = FakeUnitManager(units_directory)
         self.agent = Agent(
             client,
@@ -57,6 +59,7 @@ class FakeHost:
             ttl=ttl,
             reconcile_interval=reconcile_interval,
             metrics=metrics,
+            pod_addresses=pod_addresses,
         )
         self.task: asyncio.Task[None] | None = None
 

@@ -134,6 +134,7 @@ class UnitState:
     active_state: str = ""
     sub_state: str = ""
     load_error: str = ""
+    pod_address: str = ""  # pyfleet's extension: the unit's pod on the cluster network
 
     @classmethod
     def from_json(cls, data: object) -> UnitState:
@@ -146,6 +147,7 @@ class UnitState:
             active_state=_text(state, "systemdActiveState"),
             sub_state=_text(state, "systemdSubState"),
             load_error=_text(state, "systemdLoadError"),
+            pod_address=_text(state, "podAddress"),
         )
 
     def to_json(self) -> dict[str, str]:
@@ -157,6 +159,7 @@ class UnitState:
             "systemdLoadState": self.load_state,
             "systemdSubState": self.sub_state,
             "systemdLoadError": self.load_error,
+            "podAddress": self.pod_address,
         }
         return {key: value for key, value in data.items() if value}
 

@@ -36,6 +36,7 @@ from fleetpod.pod_manifest import RunOptions, run_options
 from fleetpod.pods import GcAction, PodInfo, PodState, PodStore, plan_gc
 from fleetpod.stage1 import own_service_unit
 from fleetpod.store import ImageStore
+from fleetpod.unit_address import withdraw_unit_address
 
 EXIT_FAILURE = 254
 HOST_KEY = "fleet_pod.host"
@@ -365,6 +366,7 @@ def gc_command(
         unit = own_service_unit(_read_cgroup(host))
         if unit is not None:
             pods.record_exit(unit, status)
+            withdraw_unit_address(unit)  # its pod stopped: no address in the unit's state
     now = datetime.now(UTC)
     tasks = plan_gc(pods.list(), now=now, grace=grace, expire_prepared=expire)
     if mark_only:

@@ -14,6 +14,8 @@ Invariants:
   `exited-garbage/` or `garbage/` pod is being deleted.
 * Nothing is deleted or moved to garbage while someone holds its lock; a pod whose rootfs is
   still a mount point after a lazy unmount is skipped, never recursed into.
+* A pod that gc marks or sweeps withdraws the address it handed to fleetd for its unit
+  (`fleetpod.unit_address`), unless a newer pod of the unit replaced it.
 * Sweeping is best effort per pod: a busy or faulty pod is reported and the others go on
   (rkt issue 3181), unlike the stop-at-first-failure executors elsewhere.
 """
@@ -36,6 +38,7 @@ from fleetd.runtime.files import write_atomically
 from fleetpod.errors import PodError, PodStateError
 from fleetpod.ipam import AddressBook, PortBook
 from fleetpod.render import force_rmtree
+from fleetpod.unit_address import withdraw_unit_address
 
 
 class PodState(StrEnum):
@@ -501,10 +504,13 @@ class PodStore:
             with _exclusive(path) as fd:
                 if fd is None:
                     return "busy (locked by another process)"
+                unit = (_read(path / "unit") or "").strip()
                 if task.action is GcAction.SWEEP:
                     why = self._sweep(path, unmount)
                     if why is None:
                         self._release_network(task.uuid)
+                        if unit:
+                            withdraw_unit_address(unit, task.uuid)
                     return why
                 source, target = _GC_MOVES[task.action]
                 if source is S.EXITED and self._alive(path):
@@ -512,6 +518,8 @@ class PodStore:
                 moved = self._rename(task.uuid, source, target)
                 if task.action is GcAction.MARK_EXITED:
                     Pod(task.uuid, moved, None).write("marked", now.isoformat())
+                if unit:
+                    withdraw_unit_address(unit, task.uuid)
                 return None
         except (FileNotFoundError, PodStateError):
             return "gone (moved or deleted by another process)"

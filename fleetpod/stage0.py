@@ -15,6 +15,9 @@ Invariants:
 * Resource limits are never silently dropped: in a service unit they are set on it with
   `systemctl set-property --runtime`; outside one, nspawn runs in a new scope (`systemd-run
   --scope`) that carries them; fly outside a service unit with limits is refused.
+* In a service unit, the pod's address on the cluster network is handed to fleetd's agent
+  (`fleetpod.unit_address`) just before stage1 is exec'd; a pod without one withdraws what an
+  earlier pod of the unit left.
 * stdout/stderr go to journald's stream socket, tagged with the app name, only when that socket
   exists and stdout is not a terminal; a missing journal is silently skipped.
 """
@@ -48,6 +51,7 @@ from fleetpod.pod_manifest import RunOptions, build_pod_manifest, default_app_na
 from fleetpod.pods import Pod, PodStore, process_start_time
 from fleetpod.store import ImageRecord, ImageStore
 from fleetpod.trust import TrustStore
+from fleetpod.unit_address import publish_unit_address, withdraw_unit_address
 
 CLONE_NEWNS = 0x00020000
 MNT_DETACH = 2
@@ -474,7 +478,7 @@ def _launch(
     with contextlib.suppress(StoreError):
         images.touch(spec.image_id)
     prepare_volumes(pod.path, spec)
-    network_namespace = None
+    network_namespace, address = None, None
     if spec.net is NetMode.DEFAULT and not fly:  # before the private mount namespace: the
         # namespace's bind mount under /run/netns must be the host's, for gc to remove it
         connected = host.connect_network(pod.uuid, settings.paths.data_dir, spec.ports)
@@ -491,6 +495,11 @@ def _launch(
         pod.write("unit", unit)
     _record_start(pod, host, spec)
     lock_fd = pods.start_running(pod)
+    if service:  # the unit's state in fleet shows the address (fleetd.core.pod_address)
+        if address is None:
+            withdraw_unit_address(service)
+        else:
+            publish_unit_address(service, pod.uuid, address.ip, warn=_warn)
     host.connect_output_to_journal(spec.app_name)
     rootfs = pod.path / "rootfs"
     if fly:
@@ -517,6 +526,10 @@ def _launch(
         argv = stage1.scope_command(unit, properties, argv)
     environment = {**os.environ, **stage1.NSPAWN_ENV, LOCK_FD_ENV: str(lock_fd)}
     host.execvpe(argv[0], argv, environment)
+
+
+def _warn(message: str) -> None:
+    print(f"fleet-pod: {message}", file=sys.stderr, flush=True)
 
 
 def _read_or_empty(path: Path) -> str:

@@ -1,8 +1,9 @@
 """`fleetctl list-units`: one row per unit state (unit x machine), from `GET /state`.
 
 Columns (`--fields`, default `unit,machine,active,sub`): `unit`, `machine` (`113f16a7.../IP`,
-full id with `--full`), `active`, `sub`, `load` (systemd's states) and `hash` (7 hex digits,
-40 with `--full`); `-` for empty values; fleet's tab layout. Exit 0, or 1 on a bad field or an
+full id with `--full`), `active`, `sub`, `load` (systemd's states), `hash` (7 hex digits,
+40 with `--full`) and pyfleet's `address` (the unit's pod on the cluster network, while the
+unit is active); `-` for empty values; fleet's tab layout. Exit 0, or 1 on a bad field or an
 API error.
 """
 
@@ -18,7 +19,7 @@ from fleetctl.models import UnitState
 from fleetctl.output import hash_legend, or_empty
 from fleetctl.session import Session
 
-FIELDS = ("active", "hash", "load", "machine", "sub", "unit")
+FIELDS = ("active", "address", "hash", "load", "machine", "sub", "unit")
 DEFAULT_FIELDS = "unit,machine,active,sub"
 
 
@@ -76,4 +77,5 @@ def value(name: str, state: UnitState) -> str:
         "sub": state.sub_state,
         "load": state.load_state,
         "hash": state.hash,
+        "address": state.pod_address,
     }[name]

@@ -11,7 +11,8 @@ Kinds (`data` is JSON, camelCase as fleet's API), and the keys they come from:
 * `desired-state` (`units/<unit>`, only the target state changed): desiredState, previous.
 * `placement` (`schedule/<m>/<unit>`): action scheduled, changed or unscheduled; desiredState.
 * `unplaceable` (`unplaceable/<unit>`): reasons (an empty list: placeable again).
-* `unit-state` (`states/<m>/<unit>`): action published or removed; systemd's states, hash, since.
+* `unit-state` (`states/<m>/<unit>`): action published or removed; systemd's states, hash, since
+  (`loadError`, `podAddress` when set).
 * `machine` (`machines/<m>`, `metadata/<m>/<key>`): action joined, changed, left or metadata.
 
 Every data object also holds `revision`, `unit` and/or `machineID`. A put that changes nothing
@@ -198,6 +199,8 @@ def _describe_one(keys: Keys, event: Event) -> _Described | None:
         }
         if state.load_error:
             systemd["loadError"] = state.load_error
+        if state.pod_address:
+            systemd["podAddress"] = state.pod_address
         return "unit-state", unit, machine, {**data, "action": "published", **systemd}
     if key.startswith(keys.unplaceable):
         unit = keys.name_under(keys.unplaceable, key)

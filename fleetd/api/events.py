@@ -239,6 +239,7 @@ def cluster_snapshot(service: ApiService) -> dict[str, Any]:
             "activeState": s.active_state,
             "subState": s.sub_state,
             "since": s.since,
+            **({"podAddress": s.pod_address} if s.pod_address else {}),
         }
         for u, m in view.state_keys()
         for s in (view.states[u][m],)

@@ -76,6 +76,11 @@ class UnitState(_Wire):
     systemdLoadState: str | None = None
     systemdSubState: str | None = None
     systemdLoadError: str | None = None
+    podAddress: str | None = Field(
+        None,
+        description="pyfleet extension: the IPv4 address of the unit's pod on the cluster"
+        " network, while the unit is active; absent for a unit that runs no pod",
+    )
 
 
 class UnitStatePage(_Wire):
@@ -195,6 +200,7 @@ def state_json(unit: str, machine_id: str, state: UnitStateRecord) -> dict[str, 
         state.load_state,
         state.sub_state,
         state.load_error,
+        state.pod_address,
     )
     return _omit_empty(zip(_STATE_KEYS, values, strict=True))
 

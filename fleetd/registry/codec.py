@@ -6,6 +6,7 @@ Every record is a JSON object with camelCase fields, the names of `docs/architec
     machines/<id>         {"id", "primaryIP", "metadata": {k: v}, "version"[, "peerAddress"]}
     schedule/<m>/<unit>   {"hash", "desiredState"}
     states/<m>/<unit>     {"loadState", "activeState", "subState", "hash", "since"}  (since: Unix s)
+                          [+ "loadError", "podAddress": pyfleet's, absent when empty]
     unplaceable/<unit>    {"reasons": [...]}
     metadata/<m>/<key>    {"value"}  ("" removes the key, the machine's own value included)
     engine/leader         {"machineID", "version"}
@@ -172,7 +173,9 @@ class UnitStateRecord:
 
     The three states are systemd's strings (`loaded`, `active`, `running`, ...), `hash` is the
     hash of the unit file the agent loaded, `since` the Unix time (seconds) it entered this state,
-    and `load_error` systemd's reason for refusing to load the file (empty when it loaded).
+    `load_error` systemd's reason for refusing to load the file (empty when it loaded), and
+    `pod_address` the IPv4 address of the unit's pod on the cluster network while the unit is
+    active (empty for a unit that runs no pod; `fleetd.core.pod_address`).
     """
 
     load_state: str
@@ -181,6 +184,7 @@ class UnitStateRecord:
     hash: str
     since: float = 0.0
     load_error: str = ""
+    pod_address: str = ""
 
 
 def encode_state(record: UnitStateRecord) -> bytes:
@@ -193,6 +197,8 @@ def encode_state(record: UnitStateRecord) -> bytes:
     }
     if record.load_error:
         fields["loadError"] = record.load_error
+    if record.pod_address:
+        fields["podAddress"] = record.pod_address
     return _dump(fields)
 
 
@@ -208,6 +214,7 @@ def decode_state(key: str, raw: bytes) -> UnitStateRecord:
         _str(key, obj, "hash"),
         float(since),
         _str(key, obj, "loadError", default=""),
+        _str(key, obj, "podAddress", default=""),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +14,11 @@ from agent.heart import Heart
 from agent.publisher import TXNS_IN_FLIGHT, StatePublisher
 from agent.systemd.fake import FakeSystemd, FakeUnitManager
 from fleetd.core.model import Machine
+from fleetd.core.pod_address import PodAddress, encode_pod_address
 from fleetd.registry.client import Compare, Delete, EtcdClient, Put, TxnResult
-from fleetd.registry.codec import decode_state
+from fleetd.registry.codec import UnitStateRecord, decode_state
 from fleetd.registry.keys import Keys
+from fleetd.runtime.files import write_atomically
 from tests.agent.helpers import MACHINE, background, service, states
 from tests.engine.cluster import wait_until
 
@@ -169,4 +172,57 @@ async def test_many_states_at_once_go_out_in_a_few_transactions_side_by_side(
         await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")))
         assert sorted(sizes, reverse=True) == [128, 128, 128, 128, 88]
         assert most == TXNS_IN_FLIGHT  # side by side, and no more than that at once
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_a_pods_address_is_published_while_its_unit_is_active(
+    etcd: EtcdClient,
+    keys: Keys,
+    manager: FakeUnitManager,
+    systemd: FakeSystemd,
+    tmp_path: Path,
+) -> None:
+    manager.seed("pod.service", service())
+    manager.seed("plain.service", service())
+    heart = Heart(etcd, keys, Machine(MACHINE), ttl=10)
+    publisher = StatePublisher(etcd, keys, MACHINE, manager, heart, pod_addresses=tmp_path)
+
+    async def published(name: str) -> UnitStateRecord | None:
+        kv = await etcd.get(keys.state(MACHINE, name))
+        return decode_state(kv.key, kv.value) if kv is not None else None
+
+    async def address_is(name: str, address: str) -> bool:
+        record = await published(name)
+        return record is not None and record.pod_address == address
+
+    async with background(heart.run()), background(publisher.run()):
+        await wait_states(
+            etcd,
+            keys,
+            {"pod.service": ("active", "running"), "plain.service": ("active", "running")},
+        )
+        calls = len(manager.unit_state_calls)
+        # fleet-pod hands the address over after systemd reported the unit active
+        write_atomically(
+            tmp_path / "pod.service", encode_pod_address(PodAddress("10.244.3.2", "u"))
+        )
+        await wait_until(lambda: address_is("pod.service", "10.244.3.2"), "the address published")
+        assert frozenset({"pod.service"}) in manager.unit_state_calls[calls:]  # that unit only
+        assert await address_is("plain.service", "")
+
+        systemd.crash("pod.service")  # the file is still there (not yet withdrawn): not shown
+        await wait_states(
+            etcd,
+            keys,
+            {"pod.service": ("failed", "failed"), "plain.service": ("active", "running")},
+        )
+        assert await address_is("pod.service", "")
+        systemd.start("pod.service")
+        await wait_until(lambda: address_is("pod.service", "10.244.3.2"), "the address again")
+
+        (tmp_path / "pod.service").unlink()  # fleet-pod withdrew it
+        await wait_until(lambda: address_is("pod.service", ""), "the address gone")
+        record = await published("pod.service")
+        assert record is not None
+        assert record.active_state == "active"
         await etcd.lease_revoke((await heart.wait_lease()).id)

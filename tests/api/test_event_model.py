@@ -117,6 +117,15 @@ def test_placements_states_reasons_and_machines() -> None:
     assert got[3][2]["metadata"] == {"role": "db"}
 
 
+def test_a_pods_address_appearing_is_a_state_event_that_carries_it() -> None:
+    key = KEYS.state(M1, "pod.service")
+    bare = encode_state(UnitStateRecord("loaded", "active", "running", "h", 5.0))
+    pod = encode_state(UnitStateRecord("loaded", "active", "running", "h", 5.0, "", "10.244.3.2"))
+    got = payloads([put(key, bare, 20), put(key, pod, 21, prev=bare)])
+    assert "podAddress" not in got[0][2]
+    assert got[1][2]["podAddress"] == "10.244.3.2"
+
+
 def test_events_of_one_revision_are_numbered_and_the_last_has_the_plain_revision() -> None:
     state = encode_state(UnitStateRecord("loaded", "active", "running", "h", 5.0))
     events = [put(KEYS.state(M1, f"u{i}.service"), state, 30) for i in range(3)]

@@ -91,6 +91,9 @@ def test_state_and_machine_json() -> None:
     ]
     refused = UnitStateRecord("bad-setting", "inactive", "dead", HELLO_HASH, 1.0, "bad setting")
     assert state_json("x.service", M1, refused)["systemdLoadError"] == "bad setting"
+    pod = UnitStateRecord("loaded", "active", "running", HELLO_HASH, 1.0, pod_address="10.244.3.2")
+    assert list(state_json("pod.service", M1, pod))[-1] == "podAddress"
+    assert state_json("pod.service", M1, pod)["podAddress"] == "10.244.3.2"
     machine = Machine(M1, {"z": "1", "az": "us-west-1b"}, "172.17.8.103")
     assert go_json(machine_json(machine)) == (
         b'{"id":"'
@@ -113,8 +116,8 @@ def test_the_documented_shapes_are_the_served_ones() -> None:
     full = UnitStatus(HELLO, JobState.LAUNCHED, M1, ("no machine has role=web",))
     assert list(unit_json(full)) == list(schemas.Unit.model_fields)
     assert list(unit_json(full)["options"][0]) == list(schemas.UnitOption.model_fields)
-    refused = UnitStateRecord("bad-setting", "inactive", "dead", HELLO_HASH, 1.0, "bad setting")
-    assert list(state_json("x.service", M1, refused)) == list(schemas.UnitState.model_fields)
+    every = UnitStateRecord("loaded", "active", "running", HELLO_HASH, 1.0, "bad", "10.244.3.2")
+    assert list(state_json("x.service", M1, every)) == list(schemas.UnitState.model_fields)
     machine = Machine(M1, {"role": "web"}, "172.17.8.103")
     assert list(machine_json(machine)) == list(schemas.Machine.model_fields)
     for key, page in (

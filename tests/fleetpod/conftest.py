@@ -4,7 +4,8 @@ factory for hand-made (often malicious) image archives.
 Fixtures: `rootfs_dir`, `key_pair`, `other_key_pair`, `image_file` (example.com/app 1.0,
 gzip), `signed_image` (with `.sig` by `key_pair`), `pod_paths`, `pod_settings`, `trust_store`
 (empty), `trusted_trust_store` (`key_pair` trusted for `example.com/app`), `image_store`,
-`make_archive` (see `ArchiveFactory`), `warnings_seen` + `warn`; `nested_directories` and
+`make_archive` (see `ArchiveFactory`), `warnings_seen` + `warn`, `pod_address_dir` (every test's
+pod-address handoff directory, never the machine's); `nested_directories` and
 `open_at_depth` for very deep trees, which go in `deep_tmp_path`.
 """
 
@@ -30,6 +31,7 @@ from fleetpod.keys import generate_key_pair, load_private_key
 from fleetpod.signature import sign_image
 from fleetpod.store import ImageStore
 from fleetpod.trust import TrustStore
+from fleetpod.unit_address import ADDRESS_DIR_ENV
 
 IMAGE_NAME = "example.com/app"
 IMAGE_VERSION = "1.0"
@@ -145,6 +147,14 @@ def open_at_depth(root: Path, depth: int, name: str = "d") -> int:
         os.close(fd)
         fd = child
     return fd
+
+
+@pytest.fixture(autouse=True)
+def pod_address_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where fleet-pod hands pod addresses to fleetd in this test (not /run/fleet/...)."""
+    directory = tmp_path / "pod-addresses"
+    monkeypatch.setenv(ADDRESS_DIR_ENV, str(directory))
+    return directory
 
 
 @pytest.fixture

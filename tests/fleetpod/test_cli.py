@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fleetd.core.pod_address import PodAddress, encode_pod_address
 from fleetpod.cli import (
     exit_status_from_env,
     format_age,
@@ -216,6 +217,25 @@ def test_gc_in_exec_stop_post_records_the_exit_status(
     assert "exited=true" in out.splitlines()
     assert "app-app=3" in out.splitlines()
     assert "unit=web.service" in out.splitlines()
+
+
+def test_gc_in_exec_stop_post_withdraws_the_units_pod_address(
+    cli: Cli, image_file: Path, monkeypatch: pytest.MonkeyPatch, pod_address_dir: Path
+) -> None:
+    cli.host.cgroup = "0::/system.slice/web.service\n"
+    cli.exited_pod(image_file)
+    pod_address_dir.mkdir()
+    for unit in ("web.service", "db.service"):
+        record = PodAddress("10.244.3.2", "the-units-pod")
+        (pod_address_dir / unit).write_bytes(encode_pod_address(record))
+    code, _, _ = cli("gc", "--mark-only")  # by hand: not the unit's ExecStopPost=
+    assert code == 0
+    assert sorted(p.name for p in pod_address_dir.iterdir()) == ["db.service", "web.service"]
+    monkeypatch.setenv("EXIT_CODE", "killed")
+    monkeypatch.setenv("EXIT_STATUS", "TERM")
+    code, _, _ = cli("gc", "--mark-only")
+    assert code == 0
+    assert [p.name for p in pod_address_dir.iterdir()] == ["db.service"]
 
 
 def test_rm_removes_what_it_can_and_says_what_it_cannot(cli: Cli, image_file: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from pyroute2 import netns
 
+from fleetd.core.pod_address import PodAddress, encode_pod_address
 from fleetpod import pods as pods_module
 from fleetpod import stage0
 from fleetpod.errors import PodError, PodStateError
@@ -501,6 +502,31 @@ def test_gc_marks_then_sweeps_after_the_grace_period(
     assert state_of(store, exited) is None
     assert state_of(store, running) is S.RUNNING
     assert not (store.pods_dir / "exited-garbage" / exited).exists()
+
+
+def test_gc_withdraws_the_address_a_pod_handed_over_for_its_unit(
+    store: PodStore, pods_to_release: list[Pod], pod_address_dir: Path
+) -> None:
+    exited, newer_exited = (make(store, pods_to_release, S.EXITED) for _ in range(2))
+    garbage = make(store, pods_to_release, S.GARBAGE)  # swept at once
+    for uuid, unit in (
+        (exited, "web.service"),
+        (newer_exited, "db.service"),
+        (garbage, "x.service"),
+    ):
+        Pod(uuid, store.get(uuid).path, None).write("unit", unit)
+    pod_address_dir.mkdir()
+    for unit, uuid in (
+        ("web.service", exited),
+        ("db.service", "a-newer-pod"),
+        ("x.service", garbage),
+    ):
+        (pod_address_dir / unit).write_bytes(encode_pod_address(PodAddress("10.244.3.2", uuid)))
+    kwargs = {"grace": 30 * MIN, "expire_prepared": 24 * HOUR, "unmount": no_unmount}
+    assert store.gc(now=NOW, **kwargs).skipped == ()  # type: ignore[arg-type]
+    assert state_of(store, exited) is S.EXITED_GARBAGE
+    assert state_of(store, garbage) is None
+    assert [path.name for path in pod_address_dir.iterdir()] == ["db.service"]
 
 
 def test_a_busy_pod_is_skipped_and_the_others_go_on(

@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import pytest
 
 from fleetd.core.container import PortMapping
+from fleetd.core.pod_address import PodAddress, decode_pod_address, encode_pod_address
 from fleetpod import stage0, stage1
 from fleetpod.config import Insecure, PodSettings
 from fleetpod.errors import PodError, StoreError
@@ -532,6 +533,41 @@ def test_on_the_cluster_network_nspawn_enters_the_pods_namespace(
     assert "--private-network" not in executed.argv
     assert pod.address == "10.244.3.2/24"
     assert host.published == ()
+
+
+def test_in_a_service_the_pods_address_is_handed_to_fleetd_before_stage1(
+    settings: PodSettings, tmp_path: Path, image_file: Path, pod_address_dir: Path
+) -> None:
+    cgroup = "0::/system.slice/web.service\n"
+    host = FakeHost(tmp_path, settings.paths.pods_dir, cgroup=cgroup)
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    run_until_exec(settings, image_file, run_options(), host)  # the file is there at the exec
+    record = decode_pod_address((pod_address_dir / "web.service").read_bytes())
+    assert record == PodAddress("10.244.3.2", only_pod(settings).uuid)
+
+
+def test_a_pod_without_an_address_withdraws_what_the_units_last_pod_left(
+    settings: PodSettings, tmp_path: Path, image_file: Path, pod_address_dir: Path
+) -> None:
+    pod_address_dir.mkdir()
+    (pod_address_dir / "web.service").write_bytes(
+        encode_pod_address(PodAddress("10.244.3.9", "an-earlier-pod"))
+    )
+    (pod_address_dir / "db.service").write_bytes(
+        encode_pod_address(PodAddress("10.244.3.8", "another-units-pod"))
+    )
+    cgroup = "0::/system.slice/web.service\n"
+    host = FakeHost(tmp_path, settings.paths.pods_dir, cgroup=cgroup)
+    run_until_exec(settings, image_file, run_options(net="host"), host)
+    assert [path.name for path in pod_address_dir.iterdir()] == ["db.service"]
+
+
+def test_outside_a_service_no_address_is_handed_over(
+    settings: PodSettings, host: FakeHost, image_file: Path, pod_address_dir: Path
+) -> None:
+    host.network = (IPv4Interface("10.244.3.2/24"), Path("/run/netns/fleet-x"))
+    run_until_exec(settings, image_file, run_options(), host)  # in a login session's scope
+    assert not pod_address_dir.exists()
 
 
 def test_published_ports_reach_the_network_set_up(

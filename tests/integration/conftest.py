@@ -142,7 +142,13 @@ async def fleet_cluster(
 
     hosts = {
         machine: FakeHost(
-            etcd, keys, machine, tmp_path / "hosts" / machine, metadata={"role": role}, ip=IP
+            etcd,
+            keys,
+            machine,
+            tmp_path / "hosts" / machine,
+            metadata={"role": role},
+            ip=IP,
+            pod_addresses=tmp_path / "pod-addresses" / machine,
         )
         for machine, role in MACHINE_ROLES.items()
     }

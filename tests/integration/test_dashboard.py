@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from fleetd.core.pod_address import PodAddress, encode_pod_address
 from fleetd.core.states import JobState
 from fleetd.core.unitfile import parse_unit
 from fleetd.registry.client import Put
 from fleetd.registry.codec import UnitRecord, encode_unit
-from tests.integration.cluster import TOKEN, Cluster
+from fleetd.runtime.files import write_atomically
+from tests.integration.cluster import TOKEN, WEB, Cluster
 from tests.integration.scenario import GLOBAL, HELLO, NOSUCH
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (scripts/bootstrap); no browser download
@@ -169,3 +171,28 @@ async def test_a_units_page_shows_the_journal_routes_entries(
     await expect(journal).to_contain_text("hello from the journal")
     await expect(journal).to_contain_text("bytes")
     await expect(journal).to_contain_text("-- the unit moved --")
+
+
+async def test_a_units_page_shows_its_pods_address(
+    fleet_cluster: Cluster, browser: Browser
+) -> None:
+    page = await open_dashboard(browser, fleet_cluster, TOKEN)
+    await page.wait_for_selector("body[data-ready=true]")
+    fleet_cluster.write_unit(
+        "pod.service",
+        "[Service]\nExecStart=/bin/sleep infinity\n\n[X-Fleet]\nMachineMetadata=role=web\n",
+    )
+    started = await fleet_cluster.fleetctl("start", "pod.service")
+    assert started.code == 0, started.err
+    await page.wait_for_selector(f'{row("pod.service")}[data-health="running"]')
+    await page.click(f"{row('pod.service')} .name")
+    await page.wait_for_selector("#unit-page:not([hidden])")
+    await expect(page.locator("#unit-facts")).to_contain_text("Pod address—")
+
+    pods = fleet_cluster.hosts[WEB].agent.publisher.pod_addresses  # as fleet-pod hands it over
+    assert pods is not None
+    record = PodAddress("10.244.3.2", "6f1d3c2a-0b4e-4a7f-9c1d-2e3f4a5b6c7d")
+    write_atomically(pods.directory / "pod.service", encode_pod_address(record))
+    await expect(page.locator("#unit-facts")).to_contain_text("Pod address10.244.3.2")
+    await expect(page.locator("#unit-events")).to_contain_text("pod 10.244.3.2")
+    assert page.errors == []  # type: ignore[attr-defined]

@@ -267,6 +267,19 @@ def test_any_unit_record_round_trips(
 
 
 @given(
+    fields=st.tuples(text, text, text, text),
+    since=st.floats(allow_nan=False, allow_infinity=False),
+    load_error=text,
+    pod_address=text,
+)
+def test_any_state_round_trips(
+    fields: tuple[str, str, str, str], since: float, load_error: str, pod_address: str
+) -> None:
+    record = UnitStateRecord(*fields, since, load_error, pod_address)
+    assert decode_state("k", encode_state(record)) == record
+
+
+@given(
     machine_id=text,
     metadata=st.dictionaries(text, text, max_size=4),
     ip=text,
@@ -561,6 +574,17 @@ def test_state_load_error_is_kept_and_left_out_when_empty() -> None:
     assert decode_state(KEY, encode_state(refused)) == refused
     assert json.loads(encode_state(refused))["loadError"] == "Unit x has a bad"
     assert "loadError" not in json.loads(encode_state(UnitStateRecord("a", "b", "c", HASH)))
+
+
+def test_state_pod_address_round_trips_and_is_left_out_when_empty() -> None:
+    pod = UnitStateRecord("loaded", "active", "running", HASH, 1.0, pod_address="10.244.3.2")
+    assert decode_state(KEY, encode_state(pod)) == pod
+    assert json.loads(encode_state(pod))["podAddress"] == "10.244.3.2"
+    assert "podAddress" not in json.loads(encode_state(UnitStateRecord("a", "b", "c", HASH)))
+    obj = {"loadState": "loaded", "activeState": "active", "subState": "running", "hash": HASH}
+    assert decode_state("k", dumps(obj)).pod_address == ""  # written by an older agent
+    with pytest.raises(CodecError, match="k: field 'podAddress' must be a string, got 7"):
+        decode_state("k", dumps({**obj, "podAddress": 7}))
 
 
 def test_state_since_defaults_to_zero_and_takes_integers() -> None:

@@ -5,8 +5,10 @@ a client container on node2 that fetches from it by the server pod's address.
 The image is a static busybox (node1's) with `httpd` and `wget`, signed with a key made for the
 test and trusted on every node, as in `test_containers.py`. Also checked: every machine leases a
 different subnet of the network (`fleetctl list-subnets`), a pod's address lies in its node's
-subnet, a second pod on a node gets another address of that subnet, subnets and pod addresses
-survive `systemctl restart fleet` with the pods still reachable, a published port (`Port=`)
+subnet, a second pod on a node gets another address of that subnet, the pod's address is in its
+unit's state (`fleetctl list-units --fields unit,address`, from the API) as `fleet-pod list`
+shows it on the node, subnets and pod addresses (those in the unit states too) survive
+`systemctl restart fleet` with the pods still reachable, a published port (`Port=`)
 reaches a pod from another machine through its node's address, a pod reaches etcd's
 container (outside the cluster network, so only through the node's masquerade rule), and a
 killed node's subnet lease ends within the agent TTL and the other nodes drop their route to it.
@@ -119,6 +121,26 @@ def pod_addresses(cluster: Cluster, node: str) -> list[IPv4Address]:
     ]
 
 
+def unit_addresses(cluster: Cluster) -> dict[str, IPv4Address]:
+    """Unit -> its pod's address, from `fleetctl list-units --fields unit,address` (the API's
+    unit states); units without one are left out."""
+    done = cluster.fleetctl(
+        "--output", "json", "list-units", "--fields", "unit,address", check=False
+    )
+    if done.returncode != 0:
+        return {}
+    rows = json.loads(done.stdout)["states"]
+    return {row["unit"]: IPv4Address(row["address"]) for row in rows if row["address"]}
+
+
+def wait_unit_addresses(cluster: Cluster, expected: dict[str, IPv4Address]) -> None:
+    def check() -> tuple[bool, str]:
+        found = unit_addresses(cluster)
+        return all(found.get(unit) == address for unit, address in expected.items()), f"{found}"
+
+    cluster.wait(check, f"the pod addresses {expected} in the unit states", within=60)
+
+
 def wait_pods(cluster: Cluster, node: str, count: int) -> list[IPv4Address]:
     def check() -> tuple[bool, str]:
         found = pod_addresses(cluster, node)
@@ -143,6 +165,9 @@ def test_a_pod_on_node2_fetches_from_a_pod_on_node1_by_address(
     cluster.fleetctl("start", "web.service")
     (server,) = wait_pods(cluster, "node1", 1)
     assert server in leases[node1]
+    wait_unit_addresses(cluster, {"web.service": server})  # as `fleet-pod list` shows it
+    table = cluster.fleetctl("list-units", "--no-legend", "--fields=unit,address").stdout
+    assert f"web.service\t{server}" in table.splitlines()
 
     cursor = cluster.journal_cursor("node2")
     fetch = f"/bin/sh -c 'wget -q -O - http://{server}:8080/ && exec sleep 100000'"
@@ -150,6 +175,7 @@ def test_a_pod_on_node2_fetches_from_a_pod_on_node1_by_address(
     cluster.fleetctl("start", "client.service")
     (client,) = wait_pods(cluster, "node2", 1)
     assert client in leases[node2]
+    wait_unit_addresses(cluster, {"web.service": server, "client.service": client})
 
     def fetched() -> tuple[bool, str]:
         lines = cluster.journal_after("node2", cursor)
@@ -247,6 +273,14 @@ def test_subnets_and_addresses_survive_a_fleet_restart(
         return GREETING in lines, "\n".join(lines[-15:])
 
     cluster.wait(fetched, "a fetch from the server pod after fleetd restarted", within=60)
+    # the restarted agents publish the pods' addresses again (node1's two web servers)
+
+    def published_again() -> tuple[bool, str]:
+        found = unit_addresses(cluster)
+        webs = sorted(found[unit] for unit in ("web.service", "web2.service") if unit in found)
+        return webs == sorted(servers), f"{found} (node1's pods: {servers})"
+
+    cluster.wait(published_again, "node1's pod addresses in the unit states", within=60)
 
 
 def test_a_killed_nodes_subnet_and_routes_go(network_cluster: Cluster) -> None:

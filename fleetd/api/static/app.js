@@ -298,7 +298,7 @@ function describe(kind, d) {
     case "desired-state": return `${d.previous} → ${d.desiredState}`;
     case "placement": return d.action === "unscheduled" ? `unscheduled from ${short(d.machineID)}` : `${d.action} on ${short(d.machineID)} (${d.desiredState})`;
     case "unplaceable": return d.reasons?.length ? d.reasons.join("; ") : "placeable again";
-    case "unit-state": return d.action === "removed" ? `state removed on ${short(d.machineID)}` : `${d.activeState}/${d.subState} on ${short(d.machineID)}`;
+    case "unit-state": return d.action === "removed" ? `state removed on ${short(d.machineID)}` : `${d.activeState}/${d.subState} on ${short(d.machineID)}${d.podAddress ? `, pod ${d.podAddress}` : ""}`;
     case "machine": return d.action === "metadata" ? `${short(d.machineID)} metadata ${d.key}=${d.value ?? "(removed)"}` : `${short(d.machineID)} ${d.action} ${d.primaryIP || ""}`;
     default: return "";
   }
@@ -389,6 +389,7 @@ function renderUnitPage() {
     ["Desired state", v.desiredState], ["Current state", v.currentState],
     ["Machine", v.machine ? `${short(v.machine)} ${machine?.primaryIP || ""}` : "—"],
     ["Load", s?.loadState || "—"], ["Active", s?.activeState || "—"], ["Sub", s?.subState || "—"],
+    ["Pod address", s?.podAddress || "—"],
     ["Since", s?.since ? new Date(s.since * 1000).toLocaleString() : "—"], ["Hash", (store.units.get(name)?.hash || "").slice(0, 12)],
   ] : [["State", "not in the cluster (destroyed, or never submitted)"]];
   setHtml($("unit-facts"), facts.map(([k, val]) => `<div><dt>${esc(k)}</dt><dd>${esc(val)}</dd></div>`).join(""));

@@ -159,7 +159,8 @@ function health(unit, current, state, reasons) {
 function summary(states) {
   const active = [...states.values()].filter((s) => s.activeState === "active").length;
   const first = states.values().next().value;
-  return { ...first, activeState: active ? "active" : first.activeState, subState: `${active} of ${states.size} running` };
+  // one pod address per machine: a global unit's summary shows none
+  return { ...first, activeState: active ? "active" : first.activeState, subState: `${active} of ${states.size} running`, podAddress: undefined };
 }
 
 function inner(map, key) {

@@ -89,3 +89,16 @@ def test_json_rows_have_full_values(run: Run, cluster: FakeFleet) -> None:
     }
     assert document["states"][1]["machine"] == MACHINE_B
     assert document["ok"] is True
+
+
+def test_the_address_column_shows_a_pods_address_or_a_dash(run: Run, cluster: FakeFleet) -> None:
+    cluster.states[("hello.service", MACHINE_A)]["podAddress"] = "10.244.3.2"
+    assert run("list-units", "--fields", "unit,address") == Result(
+        0,
+        "UNIT\t\tADDRESS\ng.service\t-\ng.service\t-\nhello.service\t10.244.3.2\n",
+        "",
+    )
+    assert run("list-units").out.splitlines()[0] == "UNIT\t\tMACHINE\t\t\t\tACTIVE\tSUB"
+    document = json.loads(run("--output", "json", "list-units", "--fields", "unit,address").out)
+    assert document["states"][0] == {"unit": "g.service", "address": None}
+    assert document["states"][2] == {"unit": "hello.service", "address": "10.244.3.2"}
