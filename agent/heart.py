@@ -12,8 +12,9 @@
    start over. etcd errors are logged and retried with backoff; the heart never gives up.
 
 Stopping the heart does not revoke the lease: a stopped fleetd leaves its units running and its
-machine present until the TTL runs out, so a restarted fleetd can re-attach. Leaving the cluster
-on purpose is an explicit drain, not a side effect of a restart.
+machine present until the TTL runs out, so a restarted fleetd can re-attach. It refreshes the
+lease once more on the way out, so the restart has the whole TTL, not what was left of it.
+Leaving the cluster on purpose is an explicit drain, not a side effect of a restart.
 
 Others wait for a live lease with `wait_lease()` (the state publisher writes on it).
 """
@@ -86,8 +87,8 @@ class Heart:
                 await self._announce(None)
         finally:
             held, self.lease = self.lease, None
-            if held is not None:
-                await held.detach()
+            if held is not None:  # a restarting fleetd gets the lease's whole TTL to re-attach
+                await held.detach(last_ping=True)
 
     async def _announce(self, lease: Lease | None) -> None:
         self.lease = lease

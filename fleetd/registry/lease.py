@@ -52,6 +52,8 @@ PING_STEP = 0.05
 PING_LIMIT = 24 * 3600.0
 """The deadline handed to the ping itself: never the one that decides (see `_ping`)."""
 LATE_REPORT_INTERVAL = 60.0
+LAST_PING_LIMIT = 1.0
+"""Seconds the keep-alive `detach(last_ping=True)` sends on the way out may take."""
 CANCEL_GRACE = 1.0
 """Seconds a cancelled ping or keep-alive task gets to end. A gRPC stream write can outlive its
 cancellation; waiting for it without a bound would hang whoever stops the lease (an agent being
@@ -113,13 +115,36 @@ class Lease:
         """Return once the lease is known lost (or revoked)."""
         await self._lost.wait()
 
-    async def detach(self) -> None:
+    async def detach(self, *, last_ping: bool = False) -> None:
         """Stop keeping the lease alive without revoking it: etcd drops it after its TTL unless
-        a new owner re-attaches in time (an agent restarting within the TTL does)."""
+        a new owner re-attaches in time (an agent restarting within the TTL does).
+
+        `last_ping`: refresh a live lease once more on the way out, so that a new owner has its
+        whole TTL to re-attach, not what was left of it since the last keep-alive (a third of
+        it less, at worst). The ping gets `LAST_PING_LIMIT` seconds; failing, it is logged."""
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
             await _ended(task, "lease keep-alive", self.id)
+        if last_ping and self.alive:
+            await self._last_ping()
+
+    async def _last_ping(self) -> None:
+        stream = self._client.lease_keepalive()
+        pinging = asyncio.create_task(stream.ping(self.id, timeout=LAST_PING_LIMIT))
+        try:
+            done, _ = await asyncio.wait({pinging}, timeout=LAST_PING_LIMIT)
+            if not done:
+                raise EtcdUnavailable(f"LeaseKeepAlive: no reply within {LAST_PING_LIMIT}s")
+            ttl = pinging.result()
+            log.debug("lease refreshed on the way out", lease=self.id, ttl=ttl)
+        except EtcdError as err:
+            log.info("lease not refreshed on the way out", lease=self.id, error=str(err))
+        finally:
+            if not pinging.done():
+                pinging.cancel()
+                await _ended(pinging, "last lease keep-alive ping", self.id)
+            stream.close()
 
     async def revoke(self) -> None:
         """Stop the keep-alive, mark the lease lost and revoke it in etcd (best effort)."""

@@ -236,3 +236,18 @@ async def test_stopping_a_lease_whose_ping_ignores_cancellation_does_not_hang() 
     finally:
         client.stream.release.set()  # let the stubborn ping end: nothing is left running
         await asyncio.sleep(0.1)
+
+
+async def test_a_lease_left_with_a_last_ping_has_its_whole_ttl_again(etcd: EtcdClient) -> None:
+    ttl = 6
+    kept = await Lease.grant(etcd, ttl)
+    left = await Lease.grant(etcd, ttl)  # neither kept alive: both run down
+
+    async def aged() -> bool:
+        return await etcd.lease_ttl(left.id) <= ttl - 3
+
+    await wait_until(aged, "the leases three seconds into their TTL", within=10)
+    await left.detach(last_ping=True)
+    await kept.detach()
+    assert await etcd.lease_ttl(left.id) >= ttl - 1  # refreshed on the way out
+    assert await etcd.lease_ttl(kept.id) <= ttl - 3  # left as it was
