@@ -43,7 +43,11 @@ APPLETS = ("sh", "httpd", "wget", "sleep", "echo", "cat", "ip", "hostname")
 @pytest.fixture(scope="module", params=["vxlan", "host-gw"])
 def network_cluster(request: pytest.FixtureRequest, node_image: str) -> Iterator[Cluster]:
     config = json.dumps({"Network": str(NETWORK), "Backend": {"Type": request.param}})
-    with start_cluster(node_image, network_config=config) as cluster:
+    # A lease longer than the other rig tests' 3 s: the restart test restarts fleetd on two
+    # nodes, and a restart (stop, a new interpreter, re-attach) took 2.5 to 4 s on a loaded
+    # machine; a lease that ran out would move the pods, which is not what that test is about.
+    ttl = {"FLEET_AGENT_TTL": "10s"}
+    with start_cluster(node_image, ttl, network_config=config) as cluster:
         yield cluster
 
 
