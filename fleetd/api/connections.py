@@ -26,8 +26,11 @@ Invariants:
   another CA, not TLS at all) closes the connection: the client gets TLS's error, never a hang.
   A connection over the limit gets the plain-text 503, which a TLS client reports as a
   handshake error.
-* Refusals, slow clients, failed handshakes and exhaustion are logged through `ThrottledLog`:
-  one line per `report_interval` with a count, never one per connection.
+* A request h11 cannot parse (a bad request line, header or chunk) is answered with a 400 in
+  fleet's JSON error shape, not uvicorn's plain text, and the connection is closed.
+* Refusals, slow clients, failed handshakes, unparsable requests and exhaustion are logged
+  through `ThrottledLog`: one line per `report_interval` with a count, never one per connection
+  (uvicorn's own warning for each unparsable request is dropped).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import logging
 import os
 import socket
 import ssl
@@ -73,6 +77,21 @@ PEER_GONE: Final = frozenset(
 )
 """accept() errors that concern one connection only (Linux reports the connection's pending
 network error through accept); the next accept() is tried at once."""
+MALFORMED_MESSAGE: Final = "malformed HTTP request"
+"""The message of the 400 sent for a request h11 cannot parse."""
+UVICORN_MALFORMED_WARNING: Final = "Invalid HTTP request received."
+"""What uvicorn logs for each such request (a line per request: dropped, the gate counts them)."""
+
+
+class _NoLineForEachMalformedRequest(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != UVICORN_MALFORMED_WARNING
+
+
+def _quiet_uvicorn_malformed_warnings() -> None:
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _NoLineForEachMalformedRequest) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(_NoLineForEachMalformedRequest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +202,13 @@ class ListenerGate:
             interval=every,
             address=address,
         )
+        self._malformed = ThrottledLog(
+            log,
+            "API answered requests it could not parse with 400",
+            interval=every,
+            address=address,
+        )
+        _quiet_uvicorn_malformed_warnings()
 
     async def serve(self, make_protocol: Callable[[], asyncio.Protocol]) -> None:
         """Accept connections and hand each to a protocol from `make_protocol`, until cancelled."""
@@ -218,7 +244,13 @@ class ListenerGate:
             if self._spare is not None:
                 os.close(self._spare)
                 self._spare = None
-            for report in (self._full, self._no_files, self._slow, self._refused_tls):
+            for report in (
+                self._full,
+                self._no_files,
+                self._slow,
+                self._refused_tls,
+                self._malformed,
+            ):
                 report.close()
 
     async def _serve_tls(
@@ -251,6 +283,10 @@ class ListenerGate:
     def too_slow(self, waiting_for: str) -> None:
         """A connection was closed because its request's `waiting_for` did not arrive in time."""
         self._slow.note(**{waiting_for: 1})
+
+    def malformed(self) -> None:
+        """A connection got a 400 for a request h11 could not parse."""
+        self._malformed.note()
 
     async def _accept_failed(self, exc: OSError) -> None:
         if exc.errno in PEER_GONE:
@@ -347,6 +383,24 @@ class GuardedH11Protocol(H11Protocol):
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._watch_request()
+
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request h11 cannot parse (uvicorn calls this with its plain-text `msg`) with
+        fleet's JSON error, and close the connection: there is no request to carry on from."""
+        self._gate.malformed()
+        body = go_json({"error": {"code": 400, "message": MALFORMED_MESSAGE}})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"connection", b"close"),
+        ]
+        for event in (
+            h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
     def _watch_request(self) -> None:
         """Arm the deadline of what the client owes now: headers (h11's IDLE), body (SEND_BODY),

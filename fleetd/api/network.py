@@ -5,7 +5,9 @@
   A stored configuration the agents refuse (written straight into etcd) comes back with
   `"error"` naming the field, and no `effective`.
 * `PUT /fleet/v1/network/config`: check the body (`parse_network_config`) and store it; a bad one
-  is a 400 whose message names the field, and nothing is written.
+  is a 400 whose message names the field, and nothing is written. The store is a guarded write
+  (`fleetd.registry.writes`), as every other API write: etcd's lost answer is found out, so a 503
+  means nothing was written and a 504 that etcd never told.
 * `GET /fleet/v1/network/subnets`: every machine's subnet lease, `{"subnets": [{"subnet",
   "machineID", "publicIP", "backendType", "backendData"}]}`, in address order. The machine is
   the one whose `machines/<id>` record rides on the same etcd lease as the subnet key (both are
@@ -22,12 +24,32 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from fleetd.api.errors import BadRequest, RouteNotFound
+from fleetd.api.errors import BadRequest, RouteNotFound, Unavailable
 from fleetd.api.service import ApiService
 from fleetd.core.network import NetworkConfigError, decode_subnet_lease, parse_network_config
+from fleetd.registry.writes import Applied, GuardedWrite, apply_guarded, deadline_in, read_keys
 
 PREFIX = "/fleet/v1/network"
 MAX_CONFIG_BYTES = 64 * 1024
+STORE_ATTEMPTS = 5  # reads and guarded writes of the key before another writer is said to win
+
+
+async def store_config(service: ApiService, value: bytes) -> None:
+    """Set the configuration key to `value`, whatever it held: a guarded write, from the key's
+    revision as read, tried again when another writer moved the key in between."""
+    key = service.keys.network_config
+    deadline = deadline_in(service.request_timeout)
+    for _attempt in range(STORE_ATTEMPTS):
+        current, revision = await read_keys(service.client, [key], deadline=deadline)
+        known = current.get(key)
+        expected = {key: 0 if known is None else known.mod_revision}
+        write = GuardedWrite(expected=expected, changes={key: value}, observed_at=revision)
+        outcome = await apply_guarded(
+            service.client, write, deadline=deadline, resolve_for=service.request_timeout
+        )
+        if isinstance(outcome, Applied):
+            return
+    raise Unavailable("the network configuration kept changing while it was being written")
 
 
 def _json(obj: Any) -> Response:
@@ -63,7 +85,7 @@ def network_router(service: ApiService) -> APIRouter:
         except NetworkConfigError as exc:
             raise BadRequest(f"bad network configuration: {exc}") from None
         text = json.dumps(json.loads(body), separators=(",", ":"))
-        await client.put(keys.network_config, text.encode(), timeout=service.request_timeout)
+        await store_config(service, text.encode())
         return _json({"config": json.loads(text), "effective": config.as_json()})
 
     @router.get("/subnets")

@@ -262,7 +262,9 @@ class ApiService:
         raise Unavailable(f"unit {name} kept changing while it was being destroyed")
 
     async def patch_machines(self, ops: Sequence[MetadataOp]) -> None:
-        """PATCH /machines: check every op, then set or tombstone each `metadata/<m>/<key>`."""
+        """PATCH /machines: check every op, then set or tombstone each `metadata/<m>/<key>`, all
+        in one guarded transaction, so its status is the whole request's: a request over one
+        transaction's keys (etcd's --max-txn-ops) is refused, never written in part."""
         writes: dict[str, str] = {}  # key -> value; a later op on the same key wins, as in order
         for op in ops:
             if op.op not in _METADATA_OPS:
@@ -277,19 +279,20 @@ class ApiService:
             writes[key] = "" if op.op == "remove" else op.value
         if not writes:
             return
+        if len(writes) > EtcdClient.MAX_TXN_OPS:
+            raise BadRequest(
+                f"too many metadata keys in one request: {len(writes)}, over the limit of "
+                f"{EtcdClient.MAX_TXN_OPS} (one etcd transaction)"
+            )
         view = self._require_view()
         deadline = deadline_in(self.request_timeout)
-        items = list(writes.items())
-        for start in range(0, len(items), EtcdClient.MAX_TXN_OPS):
-            batch = dict(items[start : start + EtcdClient.MAX_TXN_OPS])
-            known = view.directory.metadata_at(list(batch))
-            for _attempt in range(_GUARDED_ATTEMPTS):
-                write = metadata_write(batch, known)
-                if await self._holds(write, deadline, shown_in=self.keys.metadata):
-                    break
-                known = await read_metadata_at(self.client, list(batch), deadline=deadline)
-            else:
-                raise Unavailable("machine metadata kept changing while it was being written")
+        known = view.directory.metadata_at(list(writes))
+        for _attempt in range(_GUARDED_ATTEMPTS):
+            write = metadata_write(writes, known)
+            if await self._holds(write, deadline, shown_in=self.keys.metadata):
+                return
+            known = await read_metadata_at(self.client, list(writes), deadline=deadline)
+        raise Unavailable("machine metadata kept changing while it was being written")
 
     async def _holds(self, write: GuardedWrite, deadline: float, *, shown_in: str = "") -> bool:
         """Apply `write`; False when its guard failed (nothing written: the view was stale).

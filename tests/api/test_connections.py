@@ -1,9 +1,10 @@
 """The API's connection limits on real sockets: the served app in-process, and a real fleetd.
 
 In-process (`serve_api` with small limits): a listener refuses connections beyond its limit at
-once while the unix socket answers; a client that does not send a whole request in time is
-closed. In a `fleetd` process whose open-files limit is lowered: idle connections cannot take
-the API down, and running out of descriptors is refused and logged once per interval.
+once while the unix socket answers; a request that cannot be parsed is a 400 in fleet's shape,
+logged with a count; a client that does not send a whole request in time is closed. In a
+`fleetd` process whose open-files limit is lowered: idle connections cannot take the API down,
+and running out of descriptors is refused and logged once per interval.
 
 Every wait has a deadline and ends on a condition (a close, a response, a log line).
 """
@@ -150,6 +151,48 @@ async def test_beyond_its_limit_a_listener_refuses_at_once_and_the_unix_socket_a
     assert (first["count"], first["address"], first["limit"]) == (1, address, 3)
     assert sum(line["count"] for line in refused) >= 10
     assert len(refused) <= 3  # the first at once, the rest at the interval or at shutdown
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET /fleet/v1/units HTTP/1.1\r\n\r\n",  # no Host
+        b"PUT /fleet/v1/units/a.service HTTP/1.1\r\nHost: fleet\r\nContent-Length: x\r\n\r\n",
+        b"PUT /fleet/v1/units/a.service HTTP/1.1\r\nHost: fleet\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["request-line", "no-host", "content-length", "chunk"],
+)
+async def test_a_request_that_cannot_be_parsed_is_a_400_in_fleets_shape(
+    tmp_path: Path,
+    etcd: EtcdClient,
+    key_prefix: str,
+    caplog: pytest.LogCaptureFixture,
+    request_bytes: bytes,
+) -> None:
+    """uvicorn's own answer is plain text, and it logs a line per request: on both listeners the
+    answer is fleet's JSON error, and the log has one line with a count."""
+    config = tcp_config(tmp_path, key_prefix)
+    path, address = config.listen
+    async with serving(config, etcd) as served:
+        async with unix_client(Path(path)) as local:
+            await wait_until(lambda: ready(local), "the API to answer on its socket", within=10)
+        for opener in [unix(path), tcp(address)] * 3:
+            status, headers, body = parse(await exchange(opener, request_bytes))
+            assert (status, headers["content-type"], headers["connection"]) == (
+                400,
+                "application/json",
+                "close",
+            )
+            assert body == {"error": {"code": 400, "message": "malformed HTTP request"}}
+        status, _, machines = parse(await exchange(unix(path), get("/fleet/v1/machines")))
+        assert (status, machines) == (200, {})
+    lines = events(served.logs, "API answered requests it could not parse with 400")
+    assert sorted(line["address"] for line in lines if line["count"] == 1) == sorted(config.listen)
+    assert sum(line["count"] for line in lines) == 6
+    assert len(lines) <= 4  # per listener: the first at once, the rest at the interval or close
+    assert not [r for r in caplog.records if "Invalid HTTP request" in r.getMessage()]
 
 
 async def test_a_client_that_does_not_send_a_whole_request_in_time_is_closed(

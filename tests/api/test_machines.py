@@ -1,4 +1,5 @@
-"""`/machines` in-process: pages, and PATCH of metadata with nothing written when refused."""
+"""`/machines` in-process: pages, and PATCH of metadata with nothing written when refused (a
+request is one etcd transaction, so it is never written in part)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,28 @@ async def test_patch_refusals_write_nothing(
     content = ops if isinstance(ops, bytes) else json.dumps(ops).encode()
     assert_error(await api.patch("/fleet/v1/machines", content=content), 400, message)
     assert await dump(etcd, keys.prefix) == {}
+
+
+def metadata_ops(count: int, value: str = "v") -> list[dict[str, str]]:
+    return [{"op": "add", "path": f"/{M1}/metadata/k{i}", "value": value} for i in range(count)]
+
+
+async def test_a_patch_is_one_transaction_of_at_most_128_keys(
+    api: httpx.AsyncClient, etcd: EtcdClient, keys: Keys
+) -> None:
+    """More keys than one etcd transaction takes are refused whole: written in batches, a
+    request could be answered 503 (or 413 for a big value in a later batch) with the first
+    batch already stored."""
+    too_many = [*metadata_ops(129), metadata_ops(1, "x" * 9000)[0]]
+    response = await api.patch("/fleet/v1/machines", content=json.dumps(too_many))
+    message = (
+        "too many metadata keys in one request: 129, over the limit of 128 (one etcd transaction)"
+    )
+    assert_error(response, 400, message)
+    assert await dump(etcd, keys.prefix) == {}
+    again = metadata_ops(128) + metadata_ops(128, "w")  # 256 ops on 128 keys: the last wins
+    response = await api.patch("/fleet/v1/machines", content=json.dumps(again))
+    assert (response.status_code, response.content) == (204, b"")
+    stored = await dump(etcd, keys.prefix)
+    assert len(stored) == 128
+    assert {json.loads(v)["value"] for v in stored.values()} == {"w"}

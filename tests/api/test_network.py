@@ -1,17 +1,20 @@
 """The network routes on the real app and a real etcd: the configuration set and shown, a bad
 one refused with the field named and nothing written, and the subnet leases with their
-machines."""
+machines; a write whose answer etcd lost gets its true status."""
 
 from __future__ import annotations
 
 import json
 from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 import httpx
+import pytest
 
 from fleetd.core.network import SubnetLease
 from fleetd.registry.client import EtcdClient
 from fleetd.registry.keys import Keys
+from tests.registry.hooks import lost
 
 
 async def test_set_and_show_the_config(
@@ -90,3 +93,40 @@ async def test_subnets_with_their_machines(
             "backendData": {},
         },
     ]
+
+
+@pytest.mark.parametrize("applied", [True, False], ids=["applied-then-lost", "lost-before"])
+async def test_a_config_whose_answer_etcd_lost_gets_its_true_status(
+    api: httpx.AsyncClient,
+    etcd: EtcdClient,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    applied: bool,
+) -> None:
+    """The connection breaks as the write is sent, after etcd applied it or before it read it:
+    the answer is the write's success, and it is stored once (it used to be a 503 even when
+    etcd had applied it)."""
+    await etcd.put(keys.network_config, b'{"Network": "10.244.0.0/16"}')
+    real = etcd._unary
+    hooked: list[str] = []
+
+    async def unary(method: str, request: Any, *args: Any, **kwargs: Any) -> Any:
+        writes = method == "Put" or (method == "Txn" and len(request.success) > 0)
+        if writes and not hooked:
+            hooked.append(method)
+            if applied:
+                await real(method, request, *args, **kwargs)
+            raise lost()
+        return await real(method, request, *args, **kwargs)
+
+    monkeypatch.setattr(etcd, "_unary", unary)
+    before = await etcd.get(keys.network_config)
+    assert before is not None
+    body = {"Network": "10.99.0.0/16", "Backend": {"Type": "vxlan"}}
+    put = await api.put("/fleet/v1/network/config", content=json.dumps(body))
+    assert hooked
+    assert put.status_code == 200, put.text
+    kv = await etcd.get(keys.network_config)
+    assert kv is not None
+    assert json.loads(kv.value) == body
+    assert kv.version == before.version + 1  # written once

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 from prometheus_client import Counter, Gauge
 
 from devtools.etcd_server import EtcdServer
+from fleetd.core.engine_plan import plan_engine_full
 from fleetd.core.engine_tasks import Schedule
 from fleetd.core.states import JobState
 from fleetd.engine.engine import Engine, leader_ttl
@@ -348,7 +351,16 @@ async def _placed_count(etcd: EtcdClient, keys: Keys, count: int) -> dict[str, s
 async def test_a_full_plan_off_the_event_loop_places_the_same_way(
     etcd: EtcdClient, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A large cluster's full plan runs in a worker thread, never on the event loop that also
+    carries the API and the lease keep-alives; it places as a plan on the loop would."""
     monkeypatch.setattr("fleetd.engine.engine.FULL_PLAN_IN_THREAD", 0)
+    planned_in: list[int] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        planned_in.append(threading.get_ident())
+        return plan_engine_full(*args, **kwargs)
+
+    monkeypatch.setattr("fleetd.engine.engine.plan_engine_full", recorded)
     for i in range(4):
         await submit(etcd, keys, f"early{i}.service")
     leases = [await add_machine(etcd, keys, m) for m in (WEB, DB1)]
@@ -358,6 +370,8 @@ async def test_a_full_plan_off_the_event_loop_places_the_same_way(
             lambda: _placed_count(etcd, keys, 4), "units placed by a threaded plan", within=5
         )
     assert engine.full_passes >= 1
+    assert planned_in
+    assert threading.get_ident() not in planned_in  # the loop's thread never planned in full
     assert sorted(len([u for u, m in found.items() if m == {x}]) for x in (WEB, DB1)) == [2, 2]
     for lease in leases:
         await lease.revoke()
