@@ -4,84 +4,35 @@ fleet-pod writes `<directory>/<unit>` for a unit whose pod joined the cluster ne
 removes it when the pod stops. `PodAddresses` keeps unit -> address in memory, so the state
 publisher's cost for a unit is one dict lookup, pod or not:
 
-* `run(on_change)` makes the directory if it is missing, watches it with inotify (one watch for
-  the whole directory; no polling), reads every file once, then reads only the file an event
-  names and calls `on_change(units)` with the units whose address appeared, changed or went.
-  A queue overflow, or the directory removed, reads everything again.
+* `run(on_change)` makes the directory if it is missing, watches it (watchfiles: inotify on
+  Linux, one watch for the directory, no polling), reads every file once, then reads only the
+  files a burst of changes names and calls `on_change(units)` with the units whose address
+  appeared, changed or went. The directory removed: it is made, read and watched again.
 * A file that cannot be read or is not a pod-address record counts as no address (logged once
   per change); temporary files (names starting with `.`) are not units.
-* Without inotify, or when the directory cannot be made or watched, it logs why and holds no
-  addresses: units are published without one, nothing else changes.
+* When the directory cannot be made, it logs why and holds no addresses: units are published
+  without one, nothing else changes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
-import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
+import watchfiles
 
 from fleetd.core.names import unit_file_name_problem
 from fleetd.core.pod_address import PodAddressError, decode_pod_address, pod_address_file
 
 log = structlog.get_logger(__name__)
 
-IN_CLOSE_WRITE = 0x00000008
-IN_MOVED_FROM = 0x00000040
-IN_MOVED_TO = 0x00000080
-IN_DELETE = 0x00000200
-IN_DELETE_SELF = 0x00000400
-IN_MOVE_SELF = 0x00000800
-IN_Q_OVERFLOW = 0x00004000
-IN_IGNORED = 0x00008000
-IN_ONLYDIR = 0x01000000
-WATCH_MASK = (
-    IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_DELETE | IN_DELETE_SELF | IN_MOVE_SELF
-) | IN_ONLYDIR
-RESCAN = IN_Q_OVERFLOW | IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF
-_EVENT = struct.Struct("iIII")  # struct inotify_event: wd, mask, cookie, len (then the name)
-
-
-def parse_events(data: bytes) -> Iterator[tuple[int, str]]:
-    """(mask, name) of each `struct inotify_event` in `data`; name "" for the directory."""
-    offset = 0
-    while offset + _EVENT.size <= len(data):
-        _, mask, _, length = _EVENT.unpack_from(data, offset)
-        offset += _EVENT.size
-        name = data[offset : offset + length].split(b"\0", 1)[0]
-        offset += length
-        yield mask, os.fsdecode(name)
-
-
-class _Inotify:
-    """One inotify instance watching one directory."""
-
-    def __init__(self, directory: Path) -> None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        self._fd: int = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
-        if self._fd < 0:
-            error = ctypes.get_errno()
-            raise OSError(error, f"inotify_init1: {os.strerror(error)}")
-        if libc.inotify_add_watch(self._fd, os.fsencode(directory), WATCH_MASK) < 0:
-            error = ctypes.get_errno()
-            os.close(self._fd)
-            raise OSError(error, f"inotify_add_watch({directory}): {os.strerror(error)}")
-
-    def fileno(self) -> int:
-        return self._fd
-
-    def read(self) -> bytes:
-        try:
-            return os.read(self._fd, 64 * 1024)
-        except BlockingIOError:
-            return b""
-
-    def close(self) -> None:
-        os.close(self._fd)
+WATCH_STEP_MS = 20
+"""How long a burst of changes may pause before it is reported (watchfiles' `step`)."""
+WATCH_DEBOUNCE_MS = 200
+"""The longest a burst is gathered before it is reported anyway (watchfiles' `debounce`)."""
 
 
 class PodAddresses:
@@ -128,50 +79,51 @@ class PodAddresses:
             self.read(name)
         return {n for n in before.keys() | self._addresses.keys() if before.get(n) != self.get(n)}
 
-    def _handle(self, data: bytes) -> tuple[set[str], bool]:
-        """The units an event batch names, and whether everything must be read again."""
-        names: set[str] = set()
-        for mask, name in parse_events(data):
-            if mask & RESCAN:
-                return names, True
-            if name and unit_file_name_problem(name) is None:
-                names.add(name)
-        return names, False
-
-    def _watch(self) -> _Inotify | None:
+    def _make(self) -> bool:
         try:
             self.directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-            return _Inotify(self.directory)
-        except (OSError, AttributeError) as exc:  # AttributeError: a libc without inotify
+        except OSError as exc:
             log.warning("pod addresses not watched", directory=str(self.directory), error=str(exc))
-            return None
+            return False
+        return True
 
     async def run(self, on_change: Callable[[set[str]], None]) -> None:
         """Watch the directory and report changed units until cancelled (see the docstring)."""
-        loop = asyncio.get_running_loop()
         while True:
-            watch = self._watch()
-            if watch is None:
+            if not self._make():
                 gone = set(self._addresses)
                 self._addresses.clear()
                 if gone:
                     on_change(gone)
                 await asyncio.Event().wait()  # nothing to watch; the publisher carries on
                 return
-            ready = asyncio.Event()
-            loop.add_reader(watch.fileno(), ready.set)
-            try:
-                changed = self.scan()
-                if changed:
-                    on_change(changed)
-                rescan = False
-                while not rescan:
-                    await ready.wait()
-                    ready.clear()
-                    names, rescan = self._handle(watch.read())
-                    changed = self.scan() if rescan else {n for n in names if self._reread(n)}
+            changed = self.scan()
+            if changed:
+                on_change(changed)
+            await self._follow(on_change)
+
+    async def _follow(self, on_change: Callable[[set[str]], None]) -> None:
+        """Report the units the directory's changes name; return once the directory is gone."""
+        watching = watchfiles.awatch(
+            self.directory,
+            watch_filter=None,
+            recursive=False,
+            step=WATCH_STEP_MS,
+            debounce=WATCH_DEBOUNCE_MS,
+        )
+        try:
+            async for batch in watching:
+                if not await asyncio.to_thread(self.directory.is_dir):  # removed or replaced
+                    changed = self.scan()
                     if changed:
                         on_change(changed)
-            finally:
-                loop.remove_reader(watch.fileno())
-                watch.close()
+                    return
+                names = {Path(path).name for _, path in batch if Path(path) != self.directory}
+                units = {name for name in names if unit_file_name_problem(name) is None}
+                changed = {unit for unit in units if self._reread(unit)}
+                if changed:
+                    on_change(changed)
+        except FileNotFoundError:  # gone before the watch began: made and watched again
+            return
+        finally:
+            await watching.aclose()

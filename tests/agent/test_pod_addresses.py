@@ -1,21 +1,14 @@
-"""The agent's side of the pod-address handoff: a real inotify watch on a temporary directory,
-files written as fleet-pod writes them (atomically, by rename)."""
+"""The agent's side of the pod-address handoff: a real watch (inotify, through watchfiles) on a
+temporary directory, files written as fleet-pod writes them (atomically, by rename)."""
 
 from __future__ import annotations
 
 import asyncio
-import struct
 from pathlib import Path
 
 import pytest
 
-from agent.pod_addresses import (
-    IN_CLOSE_WRITE,
-    IN_MOVED_TO,
-    IN_Q_OVERFLOW,
-    PodAddresses,
-    parse_events,
-)
+from agent.pod_addresses import PodAddresses
 from fleetd.core.pod_address import PodAddress, encode_pod_address
 from fleetd.runtime.files import write_atomically
 from tests.agent.helpers import background
@@ -30,21 +23,6 @@ def hand_over(directory: Path, unit: str, address: str) -> None:
 
 async def is_dir(path: Path) -> bool:
     return await asyncio.to_thread(path.is_dir)
-
-
-def event(mask: int, name: bytes) -> bytes:
-    padded = name + b"\0" * (16 - len(name) % 16) if name else b""
-    return struct.pack("iIII", 1, mask, 0, len(padded)) + padded
-
-
-def test_events_are_parsed_with_their_padded_names() -> None:
-    data = event(IN_MOVED_TO, b"web.service") + event(IN_Q_OVERFLOW, b"")
-    data += event(IN_CLOSE_WRITE, b"x" * 16)
-    assert list(parse_events(data)) == [
-        (IN_MOVED_TO, "web.service"),
-        (IN_Q_OVERFLOW, ""),
-        (IN_CLOSE_WRITE, "x" * 16),
-    ]
 
 
 class Seen:
