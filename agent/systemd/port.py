@@ -102,11 +102,8 @@ class Job:
     @property
     def succeeded(self) -> bool:
         """Whether the job has finished, and with `done`."""
-        return (
-            self._result.done()
-            and not self._result.cancelled()
-            and (self._result.exception() is None and self._result.result() == JOB_DONE)
-        )
+        result = self._result
+        return result.done() and not result.cancelled() and result.result() == JOB_DONE
 
     async def result(self) -> str:
         """`done`, `canceled`, `timeout`, `failed`, `dependency`, `skipped`, or `disconnected`."""

@@ -131,19 +131,12 @@ class Lease:
 
     async def _last_ping(self) -> None:
         stream = self._client.lease_keepalive()
-        pinging = asyncio.create_task(stream.ping(self.id, timeout=LAST_PING_LIMIT))
         try:
-            done, _ = await asyncio.wait({pinging}, timeout=LAST_PING_LIMIT)
-            if not done:
-                raise EtcdUnavailable(f"LeaseKeepAlive: no reply within {LAST_PING_LIMIT}s")
-            ttl = pinging.result()
+            ttl = await self._ping(stream, budget=LAST_PING_LIMIT)
             log.debug("lease refreshed on the way out", lease=self.id, ttl=ttl)
         except EtcdError as err:
             log.info("lease not refreshed on the way out", lease=self.id, error=str(err))
         finally:
-            if not pinging.done():
-                pinging.cancel()
-                await _ended(pinging, "last lease keep-alive ping", self.id)
             stream.close()
 
     async def revoke(self) -> None:
@@ -221,19 +214,20 @@ class Lease:
             late.close()
             stream.close()
 
-    async def _ping(self, stream: LeaseKeepAliveStream) -> int:
+    async def _ping(self, stream: LeaseKeepAliveStream, budget: float | None = None) -> int:
         """Refresh the lease once; etcd's TTL in reply (<= 0: the lease is gone).
 
-        Raises EtcdError, or EtcdUnavailable when no reply came within the client's timeout of
-        loop time the ping could have used. The ping runs as a task of its own, and this waits
-        for it in steps of `PING_STEP` without cancelling it: a reply that came in while CPU
-        work held the loop completes the ping before the wait's timer is looked at (a timer
-        inside the ping would cancel it first and throw the reply away), and a step that ends
-        more than a step late is not charged, since the loop, not etcd, was the one too slow.
+        Raises EtcdError, or EtcdUnavailable when no reply came within `budget` seconds (the
+        client's timeout unless given) of loop time the ping could have used. The ping runs as a
+        task of its own, and this waits for it in steps of `PING_STEP` without cancelling it: a
+        reply that came in while CPU work held the loop completes the ping before the wait's timer
+        is looked at (a timer inside the ping would cancel it first and throw the reply away), and a
+        step that ends more than a step late is not charged, since the loop, not etcd, was the one
+        too slow.
         """
         loop = asyncio.get_running_loop()
         pinging = asyncio.create_task(stream.ping(self.id, timeout=PING_LIMIT))
-        budget = self._client.timeout
+        limit = budget = self._client.timeout if budget is None else budget
         try:
             while budget > 0:
                 step = min(PING_STEP, budget)
@@ -247,7 +241,7 @@ class Lease:
             if not pinging.done():
                 pinging.cancel()
                 await _ended(pinging, "lease keep-alive ping", self.id)
-        raise EtcdUnavailable(f"LeaseKeepAlive: no reply within {self._client.timeout}s")
+        raise EtcdUnavailable(f"LeaseKeepAlive: no reply within {limit}s")
 
 
 async def _ended(task: asyncio.Task[Any], what: str, lease: int) -> None:
