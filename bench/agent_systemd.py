@@ -12,9 +12,14 @@ tests start them (`tests/rig/nodes.py`). Then, talking to etcd from the host:
    scheduled hash;
 3. `idle`: lets the node settle for `--settle` seconds, then reads fleetd's CPU time (user +
    system, `/proc/<pid>/stat` inside the container) over `--idle` seconds, with the units
-   running and nothing changing; systemd's (PID 1) and dbus-daemon's over the same window too;
+   running and nothing changing; systemd's (PID 1), dbus-daemon's and journald's over the same
+   window too;
 4. `unload`: deletes the whole schedule of the machine in one request and times until every
    state is gone and the units directory is empty.
+
+For the start and the unload it also reports where the time went: the CPU seconds each of those
+four processes spent during the step (`start_cpu_s`, `unload_cpu_s`), and the agent's stages as
+its journal logged them, `[stage, tasks, seconds]` in order (`start_stages`, `unload_stages`).
 
 Prints one JSON line and writes it to `bench/results/agent_systemd.json`:
 
@@ -197,12 +202,19 @@ async def measure(
         if time.monotonic() > deadline:
             raise RuntimeError("the node's agent did not register within 60 s")
         await asyncio.sleep(0.2)
+    pids, lines = node_pids(node), journal_length(node)
+    before = cpu_by_process(node, pids)
     await time_start(client, keys, node, records, within=args.within, result=result)
+    result["start_cpu_s"] = cpu_spent(before, cpu_by_process(node, pids))
+    result["start_stages"] = agent_stages(node, lines)
     progress(f"started: {result}")
     await asyncio.sleep(args.settle)
     measure_idle(node, args.idle, result)
     progress(f"idle: {result}")
+    lines, before = journal_length(node), cpu_by_process(node, pids)
     await time_unload(client, keys, node, args.within, result)
+    result["unload_cpu_s"] = cpu_spent(before, cpu_by_process(node, pids))
+    result["unload_stages"] = agent_stages(node, lines)
     _, restarts = run_in(node, ["systemctl", "show", "-p", "NRestarts", "--value", "fleet"])
     result["fleetd_restarts"] = int(restarts)
     _, reloads = run_in(
@@ -246,18 +258,51 @@ async def time_start(
     result["systemd_active"] = int(active) if code == 0 else active
 
 
-def measure_idle(node: DockerContainer, seconds: float, result: dict[str, Any]) -> None:
-    """CPU of fleetd, systemd and dbus-daemon over `seconds` in which nothing changes."""
-    pids = {
+def node_pids(node: DockerContainer) -> dict[str, str]:
+    """The node's processes whose CPU the benchmark reports, by name."""
+    return {
         "fleetd": main_pid(node, "fleet.service"),
         "systemd": "1",
         "dbus": main_pid(node, "dbus.service"),
+        "journald": main_pid(node, "systemd-journald.service"),
     }
-    before = {name: cpu_seconds(node, pid) for name, pid in pids.items()}
+
+
+def cpu_by_process(node: DockerContainer, pids: dict[str, str]) -> dict[str, float]:
+    return {name: cpu_seconds(node, pid) for name, pid in pids.items()}
+
+
+def cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - cpu, 2) for name, cpu in before.items()}
+
+
+def agent_stages(node: DockerContainer, since: int) -> list[list[Any]]:
+    """The agent's stages after the first `since` journal lines of fleet.service, in order:
+    [stage, tasks, seconds] from each "agent stage done" line."""
+    _, journal = run_in(node, ["journalctl", "-u", "fleet.service", "--no-pager", "-o", "cat"])
+    stages = []
+    for line in journal.splitlines()[since:]:
+        with contextlib.suppress(ValueError):
+            entry = json.loads(line)
+            if isinstance(entry, dict) and entry.get("event") == "agent stage done":
+                stages.append([entry["stage"], entry["tasks"], entry["seconds"]])
+    return stages
+
+
+def journal_length(node: DockerContainer) -> int:
+    _, journal = run_in(node, ["journalctl", "-u", "fleet.service", "--no-pager", "-o", "cat"])
+    return len(journal.splitlines())
+
+
+def measure_idle(node: DockerContainer, seconds: float, result: dict[str, Any]) -> None:
+    """CPU of fleetd, systemd, dbus-daemon and journald over `seconds` in which nothing
+    changes."""
+    pids = node_pids(node)
+    before = cpu_by_process(node, pids)
     started = time.monotonic()
     time.sleep(seconds)
     elapsed = time.monotonic() - started
-    after = {name: cpu_seconds(node, pid) for name, pid in pids.items()}
+    after = cpu_by_process(node, pids)
     result["idle_window_s"] = round(elapsed, 1)
     for name, cpu in before.items():
         result[f"idle_cpu_pct_{name}"] = round(100 * (after[name] - cpu) / elapsed, 2)

@@ -14,7 +14,7 @@ benchmark's units. Then, each step with the project's own `fleetctl` on the host
 4. `failover`: `docker kill` of the node holding most of the benchmark's units (node2 or
    node3: node1 serves the API), about a third, until each of its units runs on another
    node, also given as `after_ttl_s` (minus the rig's `agent_ttl`); then `rejoin`: `docker
-   start` of that node, until it is healthy and its machine is registered again;
+   start` of that node, until it runs and its machine is registered again;
 5. `destroy`: `fleetctl destroy` of the 1,100 `s@` units, until none is in the registry or
    the unit states and no node's systemd has an `s@*` unit loaded.
 

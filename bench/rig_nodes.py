@@ -61,10 +61,6 @@ class Health:
     status: str
     health: str
 
-    @property
-    def healthy(self) -> bool:
-        return self.status == "running" and self.health == "healthy"
-
 
 class Rig:
     """The Compose project `project` of the checkout at `root`, with node1's API at `socket`."""

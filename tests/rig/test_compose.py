@@ -1,5 +1,5 @@
 """docker-compose.yml, run through `rig/compose` by Compose v1 (Debian's docker-compose, the one
-this machine has): etcd and three nodes come up healthy with their own machine ids and the
+this machine has): etcd and three nodes come up, then healthy, with their own machine ids and the
 open-files limit fleet.service asks for (or the host's, when lower), fleetctl on the host reaches
 node1's API through the socket directory, and `down` leaves nothing behind.
 
@@ -77,7 +77,8 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
         command = [str(FLEETCTL), "--endpoint", endpoint, *args]
         return subprocess.run(command, capture_output=True, text=True, check=False)
 
-    def all_healthy() -> tuple[bool, str]:
+    def containers(*, healthy: bool) -> tuple[bool, str]:
+        """Whether all four containers run (and docker's health check says `healthy`)."""
         ids = docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={project}")
         if not ids:
             return False, "no containers"
@@ -85,13 +86,22 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
         lines = subprocess.run(
             ["docker", "inspect", "-f", template, *ids], capture_output=True, text=True, check=False
         ).stdout.splitlines()
-        healthy = [line for line in lines if line.endswith(" running healthy")]
-        return len(ids) == 4 and len(healthy) == 4, "\n".join(lines)
+        wanted = ["running", "healthy"] if healthy else ["running"]
+        matching = [line for line in lines if line.split()[1 : 1 + len(wanted)] == wanted]
+        return len(ids) == 4 and len(matching) == 4, "\n".join(lines)
+
+    def three_machines() -> tuple[bool, str]:
+        """node1's API answers fleetctl on the host and lists the three machines (each fleetd
+        registers its machine once its systemd has booted)."""
+        done = fleetctl("list-machines", "--no-legend")
+        listed = done.stdout.splitlines()
+        return done.returncode == 0 and len(listed) == 3, done.stdout + done.stderr
 
     try:
         up = compose_run("up", "-d")
         assert up.returncode == 0, up.stderr
-        wait_for(all_healthy, "etcd and three nodes healthy")
+        wait_for(lambda: containers(healthy=False), "etcd and three nodes running")
+        wait_for(three_machines, "fleetctl list-machines from the host listing three machines")
 
         expected_ids = {name: services[name]["environment"]["container_uuid"] for name in NODES}
         machine_ids = {
@@ -107,12 +117,7 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
             limits = compose_run("exec", "-T", name, "sh", "-c", "ulimit -Sn; ulimit -Hn")
             assert limits.stdout.split() == [nofile, nofile], limits.stdout + limits.stderr
 
-        # fleetctl on the host, through node1's socket in the bind-mounted directory.
-        def api_answers() -> tuple[bool, str]:
-            done = fleetctl("list-machines")
-            return done.returncode == 0, done.stdout + done.stderr
-
-        wait_for(api_answers, "fleetctl list-machines from the host answering")
+        # fleetctl on the host reached node1's socket in the bind-mounted directory (above).
         # Machines register through the agent; those listed are the rig's, with its metadata.
         listed = fleetctl("list-machines", "--no-legend", "--full", "--fields", "machine,metadata")
         metadata = {name: services[name]["environment"]["FLEET_METADATA"] for name in NODES}
@@ -135,6 +140,8 @@ def test_compose_brings_up_etcd_and_three_nodes_then_tears_down(
             return banner.startswith("SSH-2.0-OpenSSH"), banner
 
         wait_for(sshd_greets, "node1's sshd answering on its published port")
+        # docker's own health checks pass too: its first runs 30 s after a container started
+        wait_for(lambda: containers(healthy=True), "etcd and three nodes healthy")
     finally:
         down = compose_run("down", "--volumes", "--remove-orphans", "--timeout", "20")
     assert down.returncode == 0, down.stderr
