@@ -1,7 +1,7 @@
 """The engine: campaign, and while leading, plan from the view and apply in fenced batches.
 
-Every fleetd with an engine keeps a watch-fed `ClusterView` and campaigns for leadership. Only the
-leader reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans with the pure
+Every fleetd with an engine campaigns for leadership. Only the leader keeps a watch-fed
+`ClusterView` and reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans with the pure
 `plan_engine`, and writes the tasks through `apply_engine_tasks`. Passes run on every view change
 (coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL. A tick
 finds nothing to do without planning when the view has not changed since a plan that had nothing
@@ -15,8 +15,11 @@ plan and the names the view saw change, which gives the full planner's tasks at 
 changed; it plans in full at the start of a term, while departed machines are held, after a
 write that may have been cut short, and whenever the incremental planner cannot be sure.
 
-Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting and
-campaigns again. Before planning, a pass waits until the view has seen the engine's own previous
+Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting, drops
+its view and campaigns again. The view is read afresh at the start of each term (a term begins
+with a full plan anyway): a standby engine that kept it fed would decode every unit file and
+placement written in the cluster, on every machine, for a takeover that rarely comes (on the rig,
+a third of an agent machine's CPU while units start). Before planning, a pass waits until the view has seen the engine's own previous
 writes, so it never plans from a view that predates them.
 """
 
@@ -102,12 +105,7 @@ class Engine:
         return self.term is not None and self.term.lease.alive and not self._deposed.is_set()
 
     async def run(self) -> None:
-        """Keep the view fed and lead whenever elected, until cancelled."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.view.run(), name="engine:view")
-            group.create_task(self._lead_forever(), name="engine:lead")
-
-    async def _lead_forever(self) -> None:
+        """Campaign, and lead whenever elected, until cancelled."""
         while True:
             term = await self.election.campaign()
             log.info("engine leading", machine=self.machine_id, term=term.revision)
@@ -147,15 +145,21 @@ class Engine:
 
         loop = ReconcileLoop("engine", lambda: self._pass(term), interval=self.reconcile_interval)
         self._loop = loop
+        feeding = asyncio.create_task(self.view.run(), name="engine:view")
         reconciling = asyncio.create_task(loop.run(), name="engine:reconcile")
         lost = asyncio.create_task(term.lease.wait_lost())
         deposed = asyncio.create_task(self._deposed.wait())
+        tasks = (feeding, reconciling, lost, deposed)
         try:
-            await asyncio.wait({reconciling, lost, deposed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (reconciling, lost, deposed):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(reconciling, lost, deposed, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.view.forget()
+        failed = None if feeding.cancelled() else feeding.exception()
+        if failed is not None:
+            raise failed  # the view itself failed (not etcd, which it waits out): fleetd stops
 
     def _on_change(self) -> None:
         if self._loop is not None:

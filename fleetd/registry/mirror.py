@@ -105,6 +105,18 @@ class Mirror:
         self._advanced.clear()
         await self._advanced.wait()
 
+    def forget(self) -> None:
+        """Drop everything held, as before the first read (call it once `run` has ended): the
+        next `run` reads every prefix afresh. Whoever still waits on a revision is cancelled."""
+        for section in self._sections:
+            section.clear()
+            section.ready = False
+            section.revision = 0
+            for _, _, future in section.waiters:
+                future.cancel()
+            section.waiters.clear()
+        self.generation += 1
+
     async def run(self) -> None:
         """Feed every section from its watcher until cancelled."""
         async with asyncio.TaskGroup() as group:

@@ -178,6 +178,42 @@ async def test_only_the_leader_writes(etcd: EtcdClient, keys: Keys) -> None:
     await lease.revoke()
 
 
+async def test_only_the_leader_mirrors_the_cluster(etcd: EtcdClient, keys: Keys) -> None:
+    lease = await add_machine(etcd, keys, WEB)
+    for i in range(5):
+        await submit(etcd, keys, f"u{i}.service")
+    first = Engine(etcd, keys, DB1, reconcile_interval=0.5)
+    standby = Engine(etcd, keys, DB2, reconcile_interval=0.5)
+    first_run = asyncio.create_task(first.run())
+    try:
+        await wait_until(lambda: asyncio.sleep(0, first.is_leader), "the first engine to lead")
+        async with running(standby):
+            await submit(etcd, keys, "late.service")
+            await wait_until(
+                lambda: asyncio.sleep(0, "late.service" in first.view.units), "the leader sees it"
+            )
+            # the standby campaigns, but decodes nothing of the cluster meanwhile
+            assert not standby.view.ready
+            assert (standby.view.units, standby.view.schedule) == ({}, {})
+            old = first.term
+            assert old is not None
+            await etcd.lease_revoke(old.lease.id)  # the first engine's term ends...
+            await wait_until(
+                lambda: asyncio.sleep(0, first.term is not old), "the first engine's term to end"
+            )
+            first_run.cancel()  # ...and it stops campaigning
+            await asyncio.gather(first_run, return_exceptions=True)
+            assert not first.view.ready and first.view.units == {}, "a term's view is dropped"
+            await wait_until(lambda: asyncio.sleep(0, standby.is_leader), "the standby to lead")
+            await wait_until(
+                lambda: asyncio.sleep(0, len(standby.view.units) == 6), "the new leader's view"
+            )
+    finally:
+        first_run.cancel()
+        await asyncio.gather(first_run, return_exceptions=True)
+    await lease.revoke()
+
+
 async def test_another_engine_takes_over_when_the_leader_stops(
     etcd: EtcdClient, keys: Keys
 ) -> None:
