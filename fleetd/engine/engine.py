@@ -1,9 +1,9 @@
 """The engine: campaign, and while leading, plan from the view and apply in fenced batches.
 
 Every fleetd with an engine campaigns for leadership. Only the leader keeps a watch-fed
-`ClusterView` and reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans with the pure
-`plan_engine`, and writes the tasks through `apply_engine_tasks`. Passes run on every view change
-(coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL. A tick
+`ClusterView` and reconciles: one `ReconcileLoop` pass reads the view's snapshot, plans with the
+pure `plan_engine`, and writes the tasks through `apply_engine_tasks`. Passes run on every view
+change (coalesced) and on a slow safety tick; each pass is bounded by the leader lease's TTL. A tick
 finds nothing to do without planning when the view has not changed since a plan that had nothing
 to do (the planner is pure, so the same view gives the same empty plan). For `departure_grace`
 seconds after a term that began because of an etcd outage (this engine's lease died of missed
@@ -15,12 +15,13 @@ plan and the names the view saw change, which gives the full planner's tasks at 
 changed; it plans in full at the start of a term, while departed machines are held, after a
 write that may have been cut short, and whenever the incremental planner cannot be sure.
 
-Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting, drops
-its view and campaigns again. The view is read afresh at the start of each term (a term begins
-with a full plan anyway): a standby engine that kept it fed would decode every unit file and
-placement written in the cluster, on every machine, for a takeover that rarely comes (on the rig,
-a third of an agent machine's CPU while units start). Before planning, a pass waits until the view has seen the engine's own previous
-writes, so it never plans from a view that predates them.
+Leadership ends when the lease is lost or a fenced write fails; the engine then stops acting,
+drops its view and campaigns again. The view is read afresh at the start of each term (a term
+begins with a full plan anyway): a standby engine that kept it fed would decode every unit file
+and placement written in the cluster, on every machine, for a takeover that rarely comes (on the
+rig, a third of an agent machine's CPU while units start). Before planning, a pass waits until
+the view has seen the engine's own previous writes, so it never plans from a view that predates
+them.
 """
 
 from __future__ import annotations
