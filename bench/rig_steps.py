@@ -4,7 +4,10 @@ Role: one function per kind of step (`start`, `failover`, `rejoin`, `destroy`). 
 project's `fleetctl` on the host (or `docker kill` / `docker start`) and then polls node1's API
 (and, for `destroy`, systemd inside the nodes) until the step's condition holds, and returns a
 `Step`: seconds from the step's first action until the condition was seen, the units running at
-the end, fleetctl's exit code and the error lines of its stderr.
+the end, fleetctl's exit code and the error lines of its stderr, and the CPU seconds the whole
+machine spent meanwhile (`cpu_s`, from `/proc/stat`: every process, the benchmark's own looks
+included). On a machine whose speed varies from hour to hour, `cpu_s` tells how much work a step
+took where its seconds also tell how long the machine took to do it.
 
 Invariants:
 * Every wait has a deadline (`Bench.timeout` seconds per step). A step that reaches it returns
@@ -29,6 +32,7 @@ from fleetctl.client import FleetctlError
 from fleetctl.models import UnitState
 
 POLL_INTERVAL = 0.25
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 """Seconds between two looks at the API while a step waits."""
 ERROR_LINE = re.compile(r"error|fail|timed out|warning|cannot|unable", re.IGNORECASE)
 MAX_ERRORS = 20
@@ -58,6 +62,14 @@ class Step:
             **self.detail,
             "load_1m": self.load_1m,
         }
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds the machine has spent since boot, all cores, idle and I/O wait left out."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = stat.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, *_ = map(int, fields)
+    return (user + nice + system + irq + softirq) / CLOCK_TICKS
 
 
 @dataclass(frozen=True)
@@ -108,6 +120,12 @@ class Bench:
     fleetctl_path: Path
     machines: dict[str, str]  # node name -> machine id (read while every node runs)
     killed: set[str] = field(default_factory=set)  # nodes killed and not yet back
+    _cpu_at_begin: float = 0.0
+
+    def begin(self) -> float:
+        """Start timing a step: the monotonic time now (and, for `finish`, the machine's CPU)."""
+        self._cpu_at_begin = machine_cpu_seconds()
+        return time.monotonic()
 
     def fleetctl(self, args: Sequence[str], deadline: float) -> FleetctlRun:
         """`fleetctl ARGS` against node1's API, killed if it outlives `deadline`."""
@@ -146,6 +164,7 @@ class Bench:
     def finish(self, started: float, progress: Progress, run: FleetctlRun | None = None) -> Step:
         seconds = round(time.monotonic() - started, 2)
         step = Step(seconds, progress.running, timed_out=not progress.done)
+        step.detail["cpu_s"] = round(machine_cpu_seconds() - self._cpu_at_begin, 2)
         if run is not None:
             step.exit_code = run.exit_code
             step.errors.extend(run.errors)
@@ -162,7 +181,7 @@ class Bench:
 def start(bench: Bench, names: Sequence[str], started_before: Collection[str] = ()) -> Step:
     """`fleetctl start NAMES` (blocking), until the API shows every one of them, and of
     `started_before`, running."""
-    started = time.monotonic()
+    started = bench.begin()
     deadline = started + bench.timeout
     run = bench.fleetctl(["start", *names], deadline)
     wanted = {*names, *started_before}
@@ -197,7 +216,7 @@ def failover(
             len(moved) == len(moving), len(everywhere), f"{len(moved)} of {len(moving)} moved"
         )
 
-    started = time.monotonic()
+    started = bench.begin()
     bench.rig.kill(victim)
     progress = bench.wait(probe, started + bench.timeout)
     step = bench.finish(started, progress)
@@ -215,7 +234,7 @@ def rejoin(bench: Bench, node: str, names: Collection[str]) -> Step:
     """`docker start` of a killed node, until its container runs and its machine is registered
     again (its fleetd is up; docker's health status lags by up to its 30 s interval)."""
     machine = bench.machines[node]
-    started = time.monotonic()
+    started = bench.begin()
     bench.rig.start(node)
 
     def probe() -> Progress:
@@ -233,7 +252,7 @@ def rejoin(bench: Bench, node: str, names: Collection[str]) -> Step:
 def destroy(bench: Bench, names: Sequence[str]) -> Step:
     """`fleetctl destroy NAMES` (blocking), until the API shows none of them and no node's
     systemd has any of them loaded."""
-    started = time.monotonic()
+    started = bench.begin()
     deadline = started + bench.timeout
     run = bench.fleetctl(["destroy", *names], deadline)
     progress = bench.wait(lambda: gone(bench, set(names)), deadline)
