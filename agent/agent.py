@@ -32,6 +32,8 @@ Invariants:
   `CATCH_UP` times), so a burst is one pass and one `daemon-reload`, not several.
 * Unit file text comes from `units/<name>` in etcd, checked against the scheduled hash, and is
   cached by hash; a unit whose stored file no longer has the scheduled hash waits for the engine.
+  The records a pass needs are read up to 128 in one call (a failover's hundreds are a few
+  calls, not hundreds).
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ from fleetd.runtime.metrics import Metrics, unserved
 log = structlog.get_logger(__name__)
 
 RECONCILE_INTERVAL = 30.0  # the safety tick; changes are acted on as they come
-FETCH_CONCURRENCY = 64  # unit records read from etcd at once (a burst needs hundreds)
+FETCH_BATCH = EtcdClient.MAX_TXN_OPS  # unit records read in one etcd call
+FETCHES_IN_FLIGHT = 4  # such calls at once (a failover reads hundreds of records)
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 CATCH_UP = 3
 """How many times a pass takes the newer schedule that arrived while it read unit files."""
@@ -276,30 +279,40 @@ class Agent:
         ]
         if not needed:
             return 0
-        limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+        batches = [needed[i : i + FETCH_BATCH] for i in range(0, len(needed), FETCH_BATCH)]
+        limit = asyncio.Semaphore(FETCHES_IN_FLIGHT)
 
-        async def fetch(placement: Placement) -> bool:
+        async def fetch(batch: list[Placement]) -> int:
             async with limit:
-                return await self._fetch(placement)
+                return await self._fetch(batch)
 
-        failed = await asyncio.gather(*(fetch(p) for p in needed))
-        return sum(failed)
+        return sum(await asyncio.gather(*map(fetch, batches)))
 
-    async def _fetch(self, placement: Placement) -> bool:
-        """Cache the text of `placement`'s unit file; True when etcd could not be read."""
+    async def _fetch(self, placements: list[Placement]) -> int:
+        """Cache the texts of the unit files of `placements`, read in one call; returns how many
+        could not be read (all of them when etcd failed the call)."""
+        keys = [self._keys.unit(placement.unit) for placement in placements]
         try:
-            kv = await self._client.get(self._keys.unit(placement.unit))
+            kvs = await self._client.get_many(keys)
         except EtcdError as exc:
-            log.warning("cannot read a unit file from etcd", unit=placement.unit, error=str(exc))
-            return True
+            units = [placement.unit for placement in placements]
+            log.warning("cannot read unit files from etcd", units=units, error=str(exc))
+            return len(placements)
+        for placement, key in zip(placements, keys, strict=True):
+            self._keep_text(placement, kvs.get(key))
+        return 0
+
+    def _keep_text(self, placement: Placement, kv: KeyValue | None) -> None:
+        """Cache the text of `placement`'s unit file from its record `kv`, if it has the
+        scheduled hash."""
         if kv is None:
             log.debug("scheduled unit has no unit record yet", unit=placement.unit)
-            return False
+            return
         try:
             record = decode_unit(kv.key, kv.value)
         except CodecError as exc:
             log.error("unreadable unit record", unit=placement.unit, error=str(exc))
-            return False
+            return
         if record.hash != placement.hash:
             log.debug(
                 "unit changed since it was scheduled, waiting for the engine",
@@ -307,13 +320,12 @@ class Agent:
                 scheduled=placement.hash,
                 stored=record.hash,
             )
-            return False
+            return
         text = record.unit_file.serialize()
         if hashlib.sha1(text.encode("utf-8")).hexdigest() != placement.hash:
             log.error("unit record does not match its hash", unit=placement.unit)
-            return False
+            return
         self._texts[placement.hash] = text
-        return False
 
 
 async def run_agent_on_systemd(

@@ -410,6 +410,37 @@ class EtcdClient:
         response = await self._unary("Range", request, pb.RangeResponse, timeout, read=True)
         return _kv(response.kvs[0]) if response.kvs else None
 
+    async def get_many(
+        self, keys: Sequence[str], *, timeout: float | None = None
+    ) -> dict[str, KeyValue]:
+        """The keys of `keys` that exist (key -> KeyValue), read at one revision in one call.
+
+        At most MAX_TXN_OPS keys (etcd's limit on a transaction's operations; more raises
+        ValueError before anything is sent). A reply over the receive limit is asked again in
+        halves; EtcdResponseTooLarge only if one key alone is over it.
+        """
+        if len(keys) > self.MAX_TXN_OPS:
+            raise ValueError(f"get_many of {len(keys)} keys; at most {self.MAX_TXN_OPS}")
+        if not keys:
+            return {}
+        ranges = [pb.RequestOp(request_range=pb.RangeRequest(key=_key_bytes(k))) for k in keys]
+        try:
+            response = await self._unary(
+                "Txn", pb.TxnRequest(success=ranges), pb.TxnResponse, timeout, read=True
+            )
+        except EtcdResponseTooLarge:
+            if len(keys) == 1:
+                raise
+            half = len(keys) // 2
+            first = await self.get_many(keys[:half], timeout=timeout)
+            return first | await self.get_many(keys[half:], timeout=timeout)
+        found: dict[str, KeyValue] = {}
+        for op in response.responses:
+            for kv in op.response_range.kvs:
+                value = _kv(kv)
+                found[value.key] = value
+        return found
+
     async def get_prefix(
         self, prefix: str, *, page_size: int = 1000, revision: int = 0, timeout: float | None = None
     ) -> tuple[list[KeyValue], int]:

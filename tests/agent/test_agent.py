@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 from agent.agent import Agent
@@ -352,5 +353,36 @@ async def test_a_schedule_that_grows_during_a_pass_is_taken_whole_in_that_pass(
         assert sorted(calls[:3]) == [("link", name) for name in names]
         assert calls[3] == ("reload", "")
         assert sorted(calls[4:]) == [("start", name) for name in names]
+        assert systemd.starts == dict.fromkeys(names, 1)
+        await release(etcd, agent)
+
+
+async def test_the_unit_records_of_a_burst_are_read_128_in_one_call(
+    etcd: EtcdClient,
+    keys: Keys,
+    manager: FakeUnitManager,
+    systemd: FakeSystemd,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = [f"burst{i:03}.service" for i in range(300)]
+    for name in names:
+        await schedule(etcd, keys, name, service(description=name))
+    reads: list[int] = []  # keys of units/ asked for, per call
+    get, get_many = etcd.get, etcd.get_many
+
+    async def counted_get(key: str, **kwargs: Any) -> Any:
+        if key.startswith(keys.units):
+            reads.append(1)
+        return await get(key, **kwargs)
+
+    async def counted_get_many(asked: list[str], **kwargs: Any) -> Any:
+        reads.append(len(asked))
+        return await get_many(asked, **kwargs)
+
+    monkeypatch.setattr(etcd, "get", counted_get)
+    monkeypatch.setattr(etcd, "get_many", counted_get_many)
+    async with running_agent(etcd, keys, manager) as agent:
+        await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")), "all running")
+        assert sorted(reads, reverse=True) == [128, 128, 44]
         assert systemd.starts == dict.fromkeys(names, 1)
         await release(etcd, agent)

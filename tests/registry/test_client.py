@@ -238,6 +238,42 @@ async def test_watch_joins_a_batch_that_etcd_sends_in_fragments(private_etcd: Et
         await client.close()
 
 
+async def test_get_many_reads_the_keys_that_exist_in_one_call(
+    etcd: EtcdClient, key_prefix: str
+) -> None:
+    keys = [f"{key_prefix}many/{i}" for i in range(EtcdClient.MAX_TXN_OPS)]
+    for i, key in enumerate(keys[::2]):
+        await etcd.put(key, f"v{i}".encode())
+    missing = f"{key_prefix}many/absent"
+    found = await etcd.get_many([*keys[:-1], missing])
+    assert {key: kv.value for key, kv in found.items()} == {
+        key: f"v{i}".encode() for i, key in enumerate(keys[::2])
+    }
+    assert await etcd.get_many([]) == {}
+    with pytest.raises(ValueError, match="at most"):
+        await etcd.get_many([*keys, missing])
+
+
+async def test_get_many_over_the_receive_limit_is_asked_again_in_halves(
+    private_etcd: EtcdServer,
+) -> None:
+    client = await EtcdClient.connect(
+        [private_etcd.endpoint], max_receive_bytes=GRPC_DEFAULT_RECEIVE
+    )
+    small = await EtcdClient.connect([private_etcd.endpoint], max_receive_bytes=BIG // 2)
+    try:
+        values = {f"/many-big/{i}": bytes([ord("a") + i]) * BIG for i in range(6)}
+        for key, value in values.items():
+            await client.put(key, value)
+        found = await client.get_many(list(values))  # 5.8 MB: over the 4 MiB limit at once
+        assert {key: kv.value for key, kv in found.items()} == values
+        with pytest.raises(EtcdResponseTooLarge):  # one key alone over the limit
+            await small.get_many(list(values)[:3])
+    finally:
+        await client.close()
+        await small.close()
+
+
 async def test_get_prefix_of_nothing(etcd: EtcdClient, key_prefix: str) -> None:
     kvs, revision = await etcd.get_prefix(key_prefix)
     assert kvs == []
