@@ -1,7 +1,8 @@
 """Publishes the states of this machine's units to `states/<machine>/<unit>`, on the heart's lease.
 
 Driven by the `UnitManager`'s change feed, not by polling: a notification marks its unit dirty
-and triggers a `ReconcileLoop` pass, which reads systemd's states of every dirty unit in one call
+and triggers a `ReconcileLoop` pass, which looks at the files of the dirty units only (not at the
+whole units directory) and reads systemd's states of every dirty unit in one call
 and writes what changed in transactions of up to 128 operations, a few of them in flight at once
 (a thousand units that change together are 8 transactions, not a thousand writes in turn). A
 burst of notifications before a pass is one pass, and a state that equals the published one is
@@ -180,10 +181,14 @@ class StatePublisher:
         self._everything = True
 
     async def _publish(self, lease_id: int, everything: bool, dirty: set[str]) -> None:
-        files = await self._manager.list_unit_files()
-        self._local = set(files)
-        candidates = set(files) | set(self._published) | self._stale
-        names = candidates if everything else dirty & candidates
+        if everything:
+            files = await self._manager.list_unit_files()
+            self._local = set(files)
+            names = set(files) | set(self._published) | self._stale
+        else:  # only the dirty units' files: a stat each, not the whole directory
+            files = await self._manager.list_unit_files(dirty)
+            self._local = (self._local - dirty) | set(files)
+            names = dirty & (set(files) | set(self._published) | self._stale)
         if not names:
             return
         local = sorted(n for n in names if n in files)

@@ -492,8 +492,8 @@ class DbusUnitManager:
     def units_directory(self) -> Path:
         return self._files.directory
 
-    async def list_unit_files(self) -> dict[str, str]:
-        return self._files.list()
+    async def list_unit_files(self, names: Collection[str] | None = None) -> dict[str, str]:
+        return self._files.list(names)
 
     async def write_unit_file(self, name: str, text: str) -> None:
         new = not self._files.path_for(name).exists()

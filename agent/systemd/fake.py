@@ -273,8 +273,8 @@ class FakeUnitManager:
     def units_directory(self) -> Path:
         return self._files.directory
 
-    async def list_unit_files(self) -> dict[str, str]:
-        return self._files.list()
+    async def list_unit_files(self, names: Collection[str] | None = None) -> dict[str, str]:
+        return self._files.list(names)
 
     async def write_unit_file(self, name: str, text: str) -> None:
         self._files.path_for(name)  # refuse a bad name before anything else

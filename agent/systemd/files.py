@@ -12,7 +12,8 @@ Invariants:
   A file is read again only when its inode, size, mtime or ctime changed since it was hashed,
   or when it had changed less than `RACY_NS` before it was hashed (a change within the same
   clock tick could leave all four as they were): listing a thousand settled units costs a
-  thousand `stat`s, not a thousand reads.
+  thousand `stat`s, not a thousand reads. `list(names)` looks at those names only (the state
+  publisher's pass after a few units changed), not at the whole directory.
 * A unit with an `[X-Container]` section (`fleetd.core.container`) also gets a drop-in,
   `<dropins>/<name>.d/50-fleet-container.conf`, whose `ExecStart=` runs `fleet-pod run ...`:
   the unit file stays byte for byte what was submitted, so its hash does too. Writing a unit
@@ -32,7 +33,7 @@ import shutil
 import stat
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from agent.systemd.port import UnsafeUnitName
@@ -138,37 +139,48 @@ class UnitFileStore:
         with contextlib.suppress(OSError):  # absent, or holds drop-ins that are not ours
             dropin.parent.rmdir()
 
-    def list(self) -> dict[str, str]:
-        """Unit name -> SHA-1 hex of the file's bytes, for every unit file in the directory."""
-        found: dict[str, str] = {}
-        digests: dict[str, tuple[Signature, str, bool]] = {}
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            self._digests = digests
-            return found
-        for entry in entries:
-            if unit_file_name_problem(entry.name) is not None:
-                continue
+    def list(self, names: Collection[str] | None = None) -> dict[str, str]:
+        """Unit name -> SHA-1 hex of the file's bytes, for every unit file in the directory; or,
+        given `names`, for those of them that are unit files there (a `stat` each, not a listing
+        of the directory)."""
+        if names is None:
             try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:  # removed while we looked
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            signature = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-            known = self._digests.get(entry.name)
-            if known is not None and known[0] == signature and known[2]:
-                digests[entry.name] = known
-                found[entry.name] = known[1]
-                continue
-            hashed_at = self._clock_ns()
-            try:
-                digest = file_digest(Path(entry.path))
+                paths = {entry.name: entry.path for entry in os.scandir(self.directory)}
             except FileNotFoundError:
-                continue
-            settled = max(info.st_mtime_ns, info.st_ctime_ns) < hashed_at - RACY_NS
-            digests[entry.name] = (signature, digest, settled)
-            found[entry.name] = digest
-        self._digests = digests
+                paths = {}
+            for gone in self._digests.keys() - paths.keys():
+                del self._digests[gone]
+        else:
+            paths = {name: os.path.join(self.directory, name) for name in names}
+        found: dict[str, str] = {}
+        for name, path in paths.items():
+            digest = self._digest_of(name, path)
+            if digest is None:
+                self._digests.pop(name, None)
+            else:
+                found[name] = digest
         return found
+
+    def _digest_of(self, name: str, path: str) -> str | None:
+        """The SHA-1 of the unit file `name` at `path` (from the cache while its signature
+        holds), None when it is not a unit file (or no longer there)."""
+        known = self._digests.get(name)
+        if known is None and unit_file_name_problem(name) is not None:
+            return None
+        try:
+            info = os.stat(path, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):  # removed while we looked
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        signature = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        if known is not None and known[0] == signature and known[2]:
+            return known[1]
+        hashed_at = self._clock_ns()
+        try:
+            digest = file_digest(Path(path))
+        except FileNotFoundError:
+            return None
+        settled = max(info.st_mtime_ns, info.st_ctime_ns) < hashed_at - RACY_NS
+        self._digests[name] = (signature, digest, settled)
+        return digest

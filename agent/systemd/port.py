@@ -8,9 +8,9 @@ What every implementation guarantees:
 * Unit files live in one directory (`units_directory`, `/run/fleet/units/` by default). A name
   that could not be a plain file of it (`/`, `..`, not a valid unit name) raises `UnsafeUnitName`
   before anything is written or asked of systemd.
-* `list_unit_files` returns the unit files there (name -> SHA-1 of the bytes, which is fleet's
-  hash of the unit the agent wrote); other files (temporary files, the agent's own records) are
-  not units and are not listed.
+* `list_unit_files` returns the unit files there, or those of the names given (name -> SHA-1 of
+  the bytes, which is fleet's hash of the unit the agent wrote); other files (temporary files,
+  the agent's own records) are not units and are not listed.
 * `start_unit`/`stop_unit` return once systemd has queued the job; `Job.result()` waits for it to
   finish. Stopping a unit systemd does not have loaded is not an error: its job is already done.
 * `unit_states` does not ask systemd about a unit it would have to load to answer, when the
@@ -232,8 +232,9 @@ class UnitManager(Protocol):
     @property
     def units_directory(self) -> Path: ...
 
-    async def list_unit_files(self) -> dict[str, str]:
-        """Unit files in the units directory: name -> SHA-1 hex of the file's bytes."""
+    async def list_unit_files(self, names: Collection[str] | None = None) -> dict[str, str]:
+        """Unit files in the units directory: name -> SHA-1 hex of the file's bytes; given
+        `names`, only those of them that are unit files there."""
         ...
 
     async def write_unit_file(self, name: str, text: str) -> None:

@@ -226,3 +226,38 @@ async def test_a_pods_address_is_published_while_its_unit_is_active(
         assert record is not None
         assert record.active_state == "active"
         await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_a_pass_after_a_change_looks_at_the_changed_units_files_only(
+    etcd: EtcdClient,
+    keys: Keys,
+    manager: FakeUnitManager,
+    systemd: FakeSystemd,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names = [f"u{i}.service" for i in range(20)]
+    for name in names:
+        manager.seed(name, service())
+    asked: list[frozenset[str] | None] = []
+    list_unit_files = manager.list_unit_files
+
+    async def spied(wanted: Any = None) -> dict[str, str]:
+        asked.append(None if wanted is None else frozenset(wanted))
+        return await list_unit_files(wanted)
+
+    monkeypatch.setattr(manager, "list_unit_files", spied)
+    async with publishing(etcd, keys, manager) as (heart, _):
+        await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")))
+        assert asked[0] is None  # the first pass looks at everything
+        asked.clear()
+        systemd.crash("u3.service")
+        expected = dict.fromkeys(names, ("active", "running"))
+        expected["u3.service"] = ("failed", "failed")
+        await wait_states(etcd, keys, expected)
+        assert asked
+        assert all(wanted == frozenset({"u3.service"}) for wanted in asked), asked
+        await manager.remove_unit_file("u4.service")  # a removal is seen the same way
+        del expected["u4.service"]
+        await wait_states(etcd, keys, expected)
+        assert None not in asked, asked
+        await etcd.lease_revoke((await heart.wait_lease()).id)

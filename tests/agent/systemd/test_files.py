@@ -145,3 +145,28 @@ def test_list_hashes_again_a_file_that_changed_just_before_it_was_read(
     store.list()
     store.list()
     assert reads == ["a.service", "a.service"]
+
+
+def test_list_of_names_looks_at_those_files_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = UnitFileStore(tmp_path / "units", clock_ns=lambda: time.time_ns() + 10**9)
+    for name in ("a.service", "b.service", "c.service"):
+        store.write(name, f"{TEXT}# {name}\n")
+    (tmp_path / "units" / "notes.txt").write_text("not a unit")
+    everything = store.list()
+    looked: list[str] = []
+    stat = os.stat
+
+    def counting_stat(path: str, **kwargs: bool) -> os.stat_result:
+        looked.append(os.path.basename(path))
+        return stat(path, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counting_stat)
+    names = ["b.service", "gone.service", "notes.txt", "../escape.service"]
+    assert store.list(names) == {"b.service": everything["b.service"]}
+    assert looked == ["b.service", "gone.service"]  # no listing, no look at bad names
+    store.remove("b.service")
+    assert store.list(["b.service"]) == {}
+    monkeypatch.setattr(os, "stat", stat)
+    assert store.list() == {name: everything[name] for name in ("a.service", "c.service")}
