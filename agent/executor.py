@@ -6,7 +6,9 @@ puts the same snapshot together from states read earlier (the agent re-reads onl
 systemd signalled about).
 
 `apply_agent_tasks` performs a plan stage by stage, in the plan's order (unloads, writes and
-links, the reload, stops, starts), logging each task with its reason:
+links, the reload, stops, starts), logging each task with its reason (a unit's write and link as
+one line, `load`, fleet's name for the pair: a thousand new units are two thousand lines in the
+journal, not three thousand):
 
 * within a stage, each unit's tasks run in order (a unit file is linked after it is written),
   and up to `in_flight` units at once, started in the plan's order: systemd handles concurrent
@@ -160,8 +162,13 @@ async def _side_by_side(
 
     async def run(chain: list[AgentTask]) -> None:
         try:
+            loading = _loads(chain)
+            if loading is not None:  # write and link: one line, as fleet's LoadUnit task
+                log.info("agent task", task="load", unit=loading.unit, reason=loading.reason)
             for task in chain:
-                await _perform(manager, task, intents, stop_timeout, metrics)
+                await _perform(
+                    manager, task, intents, stop_timeout, metrics, logged=loading is None
+                )
         except _TASK_ERRORS as exc:
             failures.append(exc)
         finally:
@@ -178,18 +185,29 @@ async def _side_by_side(
         raise failures[0]
 
 
+def _loads(chain: list[AgentTask]) -> WriteUnit | None:
+    """The write of a unit's chain that writes and links it (fleet's LoadUnit), else None."""
+    match chain:
+        case [WriteUnit() as write, LinkUnit(unit)] if unit == write.unit:
+            return write
+    return None
+
+
 async def _perform(
     manager: UnitManager,
     task: AgentTask,
     intents: LaunchIntents,
     stop_timeout: float,
     metrics: Metrics,
+    *,
+    logged: bool = True,
 ) -> None:
-    """Log one task with its reason, count it and perform it; a failure is logged, counted and
-    raised."""
+    """Log one task with its reason (unless `logged` is False: the caller did), count it and
+    perform it; a failure is logged, counted and raised."""
     unit = getattr(task, "unit", None)
     operation = task_name(task)
-    log.info("agent task", task=operation, unit=unit, reason=task.reason)
+    if logged:
+        log.info("agent task", task=operation, unit=unit, reason=task.reason)
     metrics.agent_unit_operations.labels(operation).inc()
     try:
         if not await _apply(manager, task, intents, stop_timeout):

@@ -57,8 +57,7 @@ async def test_tasks_run_in_order_and_each_is_logged_with_its_reason(
     with structlog.testing.capture_logs() as logs:
         await apply_agent_tasks(manager, tasks, intents)
     assert [(e["task"], e["unit"], e["reason"]) for e in logs if e["event"] == "agent task"] == [
-        ("write", "a.service", "scheduled on this machine"),
-        ("link", "a.service", "scheduled on this machine"),
+        ("load", "a.service", "scheduled on this machine"),
         ("reload", None, "1 unit loaded or unloaded"),
         ("start", "a.service", "desired launched"),
     ]
