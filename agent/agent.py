@@ -9,7 +9,8 @@
   on a slow safety tick: snapshot (`local_units`), pure plan (`plan_agent`), execute
   (`apply_agent_tasks`);
 * a follower of the `UnitManager`'s change feed that triggers the loop;
-* the state publisher (`agent.publisher`);
+* the state publisher (`agent.publisher`), which holds back the units a pass is about to start
+  until their start is queued;
 * the container network (`agent.network.agent`), given a kernel: this machine's subnet lease
   and its routes to the other machines, once `network/config` is set.
 
@@ -52,7 +53,7 @@ from agent.intents import INTENTS_FILE, LaunchIntents
 from agent.network.agent import NetworkAgent
 from agent.network.executor import NetworkKernel
 from agent.network.netlink import NetlinkKernel
-from agent.plan import LocalUnit, ReloadSystemd, UnloadUnit, plan_agent
+from agent.plan import LocalUnit, ReloadSystemd, StartUnit, UnloadUnit, plan_agent
 from agent.publisher import StatePublisher
 from agent.systemd.dbus import DbusUnitManager
 from agent.systemd.files import SYSTEM_DROPINS, default_container_program
@@ -231,13 +232,19 @@ class Agent:
             unloads = {task.unit for task in tasks if isinstance(task, UnloadUnit)}
             if self._unloaded is not None:
                 self._unloaded |= unloads
-            await apply_agent_tasks(
-                self._manager,
-                tasks,
-                self.intents,
-                stop_timeout=self._stop_timeout,
-                metrics=self.metrics,
-            )
+            starting = {task.unit for task in tasks if isinstance(task, StartUnit)}
+            self.publisher.hold(starting)  # their first published state is their start's
+            try:
+                await apply_agent_tasks(
+                    self._manager,
+                    tasks,
+                    self.intents,
+                    stop_timeout=self._stop_timeout,
+                    metrics=self.metrics,
+                    on_started=self.publisher.started,
+                )
+            finally:
+                self.publisher.release(starting)
             if any(isinstance(task, ReloadSystemd) for task in tasks):
                 self._unloaded = set()  # the reload came after this plan's unloads
         wanted = {placement.hash for placement in desired.values()}

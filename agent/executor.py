@@ -45,7 +45,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import structlog
 
@@ -61,7 +62,14 @@ from agent.plan import (
     WriteUnit,
     task_name,
 )
-from agent.systemd.port import JOB_DONE, SystemdError, UnitManager, UnitRefused, UnitStatus
+from agent.systemd.port import (
+    JOB_DONE,
+    Job,
+    SystemdError,
+    UnitManager,
+    UnitRefused,
+    UnitStatus,
+)
 from fleetd.runtime.metrics import Metrics, unserved
 
 log = structlog.get_logger(__name__)
@@ -113,6 +121,17 @@ def local_units(
     return local
 
 
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What performing any task needs."""
+
+    manager: UnitManager
+    intents: LaunchIntents
+    stop_timeout: float
+    metrics: Metrics
+    on_started: Callable[[str, Job | None], None]
+
+
 async def apply_agent_tasks(
     manager: UnitManager,
     tasks: Sequence[AgentTask],
@@ -121,36 +140,30 @@ async def apply_agent_tasks(
     stop_timeout: float = STOP_TIMEOUT,
     in_flight: int = IN_FLIGHT,
     metrics: Metrics | None = None,
+    on_started: Callable[[str, Job | None], None] = lambda unit, job: None,
 ) -> None:
     """Perform `tasks` stage by stage; raise the first failure (later stages are not run).
-    Each task is counted in `metrics` (`agent_unit_operations`), and each failure or refusal."""
+    Each task is counted in `metrics` (`agent_unit_operations`), and each failure or refusal.
+    `on_started(unit, job)` is called once systemd has queued a unit's start job (`job`), or
+    refused to start it (None)."""
     if in_flight < 1:
         raise ValueError("in_flight must be at least 1")
     counted = metrics if metrics is not None else unserved()
+    context = _Context(manager, intents, stop_timeout, counted, on_started)
     for stage, group in itertools.groupby(tasks, key=lambda task: _STAGES[type(task)]):
         stage_tasks = list(group)
         began = time.monotonic()
         with intents.batched():
             if stage in _SIDE_BY_SIDE and len(stage_tasks) > 1:
-                await _side_by_side(
-                    manager, stage_tasks, intents, stop_timeout, in_flight, metrics=counted
-                )
+                await _side_by_side(context, stage_tasks, in_flight)
             else:
                 for task in stage_tasks:
-                    await _perform(manager, task, intents, stop_timeout, counted)
+                    await _perform(context, task)
         seconds = round(time.monotonic() - began, 3)
         log.info("agent stage done", stage=stage, tasks=len(stage_tasks), seconds=seconds)
 
 
-async def _side_by_side(
-    manager: UnitManager,
-    tasks: list[AgentTask],
-    intents: LaunchIntents,
-    stop_timeout: float,
-    in_flight: int,
-    *,
-    metrics: Metrics,
-) -> None:
+async def _side_by_side(context: _Context, tasks: list[AgentTask], in_flight: int) -> None:
     """Run the tasks of each unit in order, and at most `in_flight` units at once, started in the
     order of the plan; after a failure no unit is started, and the first failure is raised once
     the units under way are done."""
@@ -166,9 +179,7 @@ async def _side_by_side(
             if loading is not None:  # write and link: one line, as fleet's LoadUnit task
                 log.info("agent task", task="load", unit=loading.unit, reason=loading.reason)
             for task in chain:
-                await _perform(
-                    manager, task, intents, stop_timeout, metrics, logged=loading is None
-                )
+                await _perform(context, task, logged=loading is None)
         except _TASK_ERRORS as exc:
             failures.append(exc)
         finally:
@@ -193,24 +204,17 @@ def _loads(chain: list[AgentTask]) -> WriteUnit | None:
     return None
 
 
-async def _perform(
-    manager: UnitManager,
-    task: AgentTask,
-    intents: LaunchIntents,
-    stop_timeout: float,
-    metrics: Metrics,
-    *,
-    logged: bool = True,
-) -> None:
+async def _perform(context: _Context, task: AgentTask, *, logged: bool = True) -> None:
     """Log one task with its reason (unless `logged` is False: the caller did), count it and
     perform it; a failure is logged, counted and raised."""
     unit = getattr(task, "unit", None)
     operation = task_name(task)
     if logged:
         log.info("agent task", task=operation, unit=unit, reason=task.reason)
+    metrics = context.metrics
     metrics.agent_unit_operations.labels(operation).inc()
     try:
-        if not await _apply(manager, task, intents, stop_timeout):
+        if not await _apply(context, task):
             metrics.agent_unit_operation_failures.labels(operation).inc()
     except _TASK_ERRORS as exc:
         metrics.agent_unit_operation_failures.labels(operation).inc()
@@ -223,10 +227,9 @@ async def _perform(
         raise
 
 
-async def _apply(
-    manager: UnitManager, task: AgentTask, intents: LaunchIntents, stop_timeout: float
-) -> bool:
+async def _apply(context: _Context, task: AgentTask) -> bool:
     """Perform `task`; False when systemd refused it without it being an error to retry."""
+    manager, intents = context.manager, context.intents
     match task:
         case WriteUnit(unit, hash_, text, _):
             await manager.write_unit_file(unit, text)
@@ -240,7 +243,7 @@ async def _apply(
             intents.record(unit, hash_, launched=False)
         case StartUnit(unit, hash_, _):
             try:
-                await manager.start_unit(unit)
+                job = await manager.start_unit(unit)
             except UnitRefused as exc:
                 log.error(
                     "systemd refused to start the unit; not retrying until it changes",
@@ -249,10 +252,12 @@ async def _apply(
                     error_name=exc.error_name,
                 )
                 intents.record(unit, hash_, launched=True)
+                context.on_started(unit, None)
                 return False
             intents.record(unit, hash_, launched=True)
+            context.on_started(unit, job)
         case UnloadUnit(unit, _):
-            await _unload(manager, unit, intents, stop_timeout)
+            await _unload(manager, unit, intents, context.stop_timeout)
     return True
 
 

@@ -16,6 +16,14 @@ publisher saw the unit enter this state, plus, while the unit is `active`, its p
 fleet-pod writes it after systemd reports the unit active, so a change to the pod-address
 directory marks its unit dirty and triggers a pass, as a change feed notification does.
 
+A unit the agent is about to start is held (`hold`): the publisher leaves it dirty and does not
+read it. Once its start job is queued (`started`), a state is published only when it is no longer
+`inactive` (`activating`, `active`, `failed`, ...), and in any case when the job has ended; a
+unit whose start did not come is released as it is (`release`). So a new unit's first published
+state is the one its start gives it, not `not-found` or `loaded`/`inactive`/`dead` on the way
+there: one state write per started unit instead of about two (516 for 300 units on the rig), and
+no read that makes systemd load a unit its start is about to load.
+
 A unit whose file is gone (unloaded) has its state deleted. Everything is written on the heart's
 current lease: when the lease changes (lost, then granted again), the publisher reads what is
 stored, and writes again whatever is not on the new lease; after a re-attach it finds its states
@@ -29,14 +37,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import structlog
 
 from agent.heart import Heart
 from agent.pod_addresses import PodAddresses
-from agent.systemd.port import ChangeFeed, UnitManager
+from agent.systemd.port import ChangeFeed, Job, UnitManager
 from fleetd.core.names import unit_file_name_problem
 from fleetd.registry.client import Delete, EtcdClient, Put
 from fleetd.registry.codec import CodecError, UnitStateRecord, decode_state, encode_state
@@ -92,6 +100,8 @@ class StatePublisher:
         self._dirty: set[str] = set()
         self._everything = True
         self._local: set[str] = set()  # unit files seen by the last pass
+        self._held: set[str] = set()  # units the agent is about to start: not published yet
+        self._starting: set[str] = set()  # start job queued, not ended: published unless inactive
         self.pod_addresses = PodAddresses(pod_addresses) if pod_addresses is not None else None
         self.loop = ReconcileLoop("publisher", self._pass, interval=interval)
         self.writes = 0  # states put or deleted so far
@@ -133,6 +143,35 @@ class StatePublisher:
             if changed.everything or ours:
                 self.loop.trigger()
 
+    def hold(self, names: Collection[str]) -> None:
+        """Do not read or publish `names`: the agent is about to start them."""
+        self._held.update(names)
+
+    def started(self, name: str, job: Job | None) -> None:
+        """The agent asked systemd to start `name`: `job` is queued (None: systemd refused)."""
+        if job is None:
+            self.release([name])
+            return
+        self._held.discard(name)
+        self._starting.add(name)
+        self._dirty.add(name)
+        self.loop.trigger()
+
+        def ended() -> None:
+            self._starting.discard(name)
+            self._dirty.add(name)
+            self.loop.trigger()
+
+        job.when_done(ended)
+
+    def release(self, names: Collection[str]) -> None:
+        """Publish those of `names` still held as they are: their start did not come."""
+        released = self._held.intersection(names)
+        if released:
+            self._held -= released
+            self._dirty |= released
+            self.loop.trigger()
+
     def _addresses_changed(self, names: set[str]) -> None:
         ours = {name for name in names if self._is_ours(name)}
         if ours:
@@ -151,8 +190,8 @@ class StatePublisher:
         lease = await self._heart.wait_lease()
         if lease.id != self._lease_id:
             await self._adopt(lease.id)
-        everything, dirty = self._everything, self._dirty
-        self._everything, self._dirty = False, set()
+        everything, dirty = self._everything, self._dirty - self._held
+        self._everything, self._dirty = False, self._dirty & self._held
         try:
             await self._publish(lease.id, everything, dirty)
         except BaseException:
@@ -185,6 +224,9 @@ class StatePublisher:
             files = await self._manager.list_unit_files()
             self._local = set(files)
             names = set(files) | set(self._published) | self._stale
+            held = names & self._held
+            self._dirty |= held  # published once released
+            names -= held
         else:  # only the dirty units' files: a stat each, not the whole directory
             files = await self._manager.list_unit_files(dirty)
             self._local = (self._local - dirty) | set(files)
@@ -202,6 +244,8 @@ class StatePublisher:
                     writes.append((name, Delete(key), None))
                 continue
             status = states[name]
+            if name in self._starting and status.active_state == "inactive":
+                continue  # its start job is still queued: published when it ran or ended
             addresses = self.pod_addresses if status.active_state == "active" else None
             record = UnitStateRecord(
                 status.load_state,

@@ -18,6 +18,7 @@ from agent.systemd.fake import FakeSystemd, FakeUnitManager
 from devtools.etcd_server import EtcdServer
 from fleetd.core.model import Machine, Placement
 from fleetd.registry.client import EtcdClient
+from fleetd.registry.codec import decode_state
 from fleetd.registry.keys import Keys
 from tests.agent.helpers import (
     MACHINE,
@@ -384,5 +385,34 @@ async def test_the_unit_records_of_a_burst_are_read_128_in_one_call(
     async with running_agent(etcd, keys, manager) as agent:
         await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")), "all running")
         assert sorted(reads, reverse=True) == [128, 128, 44]
+        assert systemd.starts == dict.fromkeys(names, 1)
+        await release(etcd, agent)
+
+
+async def test_a_started_units_first_published_state_is_its_starts(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    names = [f"new{i:02}.service" for i in range(40)]
+    revision = 0
+    for name in names:
+        await schedule(etcd, keys, name, service(description=name))
+        kv = await etcd.get(keys.placement(MACHINE, name))
+        assert kv is not None
+        revision = kv.mod_revision
+    async with running_agent(etcd, keys, manager) as agent:
+        await wait_states(etcd, keys, dict.fromkeys(names, ("active", "running")), "all running")
+        published: list[tuple[str, str]] = []
+        async with contextlib.aclosing(
+            etcd.watch(keys.state(MACHINE, ""), start_revision=revision + 1)
+        ) as stream:
+            async for changes in stream:
+                for event in changes.events:
+                    state = decode_state(event.kv.key, event.kv.value)
+                    published.append((state.active_state, state.sub_state))
+                if len(published) >= len(names):
+                    break
+        # not `not-found` or `loaded`/`inactive` before: one write per unit, its running state
+        assert published == [("active", "running")] * len(names)
+        assert agent.publisher.writes == len(names)
         assert systemd.starts == dict.fromkeys(names, 1)
         await release(etcd, agent)

@@ -3,6 +3,7 @@ the heart's lease, coalesced, removed with their unit, and not rewritten after a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from agent.heart import Heart
 from agent.publisher import TXNS_IN_FLIGHT, StatePublisher
 from agent.systemd.fake import FakeSystemd, FakeUnitManager
+from agent.systemd.port import Job
 from fleetd.core.model import Machine
 from fleetd.core.pod_address import PodAddress, encode_pod_address
 from fleetd.registry.client import Compare, Delete, EtcdClient, Put, TxnResult
@@ -260,4 +262,33 @@ async def test_a_pass_after_a_change_looks_at_the_changed_units_files_only(
         del expected["u4.service"]
         await wait_states(etcd, keys, expected)
         assert None not in asked, asked
+        await etcd.lease_revoke((await heart.wait_lease()).id)
+
+
+async def test_a_unit_about_to_start_is_published_once_its_start_ran_or_ended(
+    etcd: EtcdClient, keys: Keys, manager: FakeUnitManager, systemd: FakeSystemd
+) -> None:
+    manager.seed("other.service", service())
+    async with publishing(etcd, keys, manager) as (heart, publisher):
+        await wait_states(etcd, keys, {"other.service": ("active", "running")})
+        publisher.hold(["held.service", "dropped.service"])
+        for name in ("held.service", "dropped.service"):
+            await manager.write_unit_file(name, service())
+            await manager.link_unit(name)
+        # a later change is published: the passes since then left the held units out
+        await manager.write_unit_file("more.service", service())
+        await manager.link_unit("more.service")
+        await manager.start_unit("more.service")
+        expected = {"other.service": ("active", "running"), "more.service": ("active", "running")}
+        await wait_states(etcd, keys, expected)
+        # the start is queued but has not run: `inactive` is not published either
+        result: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        publisher.started("held.service", Job("held.service", "/job/7", result))
+        systemd.crash("other.service")
+        expected["other.service"] = ("failed", "failed")
+        await wait_states(etcd, keys, expected)
+        result.set_result("done")  # the job ended (here: the unit did not run)
+        publisher.release(["held.service", "dropped.service"])  # the pass is over
+        expected |= {"held.service": ("inactive", "dead"), "dropped.service": ("inactive", "dead")}
+        await wait_states(etcd, keys, expected)
         await etcd.lease_revoke((await heart.wait_lease()).id)
