@@ -10,7 +10,7 @@
   (`apply_agent_tasks`);
 * a follower of the `UnitManager`'s change feed that triggers the loop;
 * the state publisher (`agent.publisher`), which holds back the units a pass is about to start
-  until their start is queued;
+  until their start job has run (or ended);
 * the container network (`agent.network.agent`), given a kernel: this machine's subnet lease
   and its routes to the other machines, once `network/config` is set.
 
