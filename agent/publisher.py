@@ -154,8 +154,9 @@ class StatePublisher:
             return
         self._held.discard(name)
         self._starting.add(name)
-        self._dirty.add(name)
-        self.loop.trigger()
+        # not read now: the job has rarely run yet (it would read `inactive`); systemd's signal
+        # when it runs, or the job's end, marks the unit again
+        self._dirty.discard(name)
 
         def ended() -> None:
             self._starting.discard(name)
